@@ -1,0 +1,138 @@
+"""Build script for cbn's Cython/OpenMP extension.
+
+OpenMP is probed by compiling and linking (never running) a tiny program, so the
+probe also works for cross-compiles.  Environment switches:
+
+CBN_OPENMP=auto  (default) use OpenMP when the compiler has it, else warn and build serially
+CBN_OPENMP=1     fail when the compiler has no OpenMP (wheel builds use this)
+CBN_OPENMP=0     build serially
+CBN_LIBOMP_PREFIX=/path   where Apple clang finds libomp (include/ and lib/)
+CBN_DEBUG=1      turn Cython's bounds/wraparound/initialization checks back on
+"""
+
+import os
+import shlex
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+DEBUG = os.environ.get("CBN_DEBUG", "0") == "1"
+
+OPENMP_PROBE = textwrap.dedent(
+    """
+    #include <omp.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += omp_get_num_threads() > 0;
+        return n > 0 ? 0 : 1;
+    }
+    """
+)
+
+
+def _openmp_mode():
+    mode = os.environ.get("CBN_OPENMP", "auto").strip().lower()
+    if mode not in ("auto", "0", "1"):
+        raise SystemExit(f"CBN_OPENMP must be auto, 0 or 1, got {mode!r}")
+    return mode
+
+
+def _openmp_candidates(compiler_type):
+    """(compile flags, link flags, include dirs, library dirs) to try, best first."""
+    if compiler_type == "msvc":
+        return [(["/openmp"], [], [], [])]
+    if sys.platform == "darwin":
+        # Apple clang has no -fopenmp driver flag; libomp comes from a prefix
+        # (conda-forge llvm-openmp in wheel builds, Homebrew locally).
+        prefixes = [os.environ.get("CBN_LIBOMP_PREFIX", ""), "/opt/homebrew/opt/libomp",
+                    "/usr/local/opt/libomp", os.environ.get("CONDA_PREFIX", "")]
+        out = [(["-fopenmp"], ["-fopenmp"], [], [])]
+        for p in filter(None, prefixes):
+            out.append((["-Xpreprocessor", "-fopenmp"], ["-lomp"],
+                        [os.path.join(p, "include")], [os.path.join(p, "lib")]))
+        return out
+    return [(["-fopenmp"], ["-fopenmp"], [], [])]
+
+
+class BuildExt(build_ext):
+    """Adds the OpenMP flags the compiler accepts and records the build configuration."""
+
+    def _probe(self, cflags, ldflags, incs, libdirs):
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(OPENMP_PROBE)
+            try:
+                objs = self.compiler.compile([src], output_dir=tmp, include_dirs=incs,
+                                             extra_postargs=cflags)
+                self.compiler.link_executable(objs, os.path.join(tmp, "probe"), output_dir=tmp,
+                                              library_dirs=libdirs, extra_postargs=ldflags)
+            except Exception:  # CompileError, LinkError, or a missing compiler
+                return False
+        return True
+
+    def _base_flags(self):
+        if self.compiler.compiler_type == "msvc":
+            return ["/O2"], []
+        # Portable code only: no -march=native in anything that ships.
+        return ["-O3", "-fno-math-errno"], []
+
+    def build_extensions(self):
+        mode = _openmp_mode()
+        ctype = self.compiler.compiler_type
+        cflags, ldflags = self._base_flags()
+        omp = None
+        if mode != "0":
+            for cand in _openmp_candidates(ctype):
+                if self._probe(*cand):
+                    omp = cand
+                    break
+            if omp is None and mode == "1":
+                raise SystemExit("CBN_OPENMP=1 but the compiler cannot build an OpenMP program")
+            if omp is None:
+                print("WARNING: cbn: the compiler has no usable OpenMP; building the serial "
+                      "kernels (set CBN_OPENMP=1 to make this an error)", file=sys.stderr)
+        info_dir = os.path.join(self.build_temp, "cbn_build_info")
+        os.makedirs(info_dir, exist_ok=True)
+        for ext in self.extensions:
+            ext.extra_compile_args += cflags + (omp[0] if omp else [])
+            ext.extra_link_args += ldflags + (omp[1] if omp else [])
+            if omp:
+                ext.include_dirs += omp[2]
+                ext.library_dirs += omp[3]
+            ext.include_dirs.append(info_dir)
+        all_flags = " ".join(shlex.quote(f) for f in
+                             (sysconfig.get_config_var("CFLAGS") or "").split()
+                             + self.extensions[0].extra_compile_args)
+        with open(os.path.join(info_dir, "cbn_build_info.h"), "w") as f:
+            f.write(f"#define CBN_BUILD_COMPILER_TYPE {_c_string(ctype)}\n")
+            f.write(f"#define CBN_BUILD_FLAGS {_c_string(all_flags)}\n")
+            f.write(f"#define CBN_BUILD_OPENMP_MODE {_c_string(mode)}\n")
+        super().build_extensions()
+
+
+def _c_string(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+
+extensions = [Extension("cbn._kernels", ["src/cbn/_kernels.pyx"])]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=directives),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,131 @@
+"""Thread-count resolution, the fork guard and show_config."""
+
+import numbers
+import os
+import sys
+
+from cbn import _kernels
+
+# Below this many elements a call runs on the calling thread: an OpenMP fork/join
+# costs microseconds, more than the whole work of a small tensor.
+SERIAL_BELOW = 1 << 15
+
+_state = {
+    "default": None,       # set_num_threads(); None: OpenMP's omp_get_max_threads()
+    "team_used": False,    # this process has run a kernel with more than one thread
+    "forked_serial": False,  # forked from a process whose OpenMP team was used
+}
+
+
+def _after_fork_in_child():
+    # GNU libgomp hangs a forked child in its next parallel region when the
+    # parent had started a thread team; a team of one thread is safe.
+    if _state["team_used"]:
+        _state["forked_serial"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def check_n_threads(n_threads, name="n_threads"):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise TypeError(f"{name} must be None or an integer >= 1, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"{name} must be None or an integer >= 1, got {n_threads}")
+    return int(n_threads)
+
+
+def set_num_threads(n):
+    """Set the number of threads cbn uses when a call passes ``n_threads=None``.
+
+    Parameters
+    ----------
+    n : int >= 1, or None
+        None restores the default, OpenMP's ``omp_get_max_threads()`` (which
+        honours ``OMP_NUM_THREADS`` and threadpoolctl).
+    """
+    _state["default"] = None if n is None else check_n_threads(n, "n")
+
+
+def get_num_threads():
+    """The number of threads a call with ``n_threads=None`` may use.
+
+    1 in a process forked from a parent that had used cbn's thread team (the
+    fork guard), and in a build without OpenMP.
+    """
+    if _state["forked_serial"]:
+        return 1
+    default = _state["default"]
+    return default if default is not None else _kernels.max_threads()
+
+
+def resolve(n_threads, work):
+    """Threads for one call: validated ``n_threads`` (None: the default), 1 for small work."""
+    n = get_num_threads() if n_threads is None else check_n_threads(n_threads)
+    if work < SERIAL_BELOW or _state["forked_serial"]:
+        return 1
+    if n > 1:
+        _state["team_used"] = True
+    return n
+
+
+def _loaded_openmp_runtimes():
+    """Names of the OpenMP runtime libraries mapped into this process (Linux only)."""
+    names = ("libgomp", "libomp", "libiomp", "vcomp")
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                base = os.path.basename(line.split()[-1]) if line.strip() else ""
+                if base.startswith(names) and base not in found:
+                    found.append(base)
+    except OSError:
+        return None
+    return found
+
+
+def _expected_runtime(info):
+    if not info["openmp"]:
+        return None
+    if info["compiler_type"] == "msvc":
+        return "vcomp"
+    return "libomp" if info["compiler"].startswith("clang") else "libgomp"
+
+
+def show_config(print_out=True):
+    """Print and return cbn's build and runtime configuration.
+
+    Returns
+    -------
+    dict
+        version, OpenMP on or off (and its version date), the OpenMP runtime the
+        build links (and the runtimes loaded in this process where the platform
+        tells), threads, compiler and flags, and the SIMD level the build targets.
+    """
+    from cbn import __version__
+    import numpy
+
+    info = _kernels.build_info()
+    cfg = {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "openmp": info["openmp"],
+        "openmp_version": info["openmp_date"] or None,
+        "openmp_runtime": _expected_runtime(info),
+        "openmp_runtimes_loaded": _loaded_openmp_runtimes(),
+        "threads": get_num_threads(),
+        "omp_max_threads": _kernels.max_threads(),
+        "cpu_count": os.cpu_count(),
+        "forked_serial": _state["forked_serial"],
+        "compiler": info["compiler"],
+        "flags": info["flags"],
+        "simd": info["simd"],
+        "serial_below_elements": SERIAL_BELOW,
+    }
+    if print_out:
+        width = max(map(len, cfg))
+        for k, v in cfg.items():
+            print(f"{k:<{width}} : {v}")
+    return cfg
