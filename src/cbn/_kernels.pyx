@@ -75,6 +75,8 @@ ctypedef fused floating:
 
 cdef enum:
     LANES = 8   # independent accumulators: lets the compiler vectorize reductions
+    BLOCK = 1024     # planar reductions restart their lanes every BLOCK values
+    ROW_BLOCK = 64   # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8     # doubles per 64-byte cache line (per-thread partials are padded)
 
 # Rows of the (k, C) parameter arrays the apply kernels read.
@@ -169,40 +171,58 @@ cdef inline double _u(const floating* dy, const floating* y, Py_ssize_t i, doubl
 cdef inline void _run_sums(const floating* x, const floating* dy, const floating* y,
                            bint grad, bint masked, Py_ssize_t n, double ref,
                            double* acc) noexcept nogil:
-    """acc[k] += u, acc[LANES + k] += u * (x - ref) over one contiguous run, k = i % LANES."""
-    cdef Py_ssize_t i, j, k, nv = n - n % LANES
+    """acc[k] += u, acc[LANES + k] += u * (x - ref) over one contiguous run, k = i % LANES.
+
+    Blocked: the lanes restart every BLOCK values and are then added into acc, so
+    rounding errors grow like BLOCK / LANES + n / BLOCK rather than n / LANES.
+    """
+    cdef double a[2 * LANES]
+    cdef Py_ssize_t blk, b, e, i, j, k
     cdef double d, u
-    for j in range(n // LANES):
-        i = j * LANES
-        for k in range(LANES):
-            d = <double>x[i + k] - ref
-            u = _u(dy, y, i + k, d, grad, masked)
-            acc[k] += u
-            acc[LANES + k] += u * d
-    for i in range(nv, n):
-        d = <double>x[i] - ref
-        u = _u(dy, y, i, d, grad, masked)
-        acc[0] += u
-        acc[LANES] += u * d
+    for blk in range((n + BLOCK - 1) // BLOCK):
+        b = blk * BLOCK
+        e = n if n - b < BLOCK else b + BLOCK
+        for k in range(2 * LANES):
+            a[k] = 0.0
+        for j in range((e - b) // LANES):
+            i = b + j * LANES
+            for k in range(LANES):
+                d = <double>x[i + k] - ref
+                u = _u(dy, y, i + k, d, grad, masked)
+                a[k] += u
+                a[LANES + k] += u * d
+        for i in range(e - (e - b) % LANES, e):
+            d = <double>x[i] - ref
+            u = _u(dy, y, i, d, grad, masked)
+            a[0] += u
+            a[LANES] += u * d
+        for k in range(2 * LANES):
+            acc[k] += a[k]
 
 
-cdef inline void _plane_sums(const floating* x, const floating* dy, const floating* y,
+cdef struct Sums:
+    double u        # sum of u
+    double ud       # sum of u * (x - ref)
+
+
+cdef inline Sums _plane_sums(const floating* x, const floating* dy, const floating* y,
                              bint grad, bint masked, Py_ssize_t outer, Py_ssize_t stride,
-                             Py_ssize_t inner, double ref, double* s1,
-                             double* s2) noexcept nogil:
+                             Py_ssize_t inner, double ref) noexcept nogil:
     """The two sums over one channel's runs x[o * stride : o * stride + inner]."""
     cdef double acc[2 * LANES]
+    cdef Sums r
     cdef Py_ssize_t o, k
     for k in range(2 * LANES):
         acc[k] = 0.0
     for o in range(outer):
         _run_sums(x + o * stride, dy + o * stride, y + o * stride, grad, masked, inner,
                   ref, acc)
-    s1[0] = 0.0
-    s2[0] = 0.0
+    r.u = 0.0
+    r.ud = 0.0
     for k in range(LANES):
-        s1[0] += acc[k]
-        s2[0] += acc[LANES + k]
+        r.u += acc[k]
+        r.ud += acc[LANES + k]
+    return r
 
 
 cdef inline void _run_affine(const floating* x, floating* out, Py_ssize_t n,
@@ -245,24 +265,36 @@ cdef inline void _row_sums(const floating* x, const floating* dy, const floating
         s2[c] += u * d
 
 
+cdef inline void _flush(double* total, double* block, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t c
+    for c in range(m):
+        total[c] += block[c]
+        block[c] = 0.0
+
+
 cdef void _rows_sums(const floating* x, const floating* dy, const floating* y, bint grad,
                      bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
                      double* s1, double* s2, double[:, ::1] scratch,
                      int n_threads) noexcept nogil:
-    """Interleaved reduction: thread slot t sums rows [rows*t/T, rows*(t+1)/T) into its
-    own padded partials (scratch[t, 0:C] and scratch[t, cpad:cpad+C]); then the slots
-    are merged in order, so the result depends only on T = n_threads."""
-    cdef Py_ssize_t T = n_threads, cpad = scratch.shape[1] // 2
-    cdef Py_ssize_t t, r, c
+    """Interleaved reduction.  Thread slot t sums rows [rows*t/T, rows*(t+1)/T) in
+    blocks of ROW_BLOCK rows into its own partials: scratch[t] holds, each padded to
+    cpad doubles, totals of u and u*d, then the current block's.  The slots are merged
+    in order, so the result depends only on T = n_threads."""
+    cdef Py_ssize_t T = n_threads, cpad = scratch.shape[1] // 4
+    cdef Py_ssize_t t, r, r0, c
     cdef double* part
     for t in prange(T, num_threads=n_threads, schedule='static', chunksize=1,
                     use_threads_if=n_threads > 1):
         part = &scratch[t, 0]
-        for c in range(2 * cpad):
+        for c in range(4 * cpad):
             part[c] = 0.0
-        for r in range(rows * t // T, rows * (t + 1) // T):
-            _row_sums(x + r * C, dy + r * C, y + r * C, grad, masked, C, ref, part,
-                      part + cpad)
+        r0 = rows * t // T
+        for r in range(r0, rows * (t + 1) // T):
+            if r > r0 and (r - r0) % ROW_BLOCK == 0:
+                _flush(part, part + 2 * cpad, 2 * cpad)
+            _row_sums(x + r * C, dy + r * C, y + r * C, grad, masked, C, ref,
+                      part + 2 * cpad, part + 3 * cpad)
+        _flush(part, part + 2 * cpad, 2 * cpad)
     for c in range(C):
         s1[c] = 0.0
         s2[c] = 0.0
@@ -356,12 +388,15 @@ cdef void _sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                 int n_threads) noexcept nogil:
     """Per-channel sums of u and u * (x - ref) (see the module docstring)."""
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c, off
+    cdef Sums r
     if inner > 1:
         for c in prange(C, num_threads=n_threads, schedule='static',
                         use_threads_if=n_threads > 1):
             off = c * inner
-            _plane_sums(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off, grad,
-                        masked, outer, C * inner, inner, ref[c], &s1[c], &s2[c])
+            r = _plane_sums(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off, grad,
+                            masked, outer, C * inner, inner, ref[c])
+            s1[c] = r.u
+            s2[c] = r.ud
     else:
         _rows_sums(&x[0, 0, 0], &dy[0, 0, 0], &y[0, 0, 0], grad, masked, outer, C, ref,
                    s1, s2, scratch, n_threads)
@@ -379,8 +414,8 @@ cdef double[:, ::1] _scratch(Py_ssize_t inner, Py_ssize_t C, int n_threads):
     """Per-thread partials for interleaved reductions, each padded to whole cache lines."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     if inner > 1:
-        return np.empty((1, 2 * PAD))
-    return np.empty((n_threads, 2 * cpad))
+        return np.empty((1, 4 * PAD))
+    return np.empty((n_threads, 4 * cpad))
 
 
 cdef void _batch_stats(const floating[:, :, ::1] x, double[::1] ref, double[::1] s1,
@@ -425,7 +460,8 @@ def train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     one parallel pass over the rows.
     """
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c, off
-    cdef double n = <double>outer * <double>inner, ref, s1, s2
+    cdef double n = <double>outer * <double>inner, ref
+    cdef Sums r
     cdef floating[:, ::1] p = np.empty((4, C), dtype=_compute_dtype(x))
     cdef double[:, ::1] w = np.empty((3, C))
     cdef double[:, ::1] scratch = _scratch(inner, C, n_threads)
@@ -435,9 +471,9 @@ def train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                             use_threads_if=n_threads > 1):
                 off = c * inner
                 ref = x[0, c, 0]
-                _plane_sums(&x[0, 0, 0] + off, &x[0, 0, 0], &x[0, 0, 0], False, False,
-                            outer, C * inner, inner, ref, &s1, &s2)
-                _finish_stats(s1, s2, ref, n, &mean[c], &var[c])
+                r = _plane_sums(&x[0, 0, 0] + off, &x[0, 0, 0], &x[0, 0, 0], False, False,
+                                outer, C * inner, inner, ref)
+                _finish_stats(r.u, r.ud, ref, n, &mean[c], &var[c])
                 _set_params(p, c, mean[c], weight[c] * _invstd(var[c], eps), bias[c])
                 _plane_affine(&x[0, 0, 0] + off, &out[0, 0, 0] + off, outer, C * inner,
                               inner, p, c, relu)
@@ -458,7 +494,8 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     otherwise y is not read (pass x).
     """
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c, off
-    cdef double n = <double>outer * <double>inner, sg, sgd
+    cdef double n = <double>outer * <double>inner
+    cdef Sums r
     cdef floating[:, ::1] p = np.empty((5, C), dtype=_compute_dtype(x))
     cdef double[:, ::1] scratch = _scratch(inner, C, n_threads)
     with nogil:
@@ -466,9 +503,9 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
             for c in prange(C, num_threads=n_threads, schedule='static',
                             use_threads_if=n_threads > 1):
                 off = c * inner
-                _plane_sums(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off,
-                            True, masked, outer, C * inner, inner, mean[c], &sg, &sgd)
-                _set_grad_params(p, c, sg, sgd, mean[c], invstd[c], weight[c], n,
+                r = _plane_sums(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off,
+                                True, masked, outer, C * inner, inner, mean[c])
+                _set_grad_params(p, c, r.u, r.ud, mean[c], invstd[c], weight[c], n,
                                  training, &dweight[c], &dbias[c])
                 _plane_dx(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off,
                           masked, &dx[0, 0, 0] + off, outer, C * inner, inner, p, c)

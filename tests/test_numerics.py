@@ -1,0 +1,173 @@
+"""Hard numerics: large |mean|/std, huge values, constant channels, eps=0, NaN and Inf."""
+
+import numpy as np
+import pytest
+
+import cbn
+import oracle
+from conftest import assert_within
+
+LAYOUTS = {  # (shape, axis): planar and interleaved kernels
+    "NCHW": ((16, 3, 20, 20), 1),
+    "NHWC": ((16, 20, 20, 3), -1),
+    "NC": ((3000, 3), 1),
+}
+
+
+def _data(layout, rng, loc, scale, dtype=np.float32):
+    shape, axis = LAYOUTS[layout]
+    return (loc + scale * rng.standard_normal(shape)).astype(dtype), axis
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("ratio", [1e2, 1e4, 1e6])
+def test_large_mean_to_std_ratio(layout, ratio, rng):
+    """float32, |mean|/std up to 1e6: error relative to the output's scale stays ~1e-7.
+
+    (PyTorch 2.13 CPU, which normalizes as x * scale + shift, gives 1e-2 at 1e6,
+    and 1.2 for channels-last: DESIGN.md section 4.)
+    """
+    x, axis = _data(layout, rng, loc=ratio * 3.0, scale=3.0)
+    w = np.array([1.0, 2.0, 0.5], np.float32)
+    b = np.array([0.0, 1.0, -1.0], np.float32)
+    for training in (True, False):
+        if training:
+            y = cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis)
+            ry = oracle.batch_norm(x, weight=w, bias=b, training=True, axis=axis)[0]
+        else:
+            rm, rv = oracle.batch_stats(x, axis)   # float64 running stats
+            y = cbn.batch_norm(x, rm, rv, w, b, axis=axis)
+            ry = oracle.batch_norm(x, rm, rv, w, b, axis=axis)[0]
+        # relative to the output's scale (|w| + |b| per channel: ~1)
+        err = np.abs(y.astype(np.float64) - ry).max()
+        assert err <= 4e-7 * 3, f"training={training}: error {err:.3g}"
+    mean, var = cbn.batch_stats(x, axis=axis)
+    rmean, rvar = oracle.batch_stats(x, axis)
+    assert_within(mean, rmean, 2.0 ** -24 * np.abs(rmean))
+    assert_within(var, rvar, 2.0 ** -23 * rvar)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("scale,loc", [(1e30, 0.0), (1e29, 1e30), (1e-30, 1e-29)])
+def test_extreme_magnitudes_float32(layout, scale, loc, rng):
+    """Values near 1e30 (squares overflow float32) and near 1e-30 (squares underflow)."""
+    x, axis = _data(layout, rng, loc=loc, scale=scale)
+    assert np.isfinite(x).all()
+    y, mean, invstd = cbn.batch_norm(x, training=True, axis=axis, eps=0.0, return_stats=True)
+    ry, rmean, rinv, _, _ = oracle.batch_norm(x, training=True, axis=axis, eps=0.0)
+    assert np.isfinite(y).all() and np.isfinite(mean).all() and np.isfinite(invstd).all()
+    assert_within(y, ry, 1e-6 * (np.abs(ry) + 1))
+    assert_within(invstd, rinv, 1e-6 * rinv)
+    # batch_stats returns the compute dtype, as np.var does: a variance of 1e60
+    # overflows float32 (inf) and 1e-60 underflows (0); the mean stays exact
+    mean, var = cbn.batch_stats(x, axis=axis)
+    rmean, rvar = oracle.batch_stats(x, axis)
+    assert_within(mean, rmean, 2.0 ** -24 * np.abs(rmean))
+    want = rvar.astype(np.float32)
+    assert_within(var, want, 2.0 ** -23 * np.abs(want.astype(np.float64)))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("value", [12345.678, -3.0e-3, 0.0, 1e30])
+def test_constant_channel_gives_exactly_beta(dtype, layout, value, rng):
+    if dtype == np.float16 and abs(value) > 6e4:
+        value = 6e4
+    x, axis = _data(layout, rng, loc=0.0, scale=1.0, dtype=dtype)
+    idx = [slice(None)] * x.ndim
+    idx[axis] = 1
+    x[tuple(idx)] = value
+    b = np.array([0.5, -0.25, 2.0], np.float32)
+    w = np.array([1.5, 3.0, 0.5], np.float32)
+    for relu in (False, True):
+        y, mean, invstd = cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis,
+                                         relu=relu, return_stats=True)
+        want = max(b[1], 0) if relu else b[1]
+        assert np.all(y[tuple(idx)] == dtype(want)), np.unique(y[tuple(idx)])
+        assert mean[1] == mean.dtype.type(dtype(value))
+    mean, var = cbn.batch_stats(x, axis=axis)
+    assert var[1] == 0 and mean[1] == mean.dtype.type(dtype(value))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_eps_zero_zero_variance_gives_zero_invstd(layout, rng):
+    """PyTorch's rule: var + eps == 0 gives invstd 0, so y = bias (not NaN)."""
+    x, axis = _data(layout, rng, 0.0, 1.0)
+    idx = [slice(None)] * x.ndim
+    idx[axis] = 0
+    x[tuple(idx)] = 7.0
+    b = np.array([0.25, 0.0, 0.0], np.float32)
+    y, mean, invstd = cbn.batch_norm(x, bias=b, training=True, eps=0.0, axis=axis,
+                                     return_stats=True)
+    assert invstd[0] == 0 and np.all(y[tuple(idx)] == np.float32(0.25))
+    y = cbn.batch_norm(x, np.zeros(3), np.array([0.0, 1.0, 1.0]), bias=b, eps=0.0, axis=axis)
+    assert np.all(y[tuple(idx)] == np.float32(0.25))
+    dx, dw, db = cbn.batch_norm_backward(np.ones_like(x), x, mean, invstd, axis=axis)
+    assert np.all(dx[tuple(idx)] == 0) and np.isfinite(dx).all()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_inf_stay_in_their_channel(layout, bad, rng):
+    x, axis = _data(layout, rng, 0.0, 1.0)
+    idx = [0] * x.ndim
+    idx[axis] = 2
+    x_bad = x.copy()
+    x_bad[tuple(idx)] = bad
+    others = [slice(None)] * x.ndim
+    others[axis] = slice(0, 2)
+    chan = [slice(None)] * x.ndim
+    chan[axis] = 2
+    # training: the whole channel becomes NaN (as PyTorch: mean or var is non-finite)
+    y_ref = cbn.batch_norm(x, training=True, axis=axis)
+    y = cbn.batch_norm(x_bad, training=True, axis=axis)
+    assert np.isnan(y[tuple(chan)]).all()
+    np.testing.assert_array_equal(y[tuple(others)], y_ref[tuple(others)])
+    mean, var = cbn.batch_stats(x_bad, axis=axis)
+    assert np.isfinite(mean[:2]).all() and np.isfinite(var[:2]).all()
+    assert not np.isfinite(var[2])
+    # eval: only the bad element is non-finite
+    rm, rv = np.zeros(3), np.ones(3)
+    y = cbn.batch_norm(x_bad, rm, rv, axis=axis)
+    y_ref = cbn.batch_norm(x, rm, rv, axis=axis)
+    bad_mask = ~np.isfinite(x_bad)
+    assert np.array_equal(~np.isfinite(y), bad_mask)
+    if np.isnan(bad):
+        assert np.isnan(y[bad_mask]).all()
+    else:
+        assert (y[bad_mask] == bad).all()
+    np.testing.assert_array_equal(y[~bad_mask], y_ref[~bad_mask])
+    # ReLU keeps NaN (max(NaN, 0) is NaN in PyTorch)
+    yr = cbn.batch_norm(x_bad, rm, rv, axis=axis, relu=True)
+    if np.isnan(bad):
+        assert np.isnan(yr[bad_mask]).all()
+    # backward: NaN in dy stays in its channel
+    _, m, inv = cbn.batch_norm(x, training=True, axis=axis, return_stats=True)
+    dy = np.ones_like(x)
+    dy[tuple(idx)] = bad
+    dx, dw, db = cbn.batch_norm_backward(dy, x, m, inv, axis=axis)
+    dx0 = cbn.batch_norm_backward(np.ones_like(x), x, m, inv, axis=axis)[0]
+    np.testing.assert_array_equal(dx[tuple(others)], dx0[tuple(others)])
+    assert np.isfinite(dw[:2]).all() and np.isfinite(db[:2]).all()
+
+
+def test_float16_computed_in_float32_and_rounded_once(rng):
+    """float16 near its range limit: no overflow inside, one rounding at the end."""
+    x = np.clip(rng.standard_normal((64, 4, 8, 8)) * 2e4, -6e4, 6e4).astype(np.float16)
+    x[:, 0] = 6.0e4
+    x[0, 0] = -6.0e4
+    y = cbn.batch_norm(x, training=True)
+    ry = oracle.batch_norm(x, training=True)[0]
+    assert np.isfinite(y).all()
+    # exactly the float64 answer rounded to float16, but within float32's error of a tie
+    direct = ry.astype(np.float16)
+    assert np.mean(y == direct) > 0.999
+    assert_within(y, ry, 2.0 ** -11 * np.abs(ry) * 1.01 + 3e-8)
+
+
+def test_float64_precision_at_large_ratio(rng):
+    x = 1e9 + rng.standard_normal((200, 5, 7))
+    y = cbn.batch_norm(x, training=True)
+    ry = oracle.batch_norm(x, training=True)[0]
+    assert np.abs(y - ry).max() < 1e-6  # limited by x's own digits: 1e9 * 2**-53 ~ 1e-7

@@ -1,0 +1,282 @@
+"""Every public function against its slow float64 twin (tests/oracle.py).
+
+Matrix: dtype x logical shape x memory layout x n_threads, with and without
+ReLU.  Error bounds are per element: k roundoffs of the result dtype times the
+magnitude of the terms the result is made of (so cancellation is allowed for),
+plus the float64 accumulation allowance where batch statistics enter.
+"""
+
+import numpy as np
+import pytest
+
+import cbn
+import oracle
+from conftest import (ACC, DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_shape,
+                      compute_dtype, make_array, roundoff)
+
+# Roundoffs allowed on top of the exact result, per output dtype: float16 is
+# rounded once from float32 (half an ulp, plus float32's error: 1.01);
+# float32/float64 take a few roundings (measured at most 4 for the forward pass,
+# 3.5 for the backward).
+K_OUT = {np.dtype(np.float16): 1.01, np.dtype(np.float32): 6, np.dtype(np.float64): 6}
+K_GRAD = {np.dtype(np.float16): 1.01, np.dtype(np.float32): 8, np.dtype(np.float64): 8}
+
+matrix = pytest.mark.parametrize("n_threads", [1, 2])
+layouts = pytest.mark.parametrize("layout", LAYOUTS)
+shapes = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+
+
+def _rounded(dtype, k, mag):
+    """k roundoffs of dtype relative to mag, plus half the subnormal spacing (float16
+    results below 6e-5 are subnormal: their rounding error is absolute)."""
+    return k * roundoff(dtype) * mag + float(np.finfo(dtype).smallest_subnormal) * 0.5
+
+
+def _other_axes(x, axis):
+    return tuple(k for k in range(x.ndim) if k != axis % x.ndim)
+
+
+def _stats_mags(x, axis, mean):
+    """Per channel: max |x|, and max (x - mean)**2 (what float64 sums are rounded against)."""
+    x64 = np.asarray(x, np.float64)
+    axes = _other_axes(x, axis)
+    dev2 = ((x64 - mean.reshape(channel_shape(x, axis))) ** 2).max(axes)
+    return np.abs(x64).max(axes), dev2
+
+
+def _data(shape, layout, dtype, rng):
+    x, axis = make_array(shape, layout, dtype, rng, scale=rng.uniform(0.1, 10),
+                         offset=rng.uniform(-5, 5))
+    C = x.shape[axis]
+    params = dict(weight=rng.uniform(0.5, 2, C).astype(np.float32),
+                  bias=rng.uniform(-1, 1, C).astype(np.float32))
+    return x, axis, C, params
+
+
+def _check_layout_kept(x, y):
+    """A dense x gives an output laid out the same way (axis order of strides)."""
+    if x.ndim and min(x.shape) > 1 and (x.flags.c_contiguous or x.flags.f_contiguous
+                                        or np.moveaxis(x, 1, -1).flags.c_contiguous):
+        assert np.argsort(x.strides).tolist() == np.argsort(y.strides).tolist()
+
+
+@matrix
+@layouts
+@shapes
+@dtypes
+def test_batch_norm_training(dtype, shape, layout, n_threads, rng):
+    x, axis, C, params = _data(shape, layout, dtype, rng)
+    rm0 = rng.standard_normal(C).astype(np.float32)
+    rv0 = rng.uniform(0.5, 2, C).astype(np.float32)
+    cs = channel_shape(x, axis)
+    for relu in (False, True):
+        rm, rv = rm0.copy(), rv0.copy()
+        x_before = x.copy()
+        y, mean, invstd = cbn.batch_norm(x, rm, rv, **params, training=True, axis=axis,
+                                         relu=relu, return_stats=True, n_threads=n_threads)
+        ry, rmean, rinv, nrm, nrv = oracle.batch_norm(x, rm0, rv0, **params, training=True,
+                                                      axis=axis, relu=relu)
+        np.testing.assert_array_equal(x, x_before)
+        assert y.dtype == x.dtype and y.shape == x.shape
+        assert mean.dtype == invstd.dtype == compute_dtype(dtype)
+        _check_layout_kept(x, y)
+
+        w, b = params["weight"].reshape(cs), params["bias"].reshape(cs)
+        mx, dev2 = _stats_mags(x, axis, rmean)
+        var = oracle.batch_stats(x, axis)[1]
+        xhat = (np.asarray(x, np.float64) - rmean.reshape(cs)) * rinv.reshape(cs)
+        bound = (_rounded(dtype, K_OUT[x.dtype], np.abs(xhat * w) + np.abs(b))
+                 + ACC * U64 * np.abs(w) * rinv.reshape(cs) * mx.reshape(cs))
+        assert_within(y, ry, bound, f"y relu={relu}")
+
+        cr = roundoff(compute_dtype(dtype)) * 1.01
+        assert_within(mean, rmean, cr * np.abs(rmean) + ACC * U64 * mx, "mean")
+        # invstd inherits half the relative error of the variance
+        assert_within(invstd, rinv, rinv * (cr + ACC * U64 * (1 + dev2 / np.maximum(var, 1e-300))),
+                      "invstd")
+        n = x.size // C
+        r32 = 1.01 * roundoff(np.float32)
+        assert_within(rm, nrm, r32 * np.abs(nrm) + ACC * U64 * mx, "running_mean")
+        assert_within(rv, nrv, r32 * np.abs(nrv) + ACC * U64 * (var + dev2) * n / (n - 1),
+                      "running_var")
+
+
+@matrix
+@layouts
+@shapes
+@dtypes
+def test_batch_norm_eval(dtype, shape, layout, n_threads, rng):
+    x, axis, C, params = _data(shape, layout, dtype, rng)
+    rm = rng.uniform(-5, 5, C).astype(np.float32)
+    rv = rng.uniform(0.01, 100, C).astype(np.float32)
+    cs = channel_shape(x, axis)
+    for relu in (False, True):
+        y, mean, invstd = cbn.batch_norm(x, rm, rv, **params, axis=axis, relu=relu,
+                                         return_stats=True, n_threads=n_threads)
+        ry, rmean, rinv, _, _ = oracle.batch_norm(x, rm, rv, **params, axis=axis, relu=relu)
+        assert y.dtype == x.dtype
+        _check_layout_kept(x, y)
+        xhat = (np.asarray(x, np.float64) - rmean.reshape(cs)) * rinv.reshape(cs)
+        w, b = params["weight"].reshape(cs), params["bias"].reshape(cs)
+        assert_within(y, ry, _rounded(dtype, K_OUT[x.dtype], np.abs(xhat * w) + np.abs(b)),
+                      f"y relu={relu}")
+        cr = 1.01 * roundoff(compute_dtype(dtype))
+        assert_within(mean, rmean, cr * np.abs(rmean), "mean")
+        assert_within(invstd, rinv, cr * rinv, "invstd")
+
+
+@matrix
+@layouts
+@shapes
+@dtypes
+def test_backward(dtype, shape, layout, n_threads, rng):
+    x, axis, C, params = _data(shape, layout, dtype, rng)
+    w = params["weight"]
+    cs = channel_shape(x, axis)
+    axes = _other_axes(x, axis)
+    n = x.size // C
+    cases = [(True, False), (True, True), (False, False), (False, True)]
+    for training, relu in cases:
+        if training and n < 2:
+            continue
+        if training:
+            y, mean, invstd = cbn.batch_norm(x, **params, training=True, axis=axis, relu=relu,
+                                             return_stats=True)
+        else:
+            rm = rng.uniform(-5, 5, C).astype(np.float32)
+            rv = rng.uniform(0.01, 100, C).astype(np.float32)
+            y, mean, invstd = cbn.batch_norm(x, rm, rv, **params, axis=axis, relu=relu,
+                                             return_stats=True)
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        yy = y if relu else None
+        dx, dw, db = cbn.batch_norm_backward(dy, x, mean, invstd, w, training=training, y=yy,
+                                             axis=axis, n_threads=n_threads)
+        rdx, rdw, rdb = oracle.batch_norm_backward(dy, x, mean, invstd, w, training=training,
+                                                   y=yy, axis=axis)
+        assert dx.dtype == x.dtype and dx.shape == x.shape
+        assert dw.dtype == db.dtype == compute_dtype(dtype) and dw.shape == (C,)
+        _check_layout_kept(x, dx)
+
+        g = np.asarray(dy, np.float64)
+        if relu:
+            g = np.where(np.asarray(y, np.float64) <= 0, 0.0, g)
+        xh = ((np.asarray(x, np.float64) - np.asarray(mean, np.float64).reshape(cs))
+              * np.asarray(invstd, np.float64).reshape(cs))
+        sg = np.abs(g).sum(axes, keepdims=True)
+        sgx = np.abs(g * xh).sum(axes, keepdims=True)
+        k = np.abs(w.reshape(cs) * np.asarray(invstd, np.float64).reshape(cs))
+        mag = k * (np.abs(g) + (sg + np.abs(xh) * sgx) / n) if training else k * np.abs(g)
+        what = f"training={training} relu={relu}"
+        assert_within(dx, rdx, _rounded(dtype, K_GRAD[x.dtype], mag) + ACC * U64 * mag,
+                      "dx " + what)
+        cr = 1.01 * roundoff(compute_dtype(dtype))
+        assert_within(dw, rdw, (cr + ACC * U64) * sgx.ravel(), "dweight " + what)
+        assert_within(db, rdb, (cr + ACC * U64) * sg.ravel(), "dbias " + what)
+
+
+@matrix
+@layouts
+@shapes
+@dtypes
+def test_batch_stats(dtype, shape, layout, n_threads, rng):
+    x, axis, C, _ = _data(shape, layout, dtype, rng)
+    mean, var = cbn.batch_stats(x, axis=axis, n_threads=n_threads)
+    rmean, rvar = oracle.batch_stats(x, axis)
+    assert mean.dtype == var.dtype == compute_dtype(dtype)
+    mx, dev2 = _stats_mags(x, axis, rmean)
+    cr = 1.01 * roundoff(compute_dtype(dtype))
+    assert_within(mean, rmean, cr * np.abs(rmean) + ACC * U64 * mx, "mean")
+    assert_within(var, rvar, cr * rvar + ACC * U64 * (rvar + dev2), "var")
+
+
+@matrix
+@layouts
+@shapes
+@dtypes
+def test_scale_shift(dtype, shape, layout, n_threads, rng):
+    x, axis, C, _ = _data(shape, layout, dtype, rng)
+    scale = rng.standard_normal(C)
+    shift = rng.standard_normal(C).astype(np.float32)
+    cs = channel_shape(x, axis)
+    for relu in (False, True):
+        y = cbn.scale_shift(x, scale, shift, axis=axis, relu=relu, n_threads=n_threads)
+        ry = oracle.scale_shift(x, scale, shift, axis=axis, relu=relu)
+        assert y.dtype == x.dtype
+        _check_layout_kept(x, y)
+        mag = np.abs(np.asarray(x, np.float64) * scale.reshape(cs)) + np.abs(shift.reshape(cs))
+        # scale is rounded to the compute dtype, then one multiply and one add
+        assert_within(y, ry, _rounded(dtype, K_OUT[x.dtype], mag), f"relu={relu}")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_fold(dtype, rng):
+    C = 13
+    rm, rv = rng.standard_normal(C).astype(dtype), rng.uniform(0, 3, C).astype(dtype)
+    w, b = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    rv[0] = 0.0
+    for args in [(rm, rv), (rm, rv, w), (rm, rv, w, b), (rm, rv, None, b)]:
+        for eps in (1e-5, 0.0):
+            scale, shift = cbn.fold(*args, eps=eps)
+            rscale, rshift = oracle.fold(*args, eps=eps)
+            want = np.float64 if dtype == np.float64 else np.float32
+            assert scale.dtype == shift.dtype == want
+            cr = 1.01 * roundoff(want)
+            assert_within(scale, rscale, cr * np.abs(rscale), "scale")
+            assert_within(shift, rshift, cr * (np.abs(rshift) + 0) + 4 * U64 * np.abs(
+                np.asarray(rm, np.float64) * rscale), "shift")
+    # eps == 0 and var == 0: invstd is 0, not inf (PyTorch's rule)
+    scale, shift = cbn.fold(rm, rv, w, b, eps=0.0)
+    assert scale[0] == 0 and shift[0] == b[0].astype(scale.dtype)
+
+
+def test_fold_matches_eval_batch_norm(rng):
+    """scale_shift(fold(...)) is batch_norm in eval mode."""
+    x = rng.standard_normal((4, 6, 5, 5)).astype(np.float32)
+    rm, rv = rng.standard_normal(6), rng.uniform(0.5, 2, 6)
+    w, b = rng.standard_normal(6), rng.standard_normal(6)
+    y = cbn.batch_norm(x, rm, rv, w, b)
+    y2 = cbn.scale_shift(x, *cbn.fold(rm, rv, w, b))
+    ry = oracle.batch_norm(x, rm, rv, w, b)[0]
+    mag = np.abs(ry) + np.abs(b).reshape(1, 6, 1, 1) + np.abs(
+        (x * (w / np.sqrt(rv + 1e-5)).reshape(1, 6, 1, 1)))
+    assert_within(y, ry, 6 * roundoff(np.float32) * mag)
+    assert_within(y2, ry, 6 * roundoff(np.float32) * mag)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_matches_finite_differences(dtype, rng):
+    """The analytic gradients against central differences of the forward pass (float64)."""
+    x = rng.standard_normal((3, 2, 2, 3))
+    w, b = rng.uniform(0.5, 2, 2), rng.standard_normal(2)
+    dy = rng.standard_normal(x.shape)
+    for training in (True, False):
+        rm, rv = rng.standard_normal(2), rng.uniform(0.5, 2, 2)
+        for relu in (False, True):
+            def loss(x_, w_, b_):
+                if training:
+                    y_ = cbn.batch_norm(x_, weight=w_, bias=b_, training=True, relu=relu)
+                else:
+                    y_ = cbn.batch_norm(x_, rm, rv, w_, b_, relu=relu)
+                return float((y_ * dy).sum())
+
+            y, mean, invstd = (cbn.batch_norm(x, weight=w, bias=b, training=True, relu=relu,
+                                              return_stats=True) if training else
+                               cbn.batch_norm(x, rm, rv, w, b, relu=relu, return_stats=True))
+            dx, dw, db = cbn.batch_norm_backward(dy.astype(dtype), x.astype(dtype), mean,
+                                                 invstd, w, training=training,
+                                                 y=y.astype(dtype) if relu else None)
+            h = 1e-6
+            num_dx = np.zeros_like(x)
+            for i in np.ndindex(x.shape):
+                e = np.zeros_like(x)
+                e[i] = h
+                num_dx[i] = (loss(x + e, w, b) - loss(x - e, w, b)) / (2 * h)
+            num_dw = np.array([(loss(x, w + h * np.eye(2)[c], b) - loss(x, w - h * np.eye(2)[c], b))
+                               / (2 * h) for c in range(2)])
+            num_db = np.array([(loss(x, w, b + h * np.eye(2)[c]) - loss(x, w, b - h * np.eye(2)[c]))
+                               / (2 * h) for c in range(2)])
+            tol = 1e-6 if dtype == np.float64 else 1e-5
+            np.testing.assert_allclose(dx, num_dx, atol=tol * 10, rtol=tol)
+            np.testing.assert_allclose(dw, num_dw, atol=tol * 10, rtol=tol)
+            np.testing.assert_allclose(db, num_db, atol=tol * 10, rtol=tol)
