@@ -21,10 +21,16 @@ from conftest import (ACC, DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_
 K_OUT = {np.dtype(np.float16): 1.01, np.dtype(np.float32): 6, np.dtype(np.float64): 6}
 K_GRAD = {np.dtype(np.float16): 1.01, np.dtype(np.float32): 8, np.dtype(np.float64): 8}
 
-matrix = pytest.mark.parametrize("n_threads", [1, 2])
-layouts = pytest.mark.parametrize("layout", LAYOUTS)
-shapes = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+
+
+def full_matrix(test):
+    """Parametrize over dtype x shape x layout x n_threads."""
+    for mark in [pytest.mark.parametrize("n_threads", [1, 2]),
+                 pytest.mark.parametrize("layout", LAYOUTS),
+                 pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s))),
+                 pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)]:
+        test = mark(test)
+    return test
 
 
 def _rounded(dtype, k, mag):
@@ -61,10 +67,7 @@ def _check_layout_kept(x, y):
         assert np.argsort(x.strides).tolist() == np.argsort(y.strides).tolist()
 
 
-@matrix
-@layouts
-@shapes
-@dtypes
+@full_matrix
 def test_batch_norm_training(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
     rm0 = rng.standard_normal(C).astype(np.float32)
@@ -102,10 +105,7 @@ def test_batch_norm_training(dtype, shape, layout, n_threads, rng):
                       "running_var")
 
 
-@matrix
-@layouts
-@shapes
-@dtypes
+@full_matrix
 def test_batch_norm_eval(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
     rm = rng.uniform(-5, 5, C).astype(np.float32)
@@ -126,10 +126,7 @@ def test_batch_norm_eval(dtype, shape, layout, n_threads, rng):
         assert_within(invstd, rinv, cr * rinv, "invstd")
 
 
-@matrix
-@layouts
-@shapes
-@dtypes
+@full_matrix
 def test_backward(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
     w = params["weight"]
@@ -175,10 +172,7 @@ def test_backward(dtype, shape, layout, n_threads, rng):
         assert_within(db, rdb, (cr + ACC * U64) * sg.ravel(), "dbias " + what)
 
 
-@matrix
-@layouts
-@shapes
-@dtypes
+@full_matrix
 def test_batch_stats(dtype, shape, layout, n_threads, rng):
     x, axis, C, _ = _data(shape, layout, dtype, rng)
     mean, var = cbn.batch_stats(x, axis=axis, n_threads=n_threads)
@@ -190,10 +184,7 @@ def test_batch_stats(dtype, shape, layout, n_threads, rng):
     assert_within(var, rvar, cr * rvar + ACC * U64 * (rvar + dev2), "var")
 
 
-@matrix
-@layouts
-@shapes
-@dtypes
+@full_matrix
 def test_scale_shift(dtype, shape, layout, n_threads, rng):
     x, axis, C, _ = _data(shape, layout, dtype, rng)
     scale = rng.standard_normal(C)

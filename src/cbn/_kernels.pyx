@@ -1,4 +1,3 @@
-# cython: cpow=True
 """cbn kernels on the canonical ``(outer, C, inner)`` view.
 
 Two loop families cover every layout:
@@ -26,6 +25,7 @@ type (float or double) with the channel's center held as a ``hi + lo`` pair, so
 """
 
 from cython.parallel cimport prange
+from libc.math cimport sqrt
 
 from cbn._openmp cimport CBN_HAVE_OPENMP, CBN_OPENMP_DATE, omp_get_max_threads
 
@@ -120,7 +120,7 @@ cdef inline void _finish_stats(double s1, double s2, double ref, double n,
 cdef inline double _invstd(double var, double eps) noexcept nogil:
     """1 / sqrt(var + eps), and 0 when var + eps == 0 (as PyTorch)."""
     cdef double t = var + eps
-    return 0.0 if t == 0.0 else 1.0 / (t ** 0.5)
+    return 0.0 if t == 0.0 else 1.0 / sqrt(t)
 
 
 cdef inline void _set_params(floating[:, ::1] p, Py_ssize_t c, double center,
