@@ -7,7 +7,12 @@ CBN_OPENMP=auto  (default) use OpenMP when the compiler has it, else warn and bu
 CBN_OPENMP=1     fail when the compiler has no OpenMP (wheel builds use this)
 CBN_OPENMP=0     build serially
 CBN_LIBOMP_PREFIX=/path   where Apple clang finds libomp (include/ and lib/)
+CBN_AVX2=0       do not build the AVX2 + FMA + F16C kernels (x86-64 builds them by default)
 CBN_DEBUG=1      turn Cython's bounds/wraparound/initialization checks back on
+
+Two extension modules come from one source on x86-64: cbn._kernels (portable:
+SSE2) and cbn._kernels_avx2 (-mavx2 -mfma -mf16c, or /arch:AVX2), which
+cbn._dispatch picks at import time when the CPU has those instructions.
 """
 
 import os
@@ -17,6 +22,7 @@ import sysconfig
 import tempfile
 import textwrap
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -34,6 +40,19 @@ OPENMP_PROBE = textwrap.dedent(
     }
     """
 )
+
+
+def _targets_x86_64():
+    """Whether the wheel being built is for x86-64 (cross-compiles included)."""
+    archflags = os.environ.get("ARCHFLAGS", "")   # macOS cross-builds set -arch
+    if archflags:
+        return "x86_64" in archflags and "arm64" not in archflags
+    plat = sysconfig.get_platform().lower()
+    return plat.endswith(("x86_64", "amd64"))
+
+
+def _avx2_flags(compiler_type):
+    return ["/arch:AVX2"] if compiler_type == "msvc" else ["-mavx2", "-mfma", "-mf16c"]
 
 
 def _openmp_mode():
@@ -101,6 +120,8 @@ class BuildExt(build_ext):
         info_dir = os.path.join(self.build_temp, "cbn_build_info")
         os.makedirs(info_dir, exist_ok=True)
         for ext in self.extensions:
+            if ext.name.endswith("_avx2"):
+                ext.extra_compile_args += _avx2_flags(ctype)
             ext.extra_compile_args += cflags + (omp[0] if omp else [])
             ext.extra_link_args += ldflags + (omp[1] if omp else [])
             if omp:
@@ -109,7 +130,7 @@ class BuildExt(build_ext):
             ext.include_dirs.append(info_dir)
         all_flags = " ".join(shlex.quote(f) for f in
                              (sysconfig.get_config_var("CFLAGS") or "").split()
-                             + self.extensions[0].extra_compile_args)
+                             + cflags + (omp[0] if omp else []))
         with open(os.path.join(info_dir, "cbn_build_info.h"), "w") as f:
             f.write(f"#define CBN_BUILD_COMPILER_TYPE {_c_string(ctype)}\n")
             f.write(f"#define CBN_BUILD_FLAGS {_c_string(all_flags)}\n")
@@ -130,7 +151,14 @@ directives = {
     "embedsignature": True,
 }
 
-extensions = [Extension("cbn._kernels", ["src/cbn/_kernels.pyx"])]
+kernel_modules = ["_kernels"]
+if _targets_x86_64() and os.environ.get("CBN_AVX2", "1") != "0":
+    kernel_modules.append("_kernels_avx2")
+extensions = [
+    Extension(f"cbn.{name}", [f"src/cbn/{name}.pyx"], include_dirs=["src/cbn", numpy.get_include()],
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+    for name in kernel_modules
+]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives),

@@ -6,7 +6,7 @@ import pytest
 import cbn
 import oracle
 from cbn import _layout
-from cbn._api import _Call
+from cbn._api import _output
 from conftest import assert_within
 
 TOL32 = 8 * 2.0 ** -24
@@ -35,10 +35,14 @@ def _nchw_channels_last(rng, shape=(2, 5, 4, 3), dtype=np.float32):
 ])
 def test_canonical_is_a_view(make, axis, shape3, rng):
     x = make(rng)
-    x3, lay = _layout.canonical(x, axis % x.ndim)
-    assert x3.shape == shape3
-    assert np.shares_memory(x3, x), "canonical view copied a dense array"
-    # the view holds each channel's values in its middle axis
+    xd, lay = _layout.canonical(x, axis % x.ndim)
+    assert lay.shape3 == shape3
+    assert xd is x, "a dense array was copied"
+    assert lay.matches(x)
+    # memory, read as (outer, C, inner), holds each channel's values in its middle axis
+    order = lay.perm if lay.perm is not None else range(x.ndim)
+    x3 = x.transpose(order).reshape(shape3)
+    assert np.shares_memory(x3, x)
     ref = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
     got = np.moveaxis(x3, 1, -1).reshape(-1, x.shape[axis])
     np.testing.assert_array_equal(np.sort(got, axis=0), np.sort(ref, axis=0))
@@ -51,8 +55,8 @@ def test_canonical_is_a_view(make, axis, shape3, rng):
 ])
 def test_irregular_strides_are_copied_and_correct(make, rng):
     x = make(rng)
-    x3, _ = _layout.canonical(x, 1)
-    assert not np.shares_memory(x3, x)
+    xd, lay = _layout.canonical(x, 1)
+    assert not np.shares_memory(xd, x) and lay.matches(xd)
     y = cbn.batch_norm(x, training=True)
     ry = oracle.batch_norm(x, training=True)[0]
     _close(y, ry)
@@ -62,10 +66,9 @@ def test_channels_last_out_is_written_in_place(rng):
     """An out laid out like x (channels-last strides) is the kernel's own target."""
     x = _nchw_channels_last(rng)
     out = _nchw_channels_last(rng)
-    call = _Call(x, 1, out, 1)
-    buf = call.target(call.x3)
-    assert np.shares_memory(buf, out)
-    assert not call._copy
+    xd, lay = _layout.canonical(x, 1)
+    result, target = _output(out, xd, lay, (xd,))
+    assert target is out and result is out
     y = cbn.batch_norm(x, training=True, out=out)
     assert y is out
     _close(out, oracle.batch_norm(x, training=True)[0])

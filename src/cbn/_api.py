@@ -1,8 +1,11 @@
 """The NumPy-facing functions: validation, dtype rules, ``out=``, dispatch.
 
 Everything a user can get wrong is checked here, before anything is written;
-the kernels in ``cbn._kernels`` only compute.  Data flows one way:
-API -> layout (canonical ``(outer, C, inner)`` view) -> kernels.
+the kernels (cbn._kernels, chosen by cbn._dispatch) only compute.  Data flows
+one way: API -> layout (canonical ``(outer, C, inner)`` description) -> kernels.
+
+The common case (ndarray inputs, C-contiguous data, float32/float64 parameter
+arrays) takes short paths: each check is a type test and a comparison.
 """
 
 import math
@@ -11,11 +14,14 @@ import sys
 
 import numpy as np
 
-from cbn import _kernels
+from cbn import _dispatch
 from cbn._layout import canonical
 from cbn._threads import resolve
 
-_DATA_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_DATA = frozenset((_F16, _F32, _F64))      # data dtypes
+_PARAM = frozenset((_F32, _F64))            # per-channel dtypes the kernels read directly
+_FMAX = sys.float_info.max
 
 
 # ------------------------------------------------------------------ validation
@@ -26,79 +32,98 @@ def _dtype_name(dt):
 
 def _as_data(x, name="x"):
     """x as an ndarray of float16/32/64 (native byte order) with ndim >= 2."""
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except Exception as e:  # ragged lists and the like
-            raise TypeError(f"{name} must be array_like of floats: {e}") from None
-    dt = x.dtype
-    if not dt.isnative:
-        x = x.astype(dt.newbyteorder("="))
-        dt = x.dtype
-    if dt not in _DATA_DTYPES:
-        raise TypeError(f"{name} must have dtype float16, float32 or float64, "
-                        f"got {_dtype_name(dt)}")
+    if type(x) is not np.ndarray or x.dtype not in _DATA:
+        x = _as_data_slow(x, name)
     if x.ndim < 2:
         raise ValueError(f"{name} must have ndim >= 2 (batch and channel axes), "
                          f"got shape {x.shape}")
     return x
 
 
+def _as_data_slow(x, name):
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # ragged lists and the like
+            raise TypeError(f"{name} must be array_like of floats: {e}") from None
+    dt = x.dtype
+    if dt.kind == "f" and not dt.isnative:
+        x = x.astype(dt.newbyteorder("="))
+    if x.dtype not in _DATA:
+        raise TypeError(f"{name} must have dtype float16, float32 or float64, "
+                        f"got {_dtype_name(dt)}")
+    return x
+
+
 def _check_axis(axis, ndim):
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"axis must be an integer, got {axis!r}")
+    if type(axis) is not int:
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise TypeError(f"axis must be an integer, got {axis!r}")
+        axis = int(axis)
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis={axis} is out of range for x with ndim={ndim}")
-    return int(axis) % ndim
+    return axis % ndim
 
 
 def _check_bool(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {v!r}")
-    return bool(v)
+    if v is True or v is False:
+        return v
+    if isinstance(v, np.bool_):
+        return bool(v)
+    raise TypeError(f"{name} must be True or False, got {v!r}")
 
 
 def _check_number(v, name, lo, hi, what):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number {what}, got {v!r}")
-    v = float(v)
+    if type(v) is not float:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must be a real number {what}, got {v!r}")
+        v = float(v)
     if not lo <= v <= hi:  # also rejects NaN
         raise ValueError(f"{name} must be {what}, got {v}")
     return v
 
 
 def _check_eps(eps):
-    return _check_number(eps, "eps", 0.0, sys.float_info.max, "finite and >= 0")
+    return _check_number(eps, "eps", 0.0, _FMAX, "finite and >= 0")
 
 
-def _channel(a, name, C, default=None, *, array_required=False):
-    """A per-channel parameter as a 1-D float64 array of length C.
-
-    None gives ``default`` broadcast (or an error when default is None).
-    """
+def _channel(a, name, C, required=False):
+    """A per-channel array: 1-D of length C, float dtype.  Returns it as float32 or
+    float64 (other float dtypes are converted), or None when absent and optional."""
+    if type(a) is np.ndarray and a.dtype in _PARAM and a.ndim == 1 and a.shape[0] == C:
+        return a
     if a is None:
-        if default is None:
+        if required:
             raise ValueError(f"{name} is required here (1-D array of length C={C})")
-        return np.full(C, default)
-    if array_required and not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array (it is updated in place), "
-                        f"got {type(a).__name__}")
-    arr = a if isinstance(a, np.ndarray) else np.asarray(a)
+        return None
+    arr = np.asarray(a)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must have a floating dtype, got {_dtype_name(arr.dtype)}")
     if arr.ndim != 1 or arr.shape[0] != C:
         raise ValueError(f"{name} must be 1-D of length C={C}, got shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return arr if arr.dtype in _PARAM else arr.astype(np.float64)
 
 
-def _check_array_out(out, shape, dtype, name):
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array or None, got {type(out).__name__}")
-    if out.shape != shape:
-        raise ValueError(f"{name}.shape={out.shape}, expected {shape}")
-    if out.dtype != dtype:
+def _running(a, name, C):
+    """A running statistic that training updates in place."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array (it is updated in place), "
+                        f"got {type(a).__name__}")
+    _channel(a, name, C)
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only; training updates it in place")
+    return a
+
+
+def _check_out(out, x, name="out"):
+    if type(out) is not np.ndarray:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array or None, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name}.shape={out.shape}, expected {x.shape}")
+    if out.dtype != x.dtype:
         raise TypeError(f"{name}.dtype={_dtype_name(out.dtype)}, "
-                        f"expected {_dtype_name(dtype)}")
+                        f"expected {_dtype_name(x.dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
 
@@ -114,7 +139,7 @@ def _like_x(a, x, name):
 
 
 def _compute_dtype(dt):
-    return np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+    return _F64 if dt is _F64 or dt == _F64 else _F32
 
 
 def _invstd(var, eps):
@@ -124,61 +149,33 @@ def _invstd(var, eps):
         return np.where(t == 0, 0.0, 1.0 / np.sqrt(t))
 
 
-def _values_per_channel(x, axis):
-    return math.prod(s for k, s in enumerate(x.shape) if k != axis)
-
-
 # ------------------------------------------------------------------ plumbing
 
-class _Call:
-    """x in canonical form, and where the kernel's output goes."""
-
-    def __init__(self, x, axis, out, n_threads):
-        self.x = x
-        self.cdt = _compute_dtype(x.dtype)
-        self.nt = resolve(n_threads, x.size)
-        x3, self.lay = canonical(x, axis)
-        self.x3 = x3 if x3.dtype == self.cdt else x3.astype(self.cdt)
-        self.out = out
-
-    def operand(self, a):
-        """Another input of x's shape (dy, y) in the same canonical form."""
-        return self.lay.copy_in(a, self.cdt)
-
-    def target(self, *reads):
-        """(result, buf): the kernel writes buf; finish() returns result.
-
-        buf is out's own canonical view when out is laid out like x, has the
-        compute dtype and is either disjoint from or identical to each array the
-        kernel reads; otherwise a scratch buffer that finish() copies into out.
-        """
-        out = self.out
-        if out is None:
-            if self.x.dtype == self.cdt:
-                self._result, buf = self.lay.empty(self.cdt)
-                self._copy = False
-                return buf
-            self._result = self.lay.empty(self.x.dtype)[0]
-        else:
-            self._result = out
-            v = self.lay.view(out) if out.dtype == self.cdt else None
-            if v is not None and all(_disjoint_or_same(v, r) for r in reads):
-                self._copy = False
-                return v
-        self._copy = True
-        return np.empty(self.lay.shape3, self.cdt)
-
-    def finish(self, buf):
-        if self._copy:
-            self.lay.copy_out(buf, self._result)
-        return self._result
+def _output(out, x, lay, reads):
+    """(result, target): the kernel writes target; _finish() copies it into result
+    when they differ.  target is out itself when out is laid out like x and is
+    disjoint from, or identical to, every array the kernel reads."""
+    if out is None:
+        return None, (np.empty_like(x) if lay.perm is None else lay.empty(x.dtype))
+    if lay.matches(out):
+        overlap = _dispatch.kernels.overlap
+        if all(r is out or overlap(out, r) != 2 for r in reads):
+            return out, out
+    return out, lay.empty(x.dtype)
 
 
-def _disjoint_or_same(a, b):
-    if not np.may_share_memory(a, b):
-        return True
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides)
+def _finish(result, target):
+    if result is None:
+        return target
+    if target is not result:
+        np.copyto(result, target)
+    return result
+
+
+def _plan(x, axis, n_threads):
+    """(x dense, layout, threads) for a call on x."""
+    x, lay = canonical(x, axis)
+    return x, lay, resolve(n_threads, x.size)
 
 
 # ------------------------------------------------------------------ public API
@@ -249,53 +246,57 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     relu = _check_bool(relu, "relu")
     return_stats = _check_bool(return_stats, "return_stats")
     eps = _check_eps(eps)
-    w = _channel(weight, "weight", C, 1.0)
-    b = _channel(bias, "bias", C, 0.0)
-    n = _values_per_channel(x, ax)
+    w = _channel(weight, "weight", C)
+    b = _channel(bias, "bias", C)
     if training:
         momentum = _check_number(momentum, "momentum", 0.0, 1.0, "in [0, 1]")
         if (running_mean is None) != (running_var is None):
             raise ValueError("running_mean and running_var must be given together "
                              "(or both None) in training")
-        for name, r in (("running_mean", running_mean), ("running_var", running_var)):
-            if r is not None:
-                _channel(r, name, C, array_required=True)
-                if not r.flags.writeable:
-                    raise ValueError(f"{name} is read-only; training updates it in place")
+        if running_mean is not None:
+            _running(running_mean, "running_mean", C)
+            _running(running_var, "running_var", C)
+        n = math.prod(x.shape) // C if C else math.prod(x.shape[:ax] + x.shape[ax + 1:])
         if n < 2:
             raise ValueError(f"training needs more than 1 value per channel, got x.shape="
                              f"{x.shape} with channel axis {ax}")
     else:
-        rm = _channel(running_mean, "running_mean", C)
-        rv = _channel(running_var, "running_var", C)
+        rm = _channel(running_mean, "running_mean", C, required=True)
+        rv = _channel(running_var, "running_var", C, required=True)
     if out is not None:
-        _check_array_out(out, x.shape, x.dtype, "out")
+        _check_out(out, x)
 
-    call = _Call(x, ax, out, n_threads)
-    buf = call.target(call.x3)
+    x, lay, nt = _plan(x, ax, n_threads)
+    result, target = _output(out, x, lay, (x,))
+    outer, _, inner = lay.shape3
+    K = _dispatch.kernels
     if training:
-        mean, var = np.empty(C), np.empty(C)
+        cdt = _compute_dtype(x.dtype)
+        mean = invstd = None
+        if return_stats:
+            mean, invstd = np.empty(C, cdt), np.empty(C, cdt)
+        rm, rv = running_mean, running_var
+        if rm is not None and not (rm.dtype in _PARAM and rv.dtype in _PARAM):
+            rm, rv = rm.astype(np.float64), rv.astype(np.float64)   # updated, then copied back
         if x.size:
-            _kernels.train_forward(call.x3, buf, w, b, eps, relu, mean, var, call.nt)
-        else:
+            K.bn_train(x, target, outer, C, inner, w, b, eps, relu, rm, rv, momentum, mean,
+                       invstd, nt)
+        elif return_stats:
             mean.fill(np.nan)
-            var.fill(np.nan)
-        invstd = _invstd(var, eps)
-        if running_mean is not None:
-            _update_running(running_mean, mean, momentum)
-            _update_running(running_var, var * (n / (n - 1)), momentum)
+            invstd.fill(np.nan)
+        if rm is not running_mean:
+            running_mean[...] = rm
+            running_var[...] = rv
     else:
-        mean, invstd = rm, _invstd(rv, eps)
         if x.size:
-            _kernels.affine(call.x3, buf, mean, w * invstd, b, relu, call.nt)
-    y = call.finish(buf)
+            K.bn_eval(x, target, outer, C, inner, rm, rv, w, b, eps, relu, nt)
+        if return_stats:
+            cdt = _compute_dtype(x.dtype)
+            mean, invstd = rm.astype(cdt), _invstd(rv, eps).astype(cdt)
+    y = _finish(result, target)
     if return_stats:
-        return y, mean.astype(call.cdt), invstd.astype(call.cdt)
+        return y, mean, invstd
     return y
-
-
-def _update_running(r, batch, momentum):
-    r[...] = (1.0 - momentum) * r.astype(np.float64) + momentum * batch
 
 
 def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=None, axis=1,
@@ -342,24 +343,27 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     dy = _like_x(dy, x, "dy")
     ax = _check_axis(axis, x.ndim)
     C = x.shape[ax]
-    m = _channel(mean, "mean", C)
-    inv = _channel(invstd, "invstd", C)
-    w = _channel(weight, "weight", C, 1.0)
+    m = _channel(mean, "mean", C, required=True)
+    inv = _channel(invstd, "invstd", C, required=True)
+    w = _channel(weight, "weight", C)
     training = _check_bool(training, "training")
     if y is not None:
         y = _like_x(y, x, "y")
     if out is not None:
-        _check_array_out(out, x.shape, x.dtype, "out")
+        _check_out(out, x)
 
-    call = _Call(x, ax, out, n_threads)
-    dy3 = call.operand(dy)
-    y3 = call.operand(y) if y is not None else call.x3
-    buf = call.target(call.x3, dy3, y3)
-    dweight, dbias = np.zeros(C), np.zeros(C)
+    x, lay, nt = _plan(x, ax, n_threads)
+    dy = lay.adopt(dy, x.dtype)
+    if y is not None:
+        y = lay.adopt(y, x.dtype)
+    result, target = _output(out, x, lay, (x, dy) if y is None else (x, dy, y))
+    cdt = _compute_dtype(x.dtype)
+    dweight, dbias = np.zeros(C, cdt), np.zeros(C, cdt)
     if x.size:
-        _kernels.backward(dy3, call.x3, y3, y is not None, m, inv, w, training, buf,
-                          dweight, dbias, call.nt)
-    return call.finish(buf), dweight.astype(call.cdt), dbias.astype(call.cdt)
+        outer, _, inner = lay.shape3
+        _dispatch.kernels.bn_backward(dy, x, y, target, outer, C, inner, m, inv, w,
+                                      training, dweight, dbias, nt)
+    return _finish(result, target), dweight, dbias
 
 
 def batch_stats(x, *, axis=1, n_threads=None):
@@ -384,13 +388,15 @@ def batch_stats(x, *, axis=1, n_threads=None):
     x = _as_data(x)
     ax = _check_axis(axis, x.ndim)
     C = x.shape[ax]
-    if _values_per_channel(x, ax) == 0:
+    if math.prod(x.shape[:ax] + x.shape[ax + 1:]) == 0:
         raise ValueError(f"x has no values per channel (x.shape={x.shape}, axis={ax})")
-    call = _Call(x, ax, None, n_threads)
-    mean, var = np.empty(C), np.empty(C)
+    x, lay, nt = _plan(x, ax, n_threads)
+    cdt = _compute_dtype(x.dtype)
+    mean, var = np.empty(C, cdt), np.empty(C, cdt)
     if C:
-        _kernels.stats(call.x3, mean, var, call.nt)
-    return mean.astype(call.cdt), var.astype(call.cdt)
+        outer, _, inner = lay.shape3
+        _dispatch.kernels.bn_stats(x, outer, C, inner, mean, var, nt)
+    return mean, var
 
 
 def fold(running_mean, running_var, weight=None, bias=None, *, eps=1e-5):
@@ -421,15 +427,18 @@ def fold(running_mean, running_var, weight=None, bias=None, *, eps=1e-5):
         raise ValueError("running_mean must be 1-D of length C, got "
                          f"{None if rm is None else f'shape {rm.shape}'}")
     C = rm.shape[0]
-    arrays = {"running_mean": running_mean, "running_var": running_var,
-              "weight": weight, "bias": bias}
-    vals = {k: _channel(a, k, C, None if k.startswith("running") else
-                        (1.0 if k == "weight" else 0.0)) for k, a in arrays.items()}
+    given = {"running_mean": running_mean, "running_var": running_var,
+             "weight": weight, "bias": bias}
+    vals = {k: _channel(a, k, C, required=k.startswith("running")) for k, a in given.items()}
     eps = _check_eps(eps)
-    given = [np.asarray(a).dtype for a in arrays.values() if a is not None]
-    dt = np.float64 if any(d.itemsize >= 8 for d in given) else np.float32
-    scale = vals["weight"] * _invstd(vals["running_var"], eps)
-    shift = vals["bias"] - vals["running_mean"] * scale
+    dt = np.float64 if any(np.asarray(a).dtype.itemsize >= 8
+                           for a in given.values() if a is not None) else np.float32
+    scale = _invstd(vals["running_var"], eps)
+    if vals["weight"] is not None:
+        scale = scale * vals["weight"]
+    shift = -vals["running_mean"] * scale
+    if vals["bias"] is not None:
+        shift = shift + vals["bias"]
     return scale.astype(dt), shift.astype(dt)
 
 
@@ -461,13 +470,14 @@ def scale_shift(x, scale, shift, *, axis=1, relu=False, out=None, n_threads=None
     x = _as_data(x)
     ax = _check_axis(axis, x.ndim)
     C = x.shape[ax]
-    s = _channel(scale, "scale", C)
-    t = _channel(shift, "shift", C)
+    s = _channel(scale, "scale", C, required=True)
+    t = _channel(shift, "shift", C, required=True)
     relu = _check_bool(relu, "relu")
     if out is not None:
-        _check_array_out(out, x.shape, x.dtype, "out")
-    call = _Call(x, ax, out, n_threads)
-    buf = call.target(call.x3)
+        _check_out(out, x)
+    x, lay, nt = _plan(x, ax, n_threads)
+    result, target = _output(out, x, lay, (x,))
     if x.size:
-        _kernels.affine(call.x3, buf, np.zeros(C), s, t, relu, call.nt)
-    return call.finish(buf)
+        outer, _, inner = lay.shape3
+        _dispatch.kernels.scale_shift(x, target, outer, C, inner, s, t, relu, nt)
+    return _finish(result, target)

@@ -1,92 +1,87 @@
-"""cbn kernels on the canonical ``(outer, C, inner)`` view.
+"""cbn kernels on the canonical ``(outer, C, inner)`` layout.
 
-Two loop families cover every layout:
+The Python layer (cbn._api) validates everything and passes arrays that are
+dense in one common axis order, so that element ``(o, c, i)`` of each lies at
+``data[(o * C + c) * inner + i]``; kernels never validate, raise or touch
+Python objects inside their loops.  Two loop families cover every layout:
 
 planar       ``inner > 1``: each ``(o, c)`` run of ``inner`` values is contiguous;
              loops run along ``inner`` with per-channel scalars.
 interleaved  ``inner == 1``: row ``o`` holds the C channels; loops run along C
              with per-channel arrays.
 
-Contract (the Python layer checks it; kernels never validate or raise): arrays
-are C-contiguous with equal shapes, per-channel arrays have length C, scratch
-arrays have the sizes documented below, n_threads >= 1, and training sees at
-least two values per channel.  Every kernel releases the GIL and touches no
-global state, so concurrent calls are safe.
+Data types: float32 and float64 are computed in their own type, float16 is
+loaded into float32 and rounded once on store.  Statistics accumulate in
+double.  Every kernel runs without the GIL; scratch is allocated per call
+(O(C x threads)), so concurrent calls are safe.
 
 Numerics
 --------
-Reductions accumulate in double the sums of ``u`` and ``u * d`` with
-``d = x - ref[c]``: with ``u = d`` and ``ref`` the channel's first value these
-are shifted sums (exact for a constant channel; no cancellation when
-|mean| >> std); with ``u = dy`` (masked by a ReLU output) and ``ref`` the mean
-they are the two sums of the backward pass.  Outputs are computed in the data's
-type (float or double) with the channel's center held as a ``hi + lo`` pair, so
-``(x - hi) - lo`` keeps the digits that ``x * scale + shift`` would lose.
+Reductions accumulate, in double and in blocks, the sums of ``d = x - ref``
+and ``d * d`` (statistics; ``ref`` is the channel's first value: exact for a
+constant channel, no cancellation when |mean| >> std), or of ``g`` and
+``g * (x - mean)`` (backward; ``g`` is dy, zero where a ReLU output is <= 0).
+Outputs subtract the channel's center held as a ``hi + lo`` pair of the
+compute type before scaling: ``((x - hi) - lo) * scale + shift``.
+
+This file is compiled twice on x86-64: ``_kernels`` (the portable baseline)
+and ``_kernels_avx2`` (AVX2 + FMA + F16C), chosen at import by cbn._dispatch.
 """
 
+cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
 
 from cbn._openmp cimport CBN_HAVE_OPENMP, CBN_OPENMP_DATE, omp_get_max_threads
 
-import numpy as np
+cnp.import_array()
 
 
-cdef extern from *:
-    """
-    #include "cbn_build_info.h"
-    #if defined(__AVX512F__)
-    #define CBN_SIMD "AVX-512"
-    #elif defined(__AVX2__)
-    #define CBN_SIMD "AVX2"
-    #elif defined(__AVX__)
-    #define CBN_SIMD "AVX"
-    #elif defined(__SSE4_2__)
-    #define CBN_SIMD "SSE4.2"
-    #elif defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
-    #define CBN_SIMD "SSE2"
-    #elif defined(__ARM_NEON) || defined(_M_ARM64)
-    #define CBN_SIMD "NEON"
-    #else
-    #define CBN_SIMD "scalar"
-    #endif
-    #if defined(__clang__)
-    #define CBN_COMPILER "clang " __clang_version__
-    #elif defined(__GNUC__)
-    #define CBN_COMPILER "gcc " __VERSION__
-    #elif defined(_MSC_VER)
-    #define CBN_STR2(x) #x
-    #define CBN_STR(x) CBN_STR2(x)
-    #define CBN_COMPILER "MSVC " CBN_STR(_MSC_FULL_VER)
-    #else
-    #define CBN_COMPILER "unknown"
-    #endif
-    """
+cdef extern from "_kernels_c.h":
     const char* CBN_SIMD
     const char* CBN_COMPILER
+    const char* CBN_HALF_HW
     const char* CBN_BUILD_FLAGS
     const char* CBN_BUILD_COMPILER_TYPE
     const char* CBN_BUILD_OPENMP_MODE
+    enum: CBN_LANES
+    ctypedef struct cbn_half:
+        pass
+    float cbn_h2f(cbn_half h) noexcept nogil
+    cbn_half cbn_f2h(float f) noexcept nogil
+    float cbn_h2f_soft(unsigned short h) noexcept nogil
+    unsigned short cbn_f2h_soft(float f) noexcept nogil
+    int cbn_cpu_has_avx2() noexcept nogil
 
 
-ctypedef fused floating:
+ctypedef fused data_t:      # what the arrays hold
+    float
+    double
+    cbn_half
+
+ctypedef fused real_t:      # what the outputs are computed in
     float
     double
 
 cdef enum:
-    LANES = 8   # independent accumulators: lets the compiler vectorize reductions
-    BLOCK = 1024     # planar reductions restart their lanes every BLOCK values
-    ROW_BLOCK = 64   # interleaved reductions flush their partials every ROW_BLOCK rows
-    PAD = 8     # doubles per 64-byte cache line (per-thread partials are padded)
+    LANES = CBN_LANES   # independent accumulators: lets the compiler vectorize reductions
+    BLOCK = 1024        # planar reductions restart their lanes every BLOCK values
+    ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
+    PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
 
-# Rows of the (k, C) parameter arrays the apply kernels read.
+# Rows of the per-channel parameter table p (k * C + c): the outputs are
+# ((x - hi) - lo) * scale + shift, plus g * gain in the backward pass.
 cdef enum:
-    P_HI = 0    # center, high part (compute type)
-    P_LO = 1    # center, low part
+    P_HI = 0
+    P_LO = 1
     P_SCALE = 2
     P_SHIFT = 3
-    P_GAIN = 4  # backward only: coefficient of dy
+    P_GAIN = 4
+    N_PARAMS = 5
 
+
+# ------------------------------------------------------------------- facts
 
 def build_info():
     """Compile-time facts about this build (used by cbn.show_config)."""
@@ -94,6 +89,7 @@ def build_info():
         "openmp": bool(CBN_HAVE_OPENMP),
         "openmp_date": int(CBN_OPENMP_DATE),
         "simd": CBN_SIMD.decode(),
+        "float16": CBN_HALF_HW.decode(),
         "compiler": CBN_COMPILER.decode(),
         "compiler_type": CBN_BUILD_COMPILER_TYPE.decode(),
         "flags": CBN_BUILD_FLAGS.decode(),
@@ -106,11 +102,62 @@ def max_threads():
     return omp_get_max_threads()
 
 
-# ---------------------------------------------------------------- per channel
+def cpu_has_avx2():
+    """Whether this CPU and OS run AVX2 + FMA + F16C code."""
+    return bool(cbn_cpu_has_avx2())
+
+
+def overlap(cnp.ndarray a, cnp.ndarray b):
+    """For dense arrays: 0 when a and b share no memory, 1 when they start at the same
+    address with the same size (the same elements, if laid out alike), 2 otherwise."""
+    cdef char* a0 = <char*>cnp.PyArray_DATA(a)
+    cdef char* b0 = <char*>cnp.PyArray_DATA(b)
+    cdef char* a1 = a0 + cnp.PyArray_NBYTES(a)
+    cdef char* b1 = b0 + cnp.PyArray_NBYTES(b)
+    if a1 <= b0 or b1 <= a0:
+        return 0
+    return 1 if a0 == b0 and a1 == b1 else 2
+
+
+def half_soft_roundtrip(const unsigned short[::1] h, const float[::1] f,
+                        float[::1] h_as_float, unsigned short[::1] f_as_half):
+    """Test hook: the software float16 conversions, whichever the build uses."""
+    cdef Py_ssize_t i
+    for i in range(h.shape[0]):
+        h_as_float[i] = cbn_h2f_soft(h[i])
+    for i in range(f.shape[0]):
+        f_as_half[i] = cbn_f2h_soft(f[i])
+
+
+# ------------------------------------------------------------- load, store
+
+cdef inline double _ldd(const data_t* p, Py_ssize_t i) noexcept nogil:
+    if data_t is cbn_half:
+        return cbn_h2f(p[i])
+    else:
+        return p[i]
+
+
+cdef inline real_t _ld(const data_t* p, Py_ssize_t i, real_t like) noexcept nogil:
+    """p[i] in the compute type (the type of `like`)."""
+    if data_t is cbn_half:
+        return <real_t>cbn_h2f(p[i])
+    else:
+        return <real_t>p[i]
+
+
+cdef inline void _st(data_t* p, Py_ssize_t i, real_t v) noexcept nogil:
+    if data_t is cbn_half:
+        p[i] = cbn_f2h(<float>v)
+    else:
+        p[i] = <data_t>v
+
+
+# ------------------------------------------------------------ per channel
 
 cdef inline void _finish_stats(double s1, double s2, double ref, double n,
                                double* mean, double* var) noexcept nogil:
-    """Mean and biased variance from shifted sums about ``ref``."""
+    """Mean and biased variance from sums of d = x - ref and d * d."""
     cdef double d = s1 / n
     cdef double v = s2 / n - d * d
     mean[0] = ref + d
@@ -123,146 +170,211 @@ cdef inline double _invstd(double var, double eps) noexcept nogil:
     return 0.0 if t == 0.0 else 1.0 / sqrt(t)
 
 
-cdef inline void _set_params(floating[:, ::1] p, Py_ssize_t c, double center,
+cdef inline void _set_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double center,
                              double scale, double shift) noexcept nogil:
-    """Store y = ((x - hi) - lo) * scale + shift for channel c in the compute type."""
-    cdef floating hi = <floating>center
+    """Channel c computes ((x - hi) - lo) * scale + shift, hi + lo == center."""
+    cdef real_t hi = <real_t>center
     cdef double lo = center - <double>hi
     if lo != lo and center == center:   # center = +-inf: hi carries it
         lo = 0.0
-    p[P_HI, c] = hi
-    p[P_LO, c] = <floating>lo
-    p[P_SCALE, c] = <floating>scale
-    p[P_SHIFT, c] = <floating>shift
+    p[P_HI * C + c] = hi
+    p[P_LO * C + c] = <real_t>lo
+    p[P_SCALE * C + c] = <real_t>scale
+    p[P_SHIFT * C + c] = <real_t>shift
 
 
-cdef inline void _set_grad_params(floating[:, ::1] p, Py_ssize_t c, double sg, double sgd,
-                                  double mean, double invstd, double w, double n,
-                                  bint training, double* dweight,
+cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double sg,
+                                  double sgd, double mean, double invstd, double w,
+                                  double n, bint training, double* dweight,
                                   double* dbias) noexcept nogil:
     """dx = ((x - hi) - lo) * scale + g * gain + shift for channel c.
 
-    With k = w * invstd: training gives
+    With k = w * invstd, training gives
     dx = k * (g - sum(g) / n - (x - mean) * invstd**2 * sum(g * (x - mean)) / n);
     frozen statistics give dx = k * g.
     """
     cdef double k = w * invstd
     if training:
-        _set_params(p, c, mean, -k * invstd * invstd * sgd / n, -k * sg / n)
+        _set_params(p, C, c, mean, -k * invstd * invstd * sgd / n, -k * sg / n)
     else:
-        _set_params(p, c, mean, 0.0, 0.0)
-    p[P_GAIN, c] = <floating>k
+        _set_params(p, C, c, mean, 0.0, 0.0)
+    p[P_GAIN * C + c] = <real_t>k
     dweight[0] = sgd * invstd
     dbias[0] = sg
 
 
-# ---------------------------------------------------------------- planar runs
+# ---------------------------------------------------------- planar runs
 
-cdef inline double _u(const floating* dy, const floating* y, Py_ssize_t i, double d,
-                      bint grad, bint masked) noexcept nogil:
-    """The reduced quantity: d itself for statistics, dy (0 where y <= 0) for gradients."""
-    if not grad:
-        return d
-    if masked and y[i] <= 0:
-        return 0.0
-    return dy[i]
+cdef inline void _lanes_stats(const data_t* x, Py_ssize_t m, double ref, double* a,
+                              double* q) noexcept nogil:
+    """a[k] += d, q[k] += d * d for d = x[i] - ref over a contiguous run, lane k = i % LANES."""
+    cdef double d[LANES]
+    cdef Py_ssize_t i, j, k
+    cdef double t
+    for j in range(m // LANES):
+        i = j * LANES
+        for k in range(LANES):
+            d[k] = _ldd(x, i + k) - ref
+        for k in range(LANES):
+            a[k] += d[k]
+            q[k] += d[k] * d[k]
+    for i in range(m - m % LANES, m):
+        t = _ldd(x, i) - ref
+        a[0] += t
+        q[0] += t * t
 
 
-cdef inline void _run_sums(const floating* x, const floating* dy, const floating* y,
-                           bint grad, bint masked, Py_ssize_t n, double ref,
-                           double* acc) noexcept nogil:
-    """acc[k] += u, acc[LANES + k] += u * (x - ref) over one contiguous run, k = i % LANES.
+cdef inline void _lanes_grad(const data_t* x, const data_t* dy, const data_t* y, bint masked,
+                             Py_ssize_t m, double mean, double* a, double* q) noexcept nogil:
+    """a[k] += g, q[k] += g * (x - mean), g = dy (0 where masked and y <= 0)."""
+    cdef double g[LANES]
+    cdef double d[LANES]
+    cdef Py_ssize_t i, j, k
+    cdef double gt
+    for j in range(m // LANES):
+        i = j * LANES
+        for k in range(LANES):
+            d[k] = _ldd(x, i + k) - mean
+            g[k] = _ldd(dy, i + k)
+            if masked:
+                g[k] = 0.0 if _ldd(y, i + k) <= 0 else g[k]
+        for k in range(LANES):
+            a[k] += g[k]
+            q[k] += g[k] * d[k]
+    for i in range(m - m % LANES, m):
+        gt = 0.0 if masked and _ldd(y, i) <= 0 else _ldd(dy, i)
+        a[0] += gt
+        q[0] += gt * (_ldd(x, i) - mean)
 
-    Blocked: the lanes restart every BLOCK values and are then added into acc, so
-    rounding errors grow like BLOCK / LANES + n / BLOCK rather than n / LANES.
-    """
-    cdef double a[2 * LANES]
-    cdef Py_ssize_t blk, b, e, i, j, k
-    cdef double d, u
-    for blk in range((n + BLOCK - 1) // BLOCK):
-        b = blk * BLOCK
-        e = n if n - b < BLOCK else b + BLOCK
-        for k in range(2 * LANES):
-            a[k] = 0.0
-        for j in range((e - b) // LANES):
-            i = b + j * LANES
-            for k in range(LANES):
-                d = <double>x[i + k] - ref
-                u = _u(dy, y, i + k, d, grad, masked)
-                a[k] += u
-                a[LANES + k] += u * d
-        for i in range(e - (e - b) % LANES, e):
-            d = <double>x[i] - ref
-            u = _u(dy, y, i, d, grad, masked)
-            a[0] += u
-            a[LANES] += u * d
-        for k in range(2 * LANES):
-            acc[k] += a[k]
+
+cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, const real_t* p,
+                             Py_ssize_t C, Py_ssize_t c, bint relu) noexcept nogil:
+    cdef real_t hi = p[P_HI * C + c], lo = p[P_LO * C + c]
+    cdef real_t s = p[P_SCALE * C + c], t = p[P_SHIFT * C + c], v
+    cdef Py_ssize_t i
+    for i in range(n):
+        v = ((_ld(x, i, hi) - hi) - lo) * s + t
+        if relu:
+            v = 0 if v < 0 else v       # NaN stays NaN
+        _st(out, i, v)
+
+
+cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
+                         data_t* dx, Py_ssize_t n, const real_t* p, Py_ssize_t C,
+                         Py_ssize_t c) noexcept nogil:
+    cdef real_t hi = p[P_HI * C + c], lo = p[P_LO * C + c], s = p[P_SCALE * C + c]
+    cdef real_t t = p[P_SHIFT * C + c], k = p[P_GAIN * C + c], g
+    cdef Py_ssize_t i
+    for i in range(n):
+        g = _ld(dy, i, hi)
+        if masked:
+            g = 0 if _ld(y, i, hi) <= 0 else g
+        _st(dx, i, ((_ld(x, i, hi) - hi) - lo) * s + g * k + t)
 
 
 cdef struct Sums:
-    double u        # sum of u
-    double ud       # sum of u * (x - ref)
+    double s1
+    double s2
 
 
-cdef inline Sums _plane_sums(const floating* x, const floating* dy, const floating* y,
-                             bint grad, bint masked, Py_ssize_t outer, Py_ssize_t stride,
-                             Py_ssize_t inner, double ref) noexcept nogil:
-    """The two sums over one channel's runs x[o * stride : o * stride + inner]."""
-    cdef double acc[2 * LANES]
-    cdef Sums r
-    cdef Py_ssize_t o, k
-    for k in range(2 * LANES):
-        acc[k] = 0.0
-    for o in range(outer):
-        _run_sums(x + o * stride, dy + o * stride, y + o * stride, grad, masked, inner,
-                  ref, acc)
-    r.u = 0.0
-    r.ud = 0.0
+cdef inline void _flush_lanes(double* a, double* q, Sums* r) noexcept nogil:
+    cdef Py_ssize_t k
     for k in range(LANES):
-        r.u += acc[k]
-        r.ud += acc[LANES + k]
+        r.s1 += a[k]
+        r.s2 += q[k]
+        a[k] = 0.0
+        q[k] = 0.0
+
+
+cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                             bint masked, Py_ssize_t outer, Py_ssize_t stride,
+                             Py_ssize_t inner, double ref) noexcept nogil:
+    """The two sums over one channel's runs x[o * stride : o * stride + inner]:
+    statistics about ref (grad False) or backward sums about the mean ref.
+
+    Lanes accumulate across runs and are flushed into the totals every BLOCK
+    values, so rounding grows like BLOCK / LANES + n / BLOCK, not n."""
+    cdef double a[LANES]
+    cdef double q[LANES]
+    cdef Sums r
+    cdef Py_ssize_t o, b, m, off, since = 0
+    r.s1 = 0.0
+    r.s2 = 0.0
+    for o in range(LANES):
+        a[o] = 0.0
+        q[o] = 0.0
+    for o in range(outer):
+        for b in range((inner + BLOCK - 1) // BLOCK):
+            m = inner - b * BLOCK if inner - b * BLOCK < BLOCK else BLOCK
+            off = o * stride + b * BLOCK
+            if not grad:
+                _lanes_stats(x + off, m, ref, a, q)
+            elif masked:
+                _lanes_grad(x + off, dy + off, y + off, True, m, ref, a, q)
+            else:
+                _lanes_grad(x + off, dy + off, y + off, False, m, ref, a, q)
+            since += m
+            if since >= BLOCK:
+                _flush_lanes(a, q, &r)
+                since = 0
+    _flush_lanes(a, q, &r)
     return r
 
 
-cdef inline void _run_affine(const floating* x, floating* out, Py_ssize_t n,
-                             const floating[:, ::1] p, Py_ssize_t c,
-                             bint relu) noexcept nogil:
-    cdef floating hi = p[P_HI, c], lo = p[P_LO, c], s = p[P_SCALE, c], t = p[P_SHIFT, c], v
-    cdef Py_ssize_t i
-    if relu:
-        for i in range(n):
-            v = ((x[i] - hi) - lo) * s + t
-            out[i] = 0 if v < 0 else v      # NaN stays NaN
-    else:
-        for i in range(n):
-            out[i] = ((x[i] - hi) - lo) * s + t
+# ----------------------------------------------------- interleaved rows
 
-
-cdef inline void _run_dx(const floating* x, const floating* dy, const floating* y,
-                         bint masked, floating* dx, Py_ssize_t n,
-                         const floating[:, ::1] p, Py_ssize_t c) noexcept nogil:
-    cdef floating hi = p[P_HI, c], lo = p[P_LO, c], s = p[P_SCALE, c], t = p[P_SHIFT, c]
-    cdef floating k = p[P_GAIN, c], g
-    cdef Py_ssize_t i
-    for i in range(n):
-        g = 0 if masked and y[i] <= 0 else dy[i]
-        dx[i] = ((x[i] - hi) - lo) * s + g * k + t
-
-
-# ----------------------------------------------------------- interleaved rows
-
-cdef inline void _row_sums(const floating* x, const floating* dy, const floating* y,
-                           bint grad, bint masked, Py_ssize_t C, const double* ref,
-                           double* s1, double* s2) noexcept nogil:
-    """s1[c] += u, s2[c] += u * (x[c] - ref[c]) for one row of C channels."""
+cdef inline void _row_stats(const data_t* x, Py_ssize_t C, const double* ref, double* s1,
+                            double* s2) noexcept nogil:
     cdef Py_ssize_t c
-    cdef double d, u
+    cdef double d
     for c in range(C):
-        d = <double>x[c] - ref[c]
-        u = _u(dy, y, c, d, grad, masked)
-        s1[c] += u
-        s2[c] += u * d
+        d = _ldd(x, c) - ref[c]
+        s1[c] += d
+        s2[c] += d * d
+
+
+cdef inline void _row_grad(const data_t* x, const data_t* dy, const data_t* y, bint masked,
+                           Py_ssize_t C, const double* mean, double* s1,
+                           double* s2) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef double g
+    for c in range(C):
+        g = _ldd(dy, c)
+        if masked:
+            g = 0.0 if _ldd(y, c) <= 0 else g
+        s1[c] += g
+        s2[c] += g * (_ldd(x, c) - mean[c])
+
+
+cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t C, const real_t* p,
+                             bint relu) noexcept nogil:
+    cdef const real_t* hi = p + P_HI * C
+    cdef const real_t* lo = p + P_LO * C
+    cdef const real_t* s = p + P_SCALE * C
+    cdef const real_t* t = p + P_SHIFT * C
+    cdef Py_ssize_t c
+    cdef real_t v
+    for c in range(C):
+        v = ((_ld(x, c, hi[c]) - hi[c]) - lo[c]) * s[c] + t[c]
+        if relu:
+            v = 0 if v < 0 else v
+        _st(out, c, v)
+
+
+cdef inline void _row_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
+                         data_t* dx, Py_ssize_t C, const real_t* p) noexcept nogil:
+    cdef const real_t* hi = p + P_HI * C
+    cdef const real_t* lo = p + P_LO * C
+    cdef const real_t* s = p + P_SCALE * C
+    cdef const real_t* t = p + P_SHIFT * C
+    cdef const real_t* k = p + P_GAIN * C
+    cdef Py_ssize_t c
+    cdef real_t g
+    for c in range(C):
+        g = _ld(dy, c, k[c])
+        if masked:
+            g = 0 if _ld(y, c, k[c]) <= 0 else g
+        _st(dx, c, ((_ld(x, c, k[c]) - hi[c]) - lo[c]) * s[c] + g * k[c] + t[c])
 
 
 cdef inline void _flush(double* total, double* block, Py_ssize_t m) noexcept nogil:
@@ -272,247 +384,371 @@ cdef inline void _flush(double* total, double* block, Py_ssize_t m) noexcept nog
         block[c] = 0.0
 
 
-cdef void _rows_sums(const floating* x, const floating* dy, const floating* y, bint grad,
-                     bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
-                     double* s1, double* s2, double[:, ::1] scratch,
-                     int n_threads) noexcept nogil:
-    """Interleaved reduction.  Thread slot t sums rows [rows*t/T, rows*(t+1)/T) in
-    blocks of ROW_BLOCK rows into its own partials: scratch[t] holds, each padded to
-    cpad doubles, totals of u and u*d, then the current block's.  The slots are merged
-    in order, so the result depends only on T = n_threads."""
-    cdef Py_ssize_t T = n_threads, cpad = scratch.shape[1] // 4
+cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                       bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
+                       double* s1, double* s2, double* scratch, int T) noexcept nogil:
+    """Interleaved reduction over all rows: statistics (grad False: sums of d, d*d about
+    ref) or backward sums (g, g*(x - ref)).  Thread slot t sums rows
+    [rows*t/T, rows*(t+1)/T) into its own padded partials, flushing a block of sums
+    every ROW_BLOCK rows; slots are merged in order (the result depends only on T).
+    scratch holds T * 4 * cpad doubles."""
+    cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef Py_ssize_t t, r, r0, c
     cdef double* part
-    for t in prange(T, num_threads=n_threads, schedule='static', chunksize=1,
-                    use_threads_if=n_threads > 1):
-        part = &scratch[t, 0]
+    for t in prange(T, num_threads=T, schedule='static', chunksize=1, use_threads_if=T > 1):
+        part = scratch + t * 4 * cpad
         for c in range(4 * cpad):
             part[c] = 0.0
         r0 = rows * t // T
         for r in range(r0, rows * (t + 1) // T):
             if r > r0 and (r - r0) % ROW_BLOCK == 0:
                 _flush(part, part + 2 * cpad, 2 * cpad)
-            _row_sums(x + r * C, dy + r * C, y + r * C, grad, masked, C, ref,
-                      part + 2 * cpad, part + 3 * cpad)
+            if grad:
+                _row_grad(x + r * C, dy + r * C, y + r * C, masked, C, ref,
+                          part + 2 * cpad, part + 3 * cpad)
+            else:
+                _row_stats(x + r * C, C, ref, part + 2 * cpad, part + 3 * cpad)
         _flush(part, part + 2 * cpad, 2 * cpad)
     for c in range(C):
         s1[c] = 0.0
         s2[c] = 0.0
     for t in range(T):
+        part = scratch + t * 4 * cpad
         for c in range(C):
-            s1[c] += scratch[t, c]
-            s2[c] += scratch[t, cpad + c]
+            s1[c] += part[c]
+            s2[c] += part[cpad + c]
 
 
-cdef inline void _row_affine(const floating* x, floating* out, Py_ssize_t C,
-                             const floating[:, ::1] p, bint relu) noexcept nogil:
-    cdef const floating* hi = &p[P_HI, 0]
-    cdef const floating* lo = &p[P_LO, 0]
-    cdef const floating* s = &p[P_SCALE, 0]
-    cdef const floating* t = &p[P_SHIFT, 0]
-    cdef Py_ssize_t c
-    cdef floating v
-    if relu:
-        for c in range(C):
-            v = ((x[c] - hi[c]) - lo[c]) * s[c] + t[c]
-            out[c] = 0 if v < 0 else v
-    else:
-        for c in range(C):
-            out[c] = ((x[c] - hi[c]) - lo[c]) * s[c] + t[c]
+# -------------------------------------------------------------- drivers
 
-
-cdef inline void _row_dx(const floating* x, const floating* dy, const floating* y,
-                         bint masked, floating* dx, Py_ssize_t C,
-                         const floating[:, ::1] p) noexcept nogil:
-    cdef const floating* hi = &p[P_HI, 0]
-    cdef const floating* lo = &p[P_LO, 0]
-    cdef const floating* s = &p[P_SCALE, 0]
-    cdef const floating* t = &p[P_SHIFT, 0]
-    cdef const floating* k = &p[P_GAIN, 0]
-    cdef Py_ssize_t c
-    cdef floating g
-    for c in range(C):
-        g = 0 if masked and y[c] <= 0 else dy[c]
-        dx[c] = ((x[c] - hi[c]) - lo[c]) * s[c] + g * k[c] + t[c]
-
-
-# ------------------------------------------------------------------- drivers
-
-cdef inline void _plane_affine(const floating* x, floating* out, Py_ssize_t outer,
-                               Py_ssize_t stride, Py_ssize_t inner,
-                               const floating[:, ::1] p, Py_ssize_t c,
-                               bint relu) noexcept nogil:
-    cdef Py_ssize_t o
-    for o in range(outer):
-        _run_affine(x + o * stride, out + o * stride, inner, p, c, relu)
-
-
-cdef inline void _plane_dx(const floating* x, const floating* dy, const floating* y,
-                           bint masked, floating* dx, Py_ssize_t outer, Py_ssize_t stride,
-                           Py_ssize_t inner, const floating[:, ::1] p,
-                           Py_ssize_t c) noexcept nogil:
-    cdef Py_ssize_t o, off
-    for o in range(outer):
-        off = o * stride
-        _run_dx(x + off, dy + off, y + off, masked, dx + off, inner, p, c)
-
-
-cdef void _apply(const floating[:, :, ::1] x, floating[:, :, ::1] out,
-                 const floating[:, ::1] p, bint relu, int n_threads) noexcept nogil:
-    """out = ((x - hi) - lo) * scale + shift, then max(., 0) with relu."""
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], q, o
+cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
+                 Py_ssize_t inner, const real_t* p, bint relu, int T) noexcept nogil:
+    """out = ((x - hi) - lo) * scale + shift per channel (then max(., 0) with relu)."""
+    cdef Py_ssize_t q, o
     if inner > 1:       # planes are contiguous and consecutive: split them evenly
-        for q in prange(outer * C, num_threads=n_threads, schedule='static',
-                        use_threads_if=n_threads > 1):
-            _run_affine(&x[0, 0, 0] + q * inner, &out[0, 0, 0] + q * inner, inner, p,
-                        q % C, relu)
+        for q in prange(outer * C, num_threads=T, schedule='static', use_threads_if=T > 1):
+            if relu:
+                _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, True)
+            else:
+                _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, False)
     else:
-        for o in prange(outer, num_threads=n_threads, schedule='static',
-                        use_threads_if=n_threads > 1):
-            _row_affine(&x[o, 0, 0], &out[o, 0, 0], C, p, relu)
+        for o in prange(outer, num_threads=T, schedule='static', use_threads_if=T > 1):
+            if relu:
+                _row_affine(x + o * C, out + o * C, C, p, True)
+            else:
+                _row_affine(x + o * C, out + o * C, C, p, False)
 
 
-cdef void _apply_dx(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                    const floating[:, :, ::1] y, bint masked, floating[:, :, ::1] dx,
-                    const floating[:, ::1] p, int n_threads) noexcept nogil:
-    """dx = ((x - hi) - lo) * scale + g * gain + shift, interleaved layout."""
-    cdef Py_ssize_t o
-    for o in prange(x.shape[0], num_threads=n_threads, schedule='static',
-                    use_threads_if=n_threads > 1):
-        _row_dx(&x[o, 0, 0], &dy[o, 0, 0], &y[o, 0, 0], masked, &dx[o, 0, 0], x.shape[1], p)
-
-
-cdef void _sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                const floating[:, :, ::1] y, bint grad, bint masked, const double* ref,
-                double* s1, double* s2, double[:, ::1] scratch,
-                int n_threads) noexcept nogil:
-    """Per-channel sums of u and u * (x - ref) (see the module docstring)."""
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c, off
-    cdef Sums r
-    if inner > 1:
-        for c in prange(C, num_threads=n_threads, schedule='static',
-                        use_threads_if=n_threads > 1):
-            off = c * inner
-            r = _plane_sums(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off, grad,
-                            masked, outer, C * inner, inner, ref[c])
-            s1[c] = r.u
-            s2[c] = r.ud
-    else:
-        _rows_sums(&x[0, 0, 0], &dy[0, 0, 0], &y[0, 0, 0], grad, masked, outer, C, ref,
-                   s1, s2, scratch, n_threads)
-
-
-# ------------------------------------------------------------- Python entries
-# Arrays come from cbn._api: C-contiguous, shapes consistent, per-channel float64
-# arrays of length C.  The entries allocate only O(C x n_threads) scratch.
-
-cdef object _compute_dtype(const floating[:, :, ::1] x):
-    return np.float32 if floating is float else np.float64
-
-
-cdef double[:, ::1] _scratch(Py_ssize_t inner, Py_ssize_t C, int n_threads):
-    """Per-thread partials for interleaved reductions, each padded to whole cache lines."""
-    cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    if inner > 1:
-        return np.empty((1, 4 * PAD))
-    return np.empty((n_threads, 4 * cpad))
-
-
-cdef void _batch_stats(const floating[:, :, ::1] x, double[::1] ref, double[::1] s1,
-                       double[::1] s2, double[::1] mean, double[::1] var,
-                       double[:, ::1] scratch, int n_threads) noexcept nogil:
-    cdef Py_ssize_t c
-    cdef double n = <double>x.shape[0] * <double>x.shape[2]
-    for c in range(x.shape[1]):
-        ref[c] = x[0, c, 0]
-    _sums(x, x, x, False, False, &ref[0], &s1[0], &s2[0], scratch, n_threads)
-    for c in range(x.shape[1]):
-        _finish_stats(s1[c], s2[c], ref[c], n, &mean[c], &var[c])
-
-
-def stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int n_threads):
-    """OUT mean, var: per-channel mean and biased variance of x (outer * inner >= 1)."""
-    cdef Py_ssize_t C = x.shape[1]
-    cdef double[:, ::1] w = np.empty((3, C))
-    cdef double[:, ::1] scratch = _scratch(x.shape[2], C, n_threads)
-    with nogil:
-        _batch_stats(x, w[0], w[1], w[2], mean, var, scratch, n_threads)
-
-
-def affine(const floating[:, :, ::1] x, floating[:, :, ::1] out, const double[::1] center,
-           const double[::1] scale, const double[::1] shift, bint relu, int n_threads):
-    """OUT out = (x - center) * scale + shift per channel (max(., 0) with relu)."""
-    cdef Py_ssize_t c
-    cdef floating[:, ::1] p = np.empty((4, x.shape[1]), dtype=_compute_dtype(x))
-    with nogil:
-        for c in range(x.shape[1]):
-            _set_params(p, c, center[c], scale[c], shift[c])
-        _apply(x, out, p, relu, n_threads)
-
-
-def train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
-                  const double[::1] weight, const double[::1] bias, double eps, bint relu,
-                  double[::1] mean, double[::1] var, int n_threads):
-    """OUT out, mean, var: normalize with the batch statistics (outer * inner >= 2).
+cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
+                 Py_ssize_t inner, const double* w, const double* b, double eps, bint relu,
+                 double* mean, double* var, real_t* p, double* scratch,
+                 int T) noexcept nogil:
+    """Normalize with the batch statistics; OUT mean, var (biased), p.
 
     Planar: one task per channel computes its statistics and normalizes the same
-    slab while it is still in cache.  Interleaved: per-thread partial sums, then
-    one parallel pass over the rows.
+    slab while it is still in cache.  Interleaved: per-thread partial sums, then a
+    parallel pass over the rows.
     """
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c, off
+    cdef Py_ssize_t c, o, off
     cdef double n = <double>outer * <double>inner, ref
     cdef Sums r
-    cdef floating[:, ::1] p = np.empty((4, C), dtype=_compute_dtype(x))
-    cdef double[:, ::1] w = np.empty((3, C))
-    cdef double[:, ::1] scratch = _scratch(inner, C, n_threads)
-    with nogil:
-        if inner > 1:
-            for c in prange(C, num_threads=n_threads, schedule='static',
-                            use_threads_if=n_threads > 1):
-                off = c * inner
-                ref = x[0, c, 0]
-                r = _plane_sums(&x[0, 0, 0] + off, &x[0, 0, 0], &x[0, 0, 0], False, False,
-                                outer, C * inner, inner, ref)
-                _finish_stats(r.u, r.ud, ref, n, &mean[c], &var[c])
-                _set_params(p, c, mean[c], weight[c] * _invstd(var[c], eps), bias[c])
-                _plane_affine(&x[0, 0, 0] + off, &out[0, 0, 0] + off, outer, C * inner,
-                              inner, p, c, relu)
-        else:
-            _batch_stats(x, w[0], w[1], w[2], mean, var, scratch, n_threads)
-            for c in range(C):
-                _set_params(p, c, mean[c], weight[c] * _invstd(var[c], eps), bias[c])
-            _apply(x, out, p, relu, n_threads)
+    if inner > 1:
+        for c in prange(C, num_threads=T, schedule='static', use_threads_if=T > 1):
+            off = c * inner
+            ref = _ldd(x + off, 0)
+            r = _plane_sums(x + off, x, x, False, False, outer, C * inner, inner, ref)
+            _finish_stats(r.s1, r.s2, ref, n, &mean[c], &var[c])
+            _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
+            for o in range(outer):
+                if relu:
+                    _run_affine(x + off + o * C * inner, out + off + o * C * inner, inner,
+                                p, C, c, True)
+                else:
+                    _run_affine(x + off + o * C * inner, out + off + o * C * inner, inner,
+                                p, C, c, False)
+    else:
+        _stats(x, outer, C, inner, mean, var, scratch, T)
+        for c in range(C):
+            _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
+        _apply(x, out, outer, C, inner, p, relu, T)
 
 
-def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
-             const floating[:, :, ::1] y, bint masked, const double[::1] mean,
-             const double[::1] invstd, const double[::1] weight, bint training,
-             floating[:, :, ::1] dx, double[::1] dweight, double[::1] dbias, int n_threads):
-    """OUT dx, dweight, dbias: gradients of batch norm (see _set_grad_params).
+cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                 double* mean, double* var, double* scratch, int T) noexcept nogil:
+    """OUT mean, var: per-channel mean and biased variance.  For interleaved data
+    scratch holds C doubles of pivots, then the _rows_reduce partials."""
+    cdef Py_ssize_t c, off
+    cdef double n = <double>outer * <double>inner, ref
+    cdef Sums r
+    if inner > 1:
+        for c in prange(C, num_threads=T, schedule='static', use_threads_if=T > 1):
+            off = c * inner
+            ref = _ldd(x + off, 0)
+            r = _plane_sums(x + off, x, x, False, False, outer, C * inner, inner, ref)
+            _finish_stats(r.s1, r.s2, ref, n, &mean[c], &var[c])
+    else:
+        for c in range(C):
+            scratch[c] = _ldd(x, c)
+        _rows_reduce(x, x, x, False, False, outer, C, scratch, mean, var, scratch + C, T)
+        for c in range(C):
+            _finish_stats(mean[c], var[c], scratch[c], n, &mean[c], &var[c])
 
-    With masked, dy counts only where y > 0 (y: the output of a ReLU forward);
-    otherwise y is not read (pass x).
-    """
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c, off
+
+cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
+                    data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                    const double* mean, const double* invstd, const double* w,
+                    bint training, double* dweight, double* dbias, real_t* p,
+                    double* scratch, int T) noexcept nogil:
+    """OUT dx, dweight, dbias (see _set_grad_params)."""
+    cdef Py_ssize_t c, o, off
     cdef double n = <double>outer * <double>inner
     cdef Sums r
-    cdef floating[:, ::1] p = np.empty((5, C), dtype=_compute_dtype(x))
-    cdef double[:, ::1] scratch = _scratch(inner, C, n_threads)
+    if inner > 1:
+        for c in prange(C, num_threads=T, schedule='static', use_threads_if=T > 1):
+            off = c * inner
+            r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
+                            inner, mean[c])
+            _set_grad_params(p, C, c, r.s1, r.s2, mean[c], invstd[c], w[c], n,
+                             training, &dweight[c], &dbias[c])
+            for o in range(outer):
+                if masked:
+                    _run_dx(x + off + o * C * inner, dy + off + o * C * inner,
+                            y + off + o * C * inner, True, dx + off + o * C * inner, inner,
+                            p, C, c)
+                else:
+                    _run_dx(x + off + o * C * inner, dy + off + o * C * inner,
+                            y + off + o * C * inner, False, dx + off + o * C * inner, inner,
+                            p, C, c)
+    else:
+        _rows_reduce(x, dy, y, True, masked, outer, C, mean, dbias, dweight, scratch, T)
+        for c in range(C):
+            _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c], n,
+                             training, &dweight[c], &dbias[c])
+        for o in prange(outer, num_threads=T, schedule='static', use_threads_if=T > 1):
+            if masked:
+                _row_dx(x + o * C, dy + o * C, y + o * C, True, dx + o * C, C, p)
+            else:
+                _row_dx(x + o * C, dy + o * C, y + o * C, False, dx + o * C, C, p)
+
+
+# ----------------------------------------------------------- Python entries
+# Arguments come validated from cbn._api: data arrays share dtype and are dense
+# in x's axis order; (outer, C, inner) describe them; per-channel arrays are 1-D
+# float32 or float64 of length C (any stride), or None for the default.
+
+cdef class _Work:
+    """Per-call scratch: float64 per-channel columns, the parameter table and the
+    interleaved partials.  One malloc, freed with the object."""
+    cdef double* d
+    cdef void* p
+    cdef double* scratch
+
+    def __cinit__(self, Py_ssize_t C, int ncols, int real_size, Py_ssize_t nscratch):
+        cdef Py_ssize_t nd = ncols * C, npar = (N_PARAMS * C * real_size + 7) // 8
+        self.d = <double*>malloc(sizeof(double) * (nd + npar + nscratch + 1))
+        if self.d == NULL:
+            raise MemoryError()
+        self.p = <void*>(self.d + nd)
+        self.scratch = self.d + nd + npar
+
+    def __dealloc__(self):
+        free(self.d)
+
+
+cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
+    """Doubles of interleaved-reduction scratch (pivots + padded per-thread partials)."""
+    cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
+    return 0 if inner > 1 else C + T * 4 * cpad
+
+
+cdef void _gather(object a, double* dst, Py_ssize_t C, double default):
+    """dst[c] = a[c] as double (a: None, or 1-D float32/float64 of length C)."""
+    cdef Py_ssize_t c, stride
+    cdef char* base
+    if a is None:
+        for c in range(C):
+            dst[c] = default
+        return
+    base = <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    stride = cnp.PyArray_STRIDE(<cnp.ndarray>a, 0)
+    if cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT:
+        for c in range(C):
+            dst[c] = (<float*>(base + c * stride))[0]
+    else:
+        for c in range(C):
+            dst[c] = (<double*>(base + c * stride))[0]
+
+
+cdef void _scatter(object a, const double* src, Py_ssize_t C):
+    """a[c] = src[c] (a: None, or 1-D float32/float64 of length C)."""
+    cdef Py_ssize_t c, stride
+    cdef char* base
+    if a is None:
+        return
+    base = <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    stride = cnp.PyArray_STRIDE(<cnp.ndarray>a, 0)
+    if cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT:
+        for c in range(C):
+            (<float*>(base + c * stride))[0] = <float>src[c]
+    else:
+        for c in range(C):
+            (<double*>(base + c * stride))[0] = src[c]
+
+
+cdef int _kind(cnp.ndarray x) except -1:
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t == cnp.NPY_FLOAT:
+        return 0
+    if t == cnp.NPY_DOUBLE:
+        return 1
+    return 2        # NPY_HALF
+
+
+def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
+            Py_ssize_t inner, running_mean, running_var, weight, bias, double eps,
+            bint relu, int n_threads):
+    """OUT out: batch norm with running statistics."""
+    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
+    cdef _Work wk = _Work(C, 4, rs, 0)
+    cdef double* d = wk.d
+    cdef Py_ssize_t c
+    _gather(running_mean, d, C, 0.0)
+    _gather(running_var, d + C, C, 0.0)
+    _gather(weight, d + 2 * C, C, 1.0)
+    _gather(bias, d + 3 * C, C, 0.0)
+    cdef void* px = cnp.PyArray_DATA(x)
+    cdef void* po = cnp.PyArray_DATA(out)
     with nogil:
-        if inner > 1:
-            for c in prange(C, num_threads=n_threads, schedule='static',
-                            use_threads_if=n_threads > 1):
-                off = c * inner
-                r = _plane_sums(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off,
-                                True, masked, outer, C * inner, inner, mean[c])
-                _set_grad_params(p, c, r.u, r.ud, mean[c], invstd[c], weight[c], n,
-                                 training, &dweight[c], &dbias[c])
-                _plane_dx(&x[0, 0, 0] + off, &dy[0, 0, 0] + off, &y[0, 0, 0] + off,
-                          masked, &dx[0, 0, 0] + off, outer, C * inner, inner, p, c)
+        for c in range(C):
+            d[2 * C + c] *= _invstd(d[C + c], eps)
+        _affine(kind, px, po, outer, C, inner, d, d + 2 * C, d + 3 * C, wk.p, relu,
+                n_threads)
+
+
+def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
+                Py_ssize_t inner, scale, shift, bint relu, int n_threads):
+    """OUT out = x * scale + shift per channel."""
+    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
+    cdef _Work wk = _Work(C, 3, rs, 0)
+    cdef double* d = wk.d
+    cdef Py_ssize_t c
+    for c in range(C):
+        d[c] = 0.0
+    _gather(scale, d + C, C, 1.0)
+    _gather(shift, d + 2 * C, C, 0.0)
+    cdef void* px = cnp.PyArray_DATA(x)
+    cdef void* po = cnp.PyArray_DATA(out)
+    with nogil:
+        _affine(kind, px, po, outer, C, inner, d, d + C, d + 2 * C, wk.p, relu, n_threads)
+
+
+cdef void _affine(int kind, void* px, void* po, Py_ssize_t outer, Py_ssize_t C,
+                  Py_ssize_t inner, const double* center, const double* scale,
+                  const double* shift, void* p, bint relu, int T) noexcept nogil:
+    cdef Py_ssize_t c
+    if kind == 1:
+        for c in range(C):
+            _set_params(<double*>p, C, c, center[c], scale[c], shift[c])
+        _apply(<const double*>px, <double*>po, outer, C, inner, <const double*>p, relu, T)
+    else:
+        for c in range(C):
+            _set_params(<float*>p, C, c, center[c], scale[c], shift[c])
+        if kind == 0:
+            _apply(<const float*>px, <float*>po, outer, C, inner, <const float*>p, relu, T)
         else:
-            _sums(x, dy, y, True, masked, &mean[0], &dbias[0], &dweight[0], scratch,
-                  n_threads)
-            for c in range(C):
-                _set_grad_params(p, c, dbias[c], dweight[c], mean[c], invstd[c],
-                                 weight[c], n, training, &dweight[c], &dbias[c])
-            _apply_dx(x, dy, y, masked, dx, p, n_threads)
+            _apply(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, <const float*>p,
+                   relu, T)
+
+
+def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
+             Py_ssize_t inner, weight, bias, double eps, bint relu, running_mean,
+             running_var, double momentum, mean_out, invstd_out, int n_threads):
+    """OUT out; running stats updated in place (when given); mean_out, invstd_out
+    (when given) receive the batch mean and 1 / sqrt(var + eps)."""
+    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
+    cdef _Work wk = _Work(C, 5, rs, _partials(inner, C, n_threads))
+    cdef double* d = wk.d
+    cdef double* mean = d + 2 * C
+    cdef double* var = d + 3 * C
+    cdef double* tmp = d + 4 * C
+    cdef double n = <double>outer * <double>inner
+    cdef Py_ssize_t c
+    _gather(weight, d, C, 1.0)
+    _gather(bias, d + C, C, 0.0)
+    cdef void* px = cnp.PyArray_DATA(x)
+    cdef void* po = cnp.PyArray_DATA(out)
+    with nogil:
+        if kind == 0:
+            _train(<const float*>px, <float*>po, outer, C, inner, d, d + C, eps, relu, mean,
+                   var, <float*>wk.p, wk.scratch, n_threads)
+        elif kind == 1:
+            _train(<const double*>px, <double*>po, outer, C, inner, d, d + C, eps, relu,
+                   mean, var, <double*>wk.p, wk.scratch, n_threads)
+        else:
+            _train(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, d, d + C, eps, relu,
+                   mean, var, <float*>wk.p, wk.scratch, n_threads)
+    if running_mean is not None:
+        _gather(running_mean, tmp, C, 0.0)
+        for c in range(C):
+            tmp[c] = (1.0 - momentum) * tmp[c] + momentum * mean[c]
+        _scatter(running_mean, tmp, C)
+        _gather(running_var, tmp, C, 0.0)
+        for c in range(C):
+            tmp[c] = (1.0 - momentum) * tmp[c] + momentum * var[c] * (n / (n - 1.0))
+        _scatter(running_var, tmp, C)
+    _scatter(mean_out, mean, C)
+    if invstd_out is not None:
+        for c in range(C):
+            tmp[c] = _invstd(var[c], eps)
+        _scatter(invstd_out, tmp, C)
+
+
+def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, mean_out,
+             var_out, int n_threads):
+    """OUT mean_out, var_out: per-channel mean and biased variance (outer * inner >= 1)."""
+    cdef int kind = _kind(x)
+    cdef _Work wk = _Work(C, 2, 0, _partials(inner, C, n_threads))
+    cdef double* d = wk.d
+    cdef void* px = cnp.PyArray_DATA(x)
+    with nogil:
+        if kind == 0:
+            _stats(<const float*>px, outer, C, inner, d, d + C, wk.scratch, n_threads)
+        elif kind == 1:
+            _stats(<const double*>px, outer, C, inner, d, d + C, wk.scratch, n_threads)
+        else:
+            _stats(<const cbn_half*>px, outer, C, inner, d, d + C, wk.scratch, n_threads)
+    _scatter(mean_out, d, C)
+    _scatter(var_out, d + C, C)
+
+
+def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t outer,
+                Py_ssize_t C, Py_ssize_t inner, mean, invstd, weight, bint training,
+                dweight_out, dbias_out, int n_threads):
+    """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
+    (the gradient is zero where y <= 0)."""
+    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
+    cdef _Work wk = _Work(C, 5, rs, _partials(inner, C, n_threads))
+    cdef double* d = wk.d
+    cdef bint masked = y is not None
+    _gather(mean, d, C, 0.0)
+    _gather(invstd, d + C, C, 0.0)
+    _gather(weight, d + 2 * C, C, 1.0)
+    cdef void* pdy = cnp.PyArray_DATA(dy)
+    cdef void* px = cnp.PyArray_DATA(x)
+    cdef void* py = cnp.PyArray_DATA(<cnp.ndarray>y) if masked else px
+    cdef void* pdx = cnp.PyArray_DATA(dx)
+    with nogil:
+        if kind == 0:
+            _backward(<const float*>pdy, <const float*>px, <const float*>py, masked,
+                      <float*>pdx, outer, C, inner, d, d + C, d + 2 * C, training, d + 3 * C,
+                      d + 4 * C, <float*>wk.p, wk.scratch, n_threads)
+        elif kind == 1:
+            _backward(<const double*>pdy, <const double*>px, <const double*>py, masked,
+                      <double*>pdx, outer, C, inner, d, d + C, d + 2 * C, training,
+                      d + 3 * C, d + 4 * C, <double*>wk.p, wk.scratch, n_threads)
+        else:
+            _backward(<const cbn_half*>pdy, <const cbn_half*>px, <const cbn_half*>py,
+                      masked, <cbn_half*>pdx, outer, C, inner, d, d + C, d + 2 * C,
+                      training, d + 3 * C, d + 4 * C, <float*>wk.p, wk.scratch, n_threads)
+    _scatter(dweight_out, d + 3 * C, C)
+    _scatter(dbias_out, d + 4 * C, C)

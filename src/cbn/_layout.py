@@ -1,12 +1,13 @@
-"""Any array plus a channel axis -> the canonical C-contiguous ``(outer, C, inner)`` view.
+"""Any array plus a channel axis -> the canonical ``(outer, C, inner)`` description.
 
-The kernels see only 3-D C-contiguous arrays: NCHW is ``(N, C, H*W)``, NHWC is
-``(N*H*W, C, 1)``, ``(N, C)`` is ``(N, C, 1)``.  The view follows the memory
-order of x, not its shape: an NCHW-shaped array with channels-last strides (what
-``np.asarray`` of a PyTorch channels_last tensor gives) is the same memory as
-NHWC and maps to ``(N*H*W, C, 1)``; a Fortran-ordered array maps without a copy
-too.  Only arrays whose elements do not form one dense block in some axis order
-(slices with gaps, negative or zero strides) are copied.
+The kernels see arrays whose elements lie at ``data[(o * C + c) * inner + i]``:
+NCHW is ``(N, C, H*W)``, NHWC is ``(N*H*W, C, 1)``, ``(N, C)`` is ``(N, C, 1)``.
+That description follows the memory order of x, not its shape: any array that is
+dense in some axis order is used as it is.  An NCHW-shaped array with
+channels-last strides (what ``np.asarray`` of a PyTorch channels_last tensor
+gives) is the same memory as NHWC and maps to ``(N*H*W, C, 1)``; a Fortran-ordered
+array maps without a copy too.  Only arrays whose elements do not form one dense
+block (slices with gaps, negative or zero strides) are copied.
 """
 
 import math
@@ -15,69 +16,59 @@ import numpy as np
 
 
 class Layout:
-    """The axis order in which x is dense, and the canonical 3-D shape.
+    """How x is laid out: ``perm`` lists its axes from slowest to fastest in memory
+    (None: C order), and ``shape3 = (outer, C, inner)``.  Every other array of the
+    call (out, dy, y) is used in place when it is dense in the same order."""
 
-    ``perm`` lists x's axes from slowest to fastest in memory (None: C order);
-    every array of the call (out, dy, y) is used in place when it is dense in the
-    same order.
-    """
-
-    __slots__ = ("perm", "shape", "shape3", "_tshape")
+    __slots__ = ("perm", "shape", "shape3")
 
     def __init__(self, perm, shape, axis):
         self.perm = perm
         self.shape = shape
-        order = perm if perm is not None else tuple(range(len(shape)))
-        self._tshape = tuple(shape[k] for k in order)
-        p = order.index(axis)
+        order = perm if perm is not None else range(len(shape))
+        tshape = [shape[k] for k in order]
+        p = list(order).index(axis)
         C = shape[axis]
-        outer = math.prod(self._tshape[:p])
-        inner = math.prod(self._tshape[p + 1:])
+        outer = math.prod(tshape[:p])
+        inner = math.prod(tshape[p + 1:])
         if C == 1:  # one channel: the whole array is one plane
             outer, inner = 1, outer * inner
         self.shape3 = (outer, C, inner)
 
-    def view(self, a):
-        """a as the canonical 3-D view, or None when a is not dense in this order."""
+    def matches(self, a):
+        """Whether a is dense in this axis order (then the kernels can use it as is)."""
         if self.perm is None:
-            return a.reshape(self.shape3) if a.flags.c_contiguous else None
-        t = a.transpose(self.perm)
-        return t.reshape(self.shape3) if t.flags.c_contiguous else None
+            return a.flags.c_contiguous
+        return a.transpose(self.perm).flags.c_contiguous
 
     def empty(self, dtype):
-        """A new array of x's shape laid out like x: (array, its canonical view)."""
-        buf = np.empty(self._tshape, dtype)
-        a = buf if self.perm is None else buf.transpose(np.argsort(self.perm))
-        return a, buf.reshape(self.shape3)
+        """A new array of x's shape, laid out like x."""
+        if self.perm is None:
+            return np.empty(self.shape, dtype)
+        buf = np.empty([self.shape[k] for k in self.perm], dtype)
+        return buf.transpose(np.argsort(self.perm))
 
-    def copy_in(self, a, dtype):
-        """The canonical view of a, copied (and cast to dtype) only where needed."""
-        v = self.view(a)
-        if v is not None and v.dtype == dtype:
-            return v
-        full, v3 = self.empty(dtype)
-        np.copyto(full, a, casting="unsafe")
-        return v3
-
-    def copy_out(self, src3, out):
-        """Write a canonical buffer into out (any strides), casting to out.dtype."""
-        t = out if self.perm is None else out.transpose(self.perm)
-        np.copyto(t, src3.reshape(self._tshape), casting="unsafe")
+    def adopt(self, a, dtype):
+        """a itself when it is dense in this order with this dtype, else a copy that is."""
+        if a.dtype == dtype and self.matches(a):
+            return a
+        b = self.empty(dtype)
+        np.copyto(b, a, casting="unsafe")
+        return b
 
 
 def _dense_order(a):
-    """Axes of a from largest to smallest stride if a is dense in that order, else None."""
-    if a.flags.c_contiguous:
-        return None  # identity (fast path)
+    """Axes of a from largest to smallest stride if a is dense in that order, else False."""
     perm = tuple(sorted(range(a.ndim), key=lambda k: -a.strides[k]))
     return perm if a.transpose(perm).flags.c_contiguous else False
 
 
 def canonical(x, axis):
-    """(x3, layout): the canonical view of x (a copy only for irregular strides)."""
+    """(x, layout): x itself when it is dense in some axis order, else a C-ordered copy."""
+    if x.flags.c_contiguous:
+        return x, Layout(None, x.shape, axis)
     perm = _dense_order(x)
     if perm is False:
         x = np.ascontiguousarray(x)
         perm = None
-    lay = Layout(perm, x.shape, axis)
-    return lay.view(x), lay
+    return x, Layout(perm, x.shape, axis)

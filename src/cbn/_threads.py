@@ -4,7 +4,8 @@ import numbers
 import os
 import sys
 
-from cbn import _kernels
+from cbn import _dispatch
+from cbn._dispatch import baseline as _kernels
 
 # Below this many elements a call runs on the calling thread: an OpenMP fork/join
 # costs microseconds, more than the whole work of a small tensor.
@@ -106,7 +107,7 @@ def show_config(print_out=True):
     from cbn import __version__
     import numpy
 
-    info = _kernels.build_info()
+    info = _dispatch.kernels.build_info()
     cfg = {
         "version": __version__,
         "python": sys.version.split()[0],
@@ -122,6 +123,8 @@ def show_config(print_out=True):
         "compiler": info["compiler"],
         "flags": info["flags"],
         "simd": info["simd"],
+        "simd_builds": sorted(_dispatch.VARIANTS),
+        "float16": info["float16"],
         "serial_below_elements": SERIAL_BELOW,
     }
     if print_out:

@@ -1,0 +1,142 @@
+/* C helpers for cbn's Cython kernels: build facts, float16 conversion, CPU features.
+ *
+ * Nothing here loops over data; the kernels are in _kernels.pyx.
+ */
+#ifndef CBN_KERNELS_C_H
+#define CBN_KERNELS_C_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "cbn_build_info.h"
+
+/* ------------------------------------------------------------ build facts */
+
+#if defined(__AVX512F__)
+#define CBN_SIMD "AVX-512"
+#elif defined(__AVX2__)
+#define CBN_SIMD "AVX2"
+#elif defined(__AVX__)
+#define CBN_SIMD "AVX"
+#elif defined(__SSE4_2__)
+#define CBN_SIMD "SSE4.2"
+#elif defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+#define CBN_SIMD "SSE2"
+#elif defined(__ARM_NEON) || defined(_M_ARM64)
+#define CBN_SIMD "NEON"
+#else
+#define CBN_SIMD "scalar"
+#endif
+
+#if defined(__clang__)
+#define CBN_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define CBN_COMPILER "gcc " __VERSION__
+#elif defined(_MSC_VER)
+#define CBN_STR2(x) #x
+#define CBN_STR(x) CBN_STR2(x)
+#define CBN_COMPILER "MSVC " CBN_STR(_MSC_FULL_VER)
+#else
+#define CBN_COMPILER "unknown"
+#endif
+
+/* Independent accumulators per reduction: two vectors' worth of doubles. */
+#if defined(__AVX__)
+#define CBN_LANES 8
+#else
+#define CBN_LANES 4
+#endif
+
+/* ---------------------------------------------------------------- float16
+ * cbn_half is float16 storage.  With hardware conversions (x86 F16C, arm64)
+ * it is the compiler's half type and conversions are casts the compiler can
+ * vectorize; otherwise it is uint16_t with the software conversions below,
+ * which round to nearest even and keep NaN, Inf and subnormals.
+ */
+
+static inline float cbn_h2f_soft(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu, bits;
+    float f;
+    if (e == 0x1fu) {
+        bits = sign | 0x7f800000u | (m << 13);              /* Inf, NaN */
+    } else if (e != 0) {
+        bits = sign | ((e + 112u) << 23) | (m << 13);       /* normal */
+    } else if (m == 0) {
+        bits = sign;                                        /* zero */
+    } else {                                                /* subnormal */
+        uint32_t k = 0;
+        while (!(m & 0x400u)) { m <<= 1; k++; }
+        bits = sign | ((113u - k) << 23) | ((m & 0x3ffu) << 13);
+    }
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t cbn_f2h_soft(float f) {
+    uint32_t x, ax, sign;
+    memcpy(&x, &f, 4);
+    sign = (x >> 16) & 0x8000u;
+    ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u)                                   /* NaN: keep it quiet */
+        return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+    if (ax >= 0x477ff000u)                                  /* >= 65520: Inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax >= 0x38800000u) {                                /* normal half */
+        uint32_t r = ax - 0x38000000u;
+        r += 0xfffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    if (ax < 0x33000000u)                                   /* < 2**-25: zero */
+        return (uint16_t)sign;
+    {                                                       /* subnormal half */
+        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+        uint32_t s = 126u - e, q = m >> s, rem = m & ((1u << s) - 1u), half = 1u << (s - 1u);
+        q += (rem > half) || (rem == half && (q & 1u));
+        return (uint16_t)(sign | q);
+    }
+}
+
+#if defined(__F16C__) && ((defined(__GNUC__) && __GNUC__ >= 12) || (defined(__clang__) && __clang_major__ >= 15))
+typedef _Float16 cbn_half;
+#define CBN_HALF_HW "F16C"
+static inline float cbn_h2f(cbn_half h) { return (float)h; }
+static inline cbn_half cbn_f2h(float f) { return (cbn_half)f; }
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+typedef __fp16 cbn_half;
+#define CBN_HALF_HW "arm64 fp16"
+static inline float cbn_h2f(cbn_half h) { return (float)h; }
+static inline cbn_half cbn_f2h(float f) { return (cbn_half)f; }
+#else
+typedef uint16_t cbn_half;
+#define CBN_HALF_HW "software"
+static inline float cbn_h2f(cbn_half h) { return cbn_h2f_soft(h); }
+static inline cbn_half cbn_f2h(float f) { return cbn_f2h_soft(f); }
+#endif
+
+/* ------------------------------------------------------------ CPU features
+ * 1 when this CPU (and OS) can run the AVX2 + FMA + F16C build of the kernels.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+static int cbn_cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("f16c");
+}
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <intrin.h>
+static int cbn_cpu_has_avx2(void) {
+    int r[4];
+    __cpuid(r, 1);
+    int fma = (r[2] >> 12) & 1, osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1;
+    int f16c = (r[2] >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c)) return 0;
+    if ((_xgetbv(0) & 6) != 6) return 0;                  /* OS saves YMM state */
+    __cpuidex(r, 7, 0);
+    return (r[1] >> 5) & 1;                                /* AVX2 */
+}
+#else
+static int cbn_cpu_has_avx2(void) { return 0; }
+#endif
+
+#endif /* CBN_KERNELS_C_H */
