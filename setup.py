@@ -9,10 +9,15 @@ CBN_OPENMP=0     build serially
 CBN_LIBOMP_PREFIX=/path   where Apple clang finds libomp (include/ and lib/)
 CBN_AVX2=0       do not build the AVX2 + FMA + F16C kernels (x86-64 builds them by default)
 CBN_DEBUG=1      turn Cython's bounds/wraparound/initialization checks back on
+CBN_COMPILE_PY=0 leave the Python layer (_api.py, _layout.py, _threads.py) uncompiled
 
 Two extension modules come from one source on x86-64: cbn._kernels (portable:
 SSE2) and cbn._kernels_avx2 (-mavx2 -mfma -mf16c, or /arch:AVX2), which
 cbn._dispatch picks at import time when the CPU has those instructions.
+
+The Python layer is plain Python; Cython also compiles it (the .py files stay
+in the package, the compiled modules take precedence on import), which halves
+the per-call overhead that dominates small tensors.
 """
 
 import os
@@ -99,8 +104,9 @@ class BuildExt(build_ext):
     def _base_flags(self):
         if self.compiler.compiler_type == "msvc":
             return ["/O2"], []
-        # Portable code only: no -march=native in anything that ships.
-        return ["-O3", "-fno-math-errno"], []
+        # Portable code only: no -march=native in anything that ships.  -fopenmp-simd
+        # honours the `omp simd` reductions of _kernels_c.h in serial builds too.
+        return ["-O3", "-fno-math-errno", "-fopenmp-simd"], []
 
     def build_extensions(self):
         mode = _openmp_mode()
@@ -120,11 +126,15 @@ class BuildExt(build_ext):
         info_dir = os.path.join(self.build_temp, "cbn_build_info")
         os.makedirs(info_dir, exist_ok=True)
         for ext in self.extensions:
+            ext.extra_compile_args += cflags
+            ext.extra_link_args += ldflags
+            if ext.name not in KERNELS:
+                continue
             if ext.name.endswith("_avx2"):
                 ext.extra_compile_args += _avx2_flags(ctype)
-            ext.extra_compile_args += cflags + (omp[0] if omp else [])
-            ext.extra_link_args += ldflags + (omp[1] if omp else [])
             if omp:
+                ext.extra_compile_args += omp[0]
+                ext.extra_link_args += omp[1]
                 ext.include_dirs += omp[2]
                 ext.library_dirs += omp[3]
             ext.include_dirs.append(info_dir)
@@ -142,7 +152,7 @@ def _c_string(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-directives = {
+kernel_directives = {
     "language_level": 3,
     "boundscheck": DEBUG,
     "wraparound": DEBUG,
@@ -150,17 +160,24 @@ directives = {
     "cdivision": not DEBUG,
     "embedsignature": True,
 }
+# The Python layer keeps Python semantics (negative indices, bounds checks).
+python_directives = {"language_level": 3, "binding": True}
 
 kernel_modules = ["_kernels"]
 if _targets_x86_64() and os.environ.get("CBN_AVX2", "1") != "0":
     kernel_modules.append("_kernels_avx2")
-extensions = [
-    Extension(f"cbn.{name}", [f"src/cbn/{name}.pyx"], include_dirs=["src/cbn", numpy.get_include()],
-              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
-    for name in kernel_modules
-]
+KERNELS = [f"cbn.{name}" for name in kernel_modules]
+extensions = cythonize(
+    [Extension(f"cbn.{name}", [f"src/cbn/{name}.pyx"], include_dirs=["src/cbn", numpy.get_include()],
+               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+     for name in kernel_modules],
+    compiler_directives=kernel_directives)
+if os.environ.get("CBN_COMPILE_PY", "1") != "0":
+    extensions += cythonize([Extension(f"cbn.{name}", [f"src/cbn/{name}.py"])
+                             for name in ("_api", "_layout", "_threads")],
+                            compiler_directives=python_directives)
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives=directives),
+    ext_modules=extensions,
     cmdclass={"build_ext": BuildExt},
 )

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from cbn import _dispatch
-from cbn._layout import canonical
+from cbn._layout import adopt, canonical, empty_like, matches
 from cbn._threads import resolve
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -151,17 +151,20 @@ def _invstd(var, eps):
 
 # ------------------------------------------------------------------ plumbing
 
-def _output(out, x, lay, reads):
+def _output(out, x, perm, reads):
     """(result, target): the kernel writes target; _finish() copies it into result
     when they differ.  target is out itself when out is laid out like x and is
     disjoint from, or identical to, every array the kernel reads."""
     if out is None:
-        return None, (np.empty_like(x) if lay.perm is None else lay.empty(x.dtype))
-    if lay.matches(out):
+        return None, empty_like(x, perm)
+    if matches(out, perm):
         overlap = _dispatch.kernels.overlap
-        if all(r is out or overlap(out, r) != 2 for r in reads):
+        for r in reads:
+            if r is not out and overlap(out, r) == 2:
+                break
+        else:
             return out, out
-    return out, lay.empty(x.dtype)
+    return out, empty_like(x, perm)
 
 
 def _finish(result, target):
@@ -170,12 +173,6 @@ def _finish(result, target):
     if target is not result:
         np.copyto(result, target)
     return result
-
-
-def _plan(x, axis, n_threads):
-    """(x dense, layout, threads) for a call on x."""
-    x, lay = canonical(x, axis)
-    return x, lay, resolve(n_threads, x.size)
 
 
 # ------------------------------------------------------------------ public API
@@ -266,9 +263,9 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     if out is not None:
         _check_out(out, x)
 
-    x, lay, nt = _plan(x, ax, n_threads)
-    result, target = _output(out, x, lay, (x,))
-    outer, _, inner = lay.shape3
+    x, perm, (outer, _, inner) = canonical(x, ax)
+    nt = resolve(n_threads, x.size)
+    result, target = _output(out, x, perm, (x,))
     K = _dispatch.kernels
     if training:
         cdt = _compute_dtype(x.dtype)
@@ -352,15 +349,15 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     if out is not None:
         _check_out(out, x)
 
-    x, lay, nt = _plan(x, ax, n_threads)
-    dy = lay.adopt(dy, x.dtype)
+    x, perm, (outer, _, inner) = canonical(x, ax)
+    nt = resolve(n_threads, x.size)
+    dy = adopt(dy, x, perm)
     if y is not None:
-        y = lay.adopt(y, x.dtype)
-    result, target = _output(out, x, lay, (x, dy) if y is None else (x, dy, y))
+        y = adopt(y, x, perm)
+    result, target = _output(out, x, perm, (x, dy) if y is None else (x, dy, y))
     cdt = _compute_dtype(x.dtype)
     dweight, dbias = np.zeros(C, cdt), np.zeros(C, cdt)
     if x.size:
-        outer, _, inner = lay.shape3
         _dispatch.kernels.bn_backward(dy, x, y, target, outer, C, inner, m, inv, w,
                                       training, dweight, dbias, nt)
     return _finish(result, target), dweight, dbias
@@ -390,11 +387,11 @@ def batch_stats(x, *, axis=1, n_threads=None):
     C = x.shape[ax]
     if math.prod(x.shape[:ax] + x.shape[ax + 1:]) == 0:
         raise ValueError(f"x has no values per channel (x.shape={x.shape}, axis={ax})")
-    x, lay, nt = _plan(x, ax, n_threads)
+    x, _, (outer, _, inner) = canonical(x, ax)
+    nt = resolve(n_threads, x.size)
     cdt = _compute_dtype(x.dtype)
     mean, var = np.empty(C, cdt), np.empty(C, cdt)
     if C:
-        outer, _, inner = lay.shape3
         _dispatch.kernels.bn_stats(x, outer, C, inner, mean, var, nt)
     return mean, var
 
@@ -475,9 +472,9 @@ def scale_shift(x, scale, shift, *, axis=1, relu=False, out=None, n_threads=None
     relu = _check_bool(relu, "relu")
     if out is not None:
         _check_out(out, x)
-    x, lay, nt = _plan(x, ax, n_threads)
-    result, target = _output(out, x, lay, (x,))
+    x, perm, (outer, _, inner) = canonical(x, ax)
+    nt = resolve(n_threads, x.size)
+    result, target = _output(out, x, perm, (x,))
     if x.size:
-        outer, _, inner = lay.shape3
         _dispatch.kernels.scale_shift(x, target, outer, C, inner, s, t, relu, nt)
     return _finish(result, target)

@@ -45,7 +45,6 @@ cdef extern from "_kernels_c.h":
     const char* CBN_BUILD_FLAGS
     const char* CBN_BUILD_COMPILER_TYPE
     const char* CBN_BUILD_OPENMP_MODE
-    enum: CBN_LANES
     ctypedef struct cbn_half:
         pass
     float cbn_h2f(cbn_half h) noexcept nogil
@@ -53,6 +52,19 @@ cdef extern from "_kernels_c.h":
     float cbn_h2f_soft(unsigned short h) noexcept nogil
     unsigned short cbn_f2h_soft(float f) noexcept nogil
     int cbn_cpu_has_avx2() noexcept nogil
+    void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_gsums_f32(const float*, const float*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_gsums_f64(const double*, const double*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_gsums_f16(const cbn_half*, const cbn_half*, Py_ssize_t, double,
+                       double*) noexcept nogil
+    void cbn_gsums_masked_f32(const float*, const float*, const float*, Py_ssize_t, double,
+                              double*) noexcept nogil
+    void cbn_gsums_masked_f64(const double*, const double*, const double*, Py_ssize_t,
+                              double, double*) noexcept nogil
+    void cbn_gsums_masked_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
+                              double, double*) noexcept nogil
 
 
 ctypedef fused data_t:      # what the arrays hold
@@ -65,8 +77,7 @@ ctypedef fused real_t:      # what the outputs are computed in
     double
 
 cdef enum:
-    LANES = CBN_LANES   # independent accumulators: lets the compiler vectorize reductions
-    BLOCK = 1024        # planar reductions restart their lanes every BLOCK values
+    BLOCK = 1024        # planar reductions add a block total into the result every BLOCK values
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
 
@@ -205,46 +216,32 @@ cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double 
 
 # ---------------------------------------------------------- planar runs
 
-cdef inline void _lanes_stats(const data_t* x, Py_ssize_t m, double ref, double* a,
-                              double* q) noexcept nogil:
-    """a[k] += d, q[k] += d * d for d = x[i] - ref over a contiguous run, lane k = i % LANES."""
-    cdef double d[LANES]
-    cdef Py_ssize_t i, j, k
-    cdef double t
-    for j in range(m // LANES):
-        i = j * LANES
-        for k in range(LANES):
-            d[k] = _ldd(x, i + k) - ref
-        for k in range(LANES):
-            a[k] += d[k]
-            q[k] += d[k] * d[k]
-    for i in range(m - m % LANES, m):
-        t = _ldd(x, i) - ref
-        a[0] += t
-        q[0] += t * t
-
-
-cdef inline void _lanes_grad(const data_t* x, const data_t* dy, const data_t* y, bint masked,
-                             Py_ssize_t m, double mean, double* a, double* q) noexcept nogil:
-    """a[k] += g, q[k] += g * (x - mean), g = dy (0 where masked and y <= 0)."""
-    cdef double g[LANES]
-    cdef double d[LANES]
-    cdef Py_ssize_t i, j, k
-    cdef double gt
-    for j in range(m // LANES):
-        i = j * LANES
-        for k in range(LANES):
-            d[k] = _ldd(x, i + k) - mean
-            g[k] = _ldd(dy, i + k)
-            if masked:
-                g[k] = 0.0 if _ldd(y, i + k) <= 0 else g[k]
-        for k in range(LANES):
-            a[k] += g[k]
-            q[k] += g[k] * d[k]
-    for i in range(m - m % LANES, m):
-        gt = 0.0 if masked and _ldd(y, i) <= 0 else _ldd(dy, i)
-        a[0] += gt
-        q[0] += gt * (_ldd(x, i) - mean)
+cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                           bint masked, Py_ssize_t m, double ref, double* acc) noexcept nogil:
+    """acc[0], acc[1] += the two sums over one contiguous run of m values (the C
+    reduction primitives of _kernels_c.h): statistics about ref (grad False), or
+    backward sums about the mean ref."""
+    if data_t is float:
+        if not grad:
+            cbn_sums_f32(x, m, ref, acc)
+        elif masked:
+            cbn_gsums_masked_f32(x, dy, y, m, ref, acc)
+        else:
+            cbn_gsums_f32(x, dy, m, ref, acc)
+    elif data_t is double:
+        if not grad:
+            cbn_sums_f64(x, m, ref, acc)
+        elif masked:
+            cbn_gsums_masked_f64(x, dy, y, m, ref, acc)
+        else:
+            cbn_gsums_f64(x, dy, m, ref, acc)
+    else:
+        if not grad:
+            cbn_sums_f16(x, m, ref, acc)
+        elif masked:
+            cbn_gsums_masked_f16(x, dy, y, m, ref, acc)
+        else:
+            cbn_gsums_f16(x, dy, m, ref, acc)
 
 
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, const real_t* p,
@@ -277,47 +274,36 @@ cdef struct Sums:
     double s2
 
 
-cdef inline void _flush_lanes(double* a, double* q, Sums* r) noexcept nogil:
-    cdef Py_ssize_t k
-    for k in range(LANES):
-        r.s1 += a[k]
-        r.s2 += q[k]
-        a[k] = 0.0
-        q[k] = 0.0
-
-
 cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                              bint masked, Py_ssize_t outer, Py_ssize_t stride,
                              Py_ssize_t inner, double ref) noexcept nogil:
     """The two sums over one channel's runs x[o * stride : o * stride + inner]:
     statistics about ref (grad False) or backward sums about the mean ref.
 
-    Lanes accumulate across runs and are flushed into the totals every BLOCK
-    values, so rounding grows like BLOCK / LANES + n / BLOCK, not n."""
-    cdef double a[LANES]
-    cdef double q[LANES]
+    Blocked: runs are summed in pieces of at most BLOCK values into a block
+    total, which is added to the result every BLOCK values, so rounding grows
+    like BLOCK / vector width + n / BLOCK rather than n."""
+    cdef double blk[2]
     cdef Sums r
     cdef Py_ssize_t o, b, m, off, since = 0
     r.s1 = 0.0
     r.s2 = 0.0
-    for o in range(LANES):
-        a[o] = 0.0
-        q[o] = 0.0
+    blk[0] = 0.0
+    blk[1] = 0.0
     for o in range(outer):
         for b in range((inner + BLOCK - 1) // BLOCK):
             m = inner - b * BLOCK if inner - b * BLOCK < BLOCK else BLOCK
             off = o * stride + b * BLOCK
-            if not grad:
-                _lanes_stats(x + off, m, ref, a, q)
-            elif masked:
-                _lanes_grad(x + off, dy + off, y + off, True, m, ref, a, q)
-            else:
-                _lanes_grad(x + off, dy + off, y + off, False, m, ref, a, q)
+            _run_sums(x + off, dy + off, y + off, grad, masked, m, ref, blk)
             since += m
             if since >= BLOCK:
-                _flush_lanes(a, q, &r)
+                r.s1 += blk[0]
+                r.s2 += blk[1]
+                blk[0] = 0.0
+                blk[1] = 0.0
                 since = 0
-    _flush_lanes(a, q, &r)
+    r.s1 += blk[0]
+    r.s2 += blk[1]
     return r
 
 
@@ -384,59 +370,105 @@ cdef inline void _flush(double* total, double* block, Py_ssize_t m) noexcept nog
         block[c] = 0.0
 
 
+# Tasks: each parallel loop below runs one of these per index, on an OpenMP team
+# when T > 1 and on the calling thread otherwise (an OpenMP region costs
+# microseconds even for one thread).
+
+cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                              bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
+                              double* scratch, Py_ssize_t t, Py_ssize_t T) noexcept nogil:
+    """Thread slot t of an interleaved reduction: rows [rows*t/T, rows*(t+1)/T) into
+    its own padded partials (totals of both sums, then the current block's),
+    flushing the block every ROW_BLOCK rows."""
+    cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
+    cdef double* part = scratch + t * 4 * cpad
+    cdef Py_ssize_t r, c, r0 = rows * t // T
+    for c in range(4 * cpad):
+        part[c] = 0.0
+    for r in range(r0, rows * (t + 1) // T):
+        if r > r0 and (r - r0) % ROW_BLOCK == 0:
+            _flush(part, part + 2 * cpad, 2 * cpad)
+        if grad:
+            _row_grad(x + r * C, dy + r * C, y + r * C, masked, C, ref, part + 2 * cpad,
+                      part + 3 * cpad)
+        else:
+            _row_stats(x + r * C, C, ref, part + 2 * cpad, part + 3 * cpad)
+    _flush(part, part + 2 * cpad, 2 * cpad)
+
+
 cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                        bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
                        double* s1, double* s2, double* scratch, int T) noexcept nogil:
     """Interleaved reduction over all rows: statistics (grad False: sums of d, d*d about
-    ref) or backward sums (g, g*(x - ref)).  Thread slot t sums rows
-    [rows*t/T, rows*(t+1)/T) into its own padded partials, flushing a block of sums
-    every ROW_BLOCK rows; slots are merged in order (the result depends only on T).
-    scratch holds T * 4 * cpad doubles."""
+    ref) or backward sums (g, g*(x - ref)).  Per-thread partials are merged in
+    slot order, so the result depends only on T.  scratch: T * 4 * cpad doubles."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    cdef Py_ssize_t t, r, r0, c
-    cdef double* part
-    for t in prange(T, num_threads=T, schedule='static', chunksize=1, use_threads_if=T > 1):
-        part = scratch + t * 4 * cpad
-        for c in range(4 * cpad):
-            part[c] = 0.0
-        r0 = rows * t // T
-        for r in range(r0, rows * (t + 1) // T):
-            if r > r0 and (r - r0) % ROW_BLOCK == 0:
-                _flush(part, part + 2 * cpad, 2 * cpad)
-            if grad:
-                _row_grad(x + r * C, dy + r * C, y + r * C, masked, C, ref,
-                          part + 2 * cpad, part + 3 * cpad)
-            else:
-                _row_stats(x + r * C, C, ref, part + 2 * cpad, part + 3 * cpad)
-        _flush(part, part + 2 * cpad, 2 * cpad)
+    cdef Py_ssize_t t, c
+    if T > 1:
+        for t in prange(T, num_threads=T, schedule='static', chunksize=1):
+            _task_reduce(x, dy, y, grad, masked, rows, C, ref, scratch, t, T)
+    else:
+        _task_reduce(x, dy, y, grad, masked, rows, C, ref, scratch, 0, 1)
     for c in range(C):
         s1[c] = 0.0
         s2[c] = 0.0
     for t in range(T):
-        part = scratch + t * 4 * cpad
         for c in range(C):
-            s1[c] += part[c]
-            s2[c] += part[cpad + c]
+            s1[c] += scratch[t * 4 * cpad + c]
+            s2[c] += scratch[t * 4 * cpad + cpad + c]
 
 
-# -------------------------------------------------------------- drivers
+cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
+                             const real_t* p, bint relu, Py_ssize_t q) noexcept nogil:
+    """Plane q (planar) or row q (interleaved) of the output."""
+    if inner > 1:
+        if relu:
+            _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, True)
+        else:
+            _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, False)
+    elif relu:
+        _row_affine(x + q * C, out + q * C, C, p, True)
+    else:
+        _row_affine(x + q * C, out + q * C, C, p, False)
+
 
 cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  Py_ssize_t inner, const real_t* p, bint relu, int T) noexcept nogil:
-    """out = ((x - hi) - lo) * scale + shift per channel (then max(., 0) with relu)."""
-    cdef Py_ssize_t q, o
-    if inner > 1:       # planes are contiguous and consecutive: split them evenly
-        for q in prange(outer * C, num_threads=T, schedule='static', use_threads_if=T > 1):
-            if relu:
-                _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, True)
-            else:
-                _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, False)
+    """out = ((x - hi) - lo) * scale + shift per channel (then max(., 0) with relu).
+    Planes (or rows) are contiguous and consecutive: they are split evenly."""
+    cdef Py_ssize_t q, nq = outer * C if inner > 1 else outer
+    if T > 1:
+        for q in prange(nq, num_threads=T, schedule='static'):
+            _task_apply(x, out, C, inner, p, relu, q)
     else:
-        for o in prange(outer, num_threads=T, schedule='static', use_threads_if=T > 1):
-            if relu:
-                _row_affine(x + o * C, out + o * C, C, p, True)
-            else:
-                _row_affine(x + o * C, out + o * C, C, p, False)
+        for q in range(nq):
+            _task_apply(x, out, C, inner, p, relu, q)
+
+
+cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
+                             Py_ssize_t inner, double* mean, double* var,
+                             Py_ssize_t c) noexcept nogil:
+    """Planar statistics of channel c."""
+    cdef double ref = _ldd(x + c * inner, 0)
+    cdef Sums r = _plane_sums(x + c * inner, x, x, False, False, outer, C * inner, inner, ref)
+    _finish_stats(r.s1, r.s2, ref, <double>outer * <double>inner, &mean[c], &var[c])
+
+
+cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
+                             Py_ssize_t inner, const double* w, const double* b, double eps,
+                             bint relu, double* mean, double* var, real_t* p,
+                             Py_ssize_t c) noexcept nogil:
+    """Planar training of channel c: statistics, then the normalization of the same
+    slab while it is still in cache."""
+    cdef Py_ssize_t o, off
+    _task_stats(x, outer, C, inner, mean, var, c)
+    _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
+    for o in range(outer):
+        off = (o * C + c) * inner
+        if relu:
+            _run_affine(x + off, out + off, inner, p, C, c, True)
+        else:
+            _run_affine(x + off, out + off, inner, p, C, c, False)
 
 
 cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
@@ -445,27 +477,17 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  int T) noexcept nogil:
     """Normalize with the batch statistics; OUT mean, var (biased), p.
 
-    Planar: one task per channel computes its statistics and normalizes the same
-    slab while it is still in cache.  Interleaved: per-thread partial sums, then a
-    parallel pass over the rows.
+    Planar: one task per channel (_task_train).  Interleaved: per-thread partial
+    sums, then a parallel pass over the rows.
     """
-    cdef Py_ssize_t c, o, off
-    cdef double n = <double>outer * <double>inner, ref
-    cdef Sums r
+    cdef Py_ssize_t c
     if inner > 1:
-        for c in prange(C, num_threads=T, schedule='static', use_threads_if=T > 1):
-            off = c * inner
-            ref = _ldd(x + off, 0)
-            r = _plane_sums(x + off, x, x, False, False, outer, C * inner, inner, ref)
-            _finish_stats(r.s1, r.s2, ref, n, &mean[c], &var[c])
-            _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
-            for o in range(outer):
-                if relu:
-                    _run_affine(x + off + o * C * inner, out + off + o * C * inner, inner,
-                                p, C, c, True)
-                else:
-                    _run_affine(x + off + o * C * inner, out + off + o * C * inner, inner,
-                                p, C, c, False)
+        if T > 1:
+            for c in prange(C, num_threads=T, schedule='static'):
+                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c)
+        else:
+            for c in range(C):
+                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c)
     else:
         _stats(x, outer, C, inner, mean, var, scratch, T)
         for c in range(C):
@@ -477,21 +499,48 @@ cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inn
                  double* mean, double* var, double* scratch, int T) noexcept nogil:
     """OUT mean, var: per-channel mean and biased variance.  For interleaved data
     scratch holds C doubles of pivots, then the _rows_reduce partials."""
-    cdef Py_ssize_t c, off
-    cdef double n = <double>outer * <double>inner, ref
-    cdef Sums r
+    cdef Py_ssize_t c
     if inner > 1:
-        for c in prange(C, num_threads=T, schedule='static', use_threads_if=T > 1):
-            off = c * inner
-            ref = _ldd(x + off, 0)
-            r = _plane_sums(x + off, x, x, False, False, outer, C * inner, inner, ref)
-            _finish_stats(r.s1, r.s2, ref, n, &mean[c], &var[c])
+        if T > 1:
+            for c in prange(C, num_threads=T, schedule='static'):
+                _task_stats(x, outer, C, inner, mean, var, c)
+        else:
+            for c in range(C):
+                _task_stats(x, outer, C, inner, mean, var, c)
     else:
         for c in range(C):
             scratch[c] = _ldd(x, c)
         _rows_reduce(x, x, x, False, False, outer, C, scratch, mean, var, scratch + C, T)
         for c in range(C):
-            _finish_stats(mean[c], var[c], scratch[c], n, &mean[c], &var[c])
+            _finish_stats(mean[c], var[c], scratch[c], <double>outer, &mean[c], &var[c])
+
+
+cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t* y,
+                                bint masked, data_t* dx, Py_ssize_t outer, Py_ssize_t C,
+                                Py_ssize_t inner, const double* mean, const double* invstd,
+                                const double* w, bint training, double* dweight,
+                                double* dbias, real_t* p, Py_ssize_t c) noexcept nogil:
+    """Planar backward of channel c: its two sums, then dx over the same slabs."""
+    cdef Py_ssize_t o, off = c * inner
+    cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
+                              inner, mean[c])
+    _set_grad_params(p, C, c, r.s1, r.s2, mean[c], invstd[c], w[c],
+                     <double>outer * <double>inner, training, &dweight[c], &dbias[c])
+    for o in range(outer):
+        off = (o * C + c) * inner
+        if masked:
+            _run_dx(x + off, dy + off, y + off, True, dx + off, inner, p, C, c)
+        else:
+            _run_dx(x + off, dy + off, y + off, False, dx + off, inner, p, C, c)
+
+
+cdef inline void _task_dx_row(const data_t* dy, const data_t* x, const data_t* y,
+                              bint masked, data_t* dx, Py_ssize_t C, const real_t* p,
+                              Py_ssize_t o) noexcept nogil:
+    if masked:
+        _row_dx(x + o * C, dy + o * C, y + o * C, True, dx + o * C, C, p)
+    else:
+        _row_dx(x + o * C, dy + o * C, y + o * C, False, dx + o * C, C, p)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -500,35 +549,27 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
                     bint training, double* dweight, double* dbias, real_t* p,
                     double* scratch, int T) noexcept nogil:
     """OUT dx, dweight, dbias (see _set_grad_params)."""
-    cdef Py_ssize_t c, o, off
-    cdef double n = <double>outer * <double>inner
-    cdef Sums r
+    cdef Py_ssize_t c, o
     if inner > 1:
-        for c in prange(C, num_threads=T, schedule='static', use_threads_if=T > 1):
-            off = c * inner
-            r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
-                            inner, mean[c])
-            _set_grad_params(p, C, c, r.s1, r.s2, mean[c], invstd[c], w[c], n,
-                             training, &dweight[c], &dbias[c])
-            for o in range(outer):
-                if masked:
-                    _run_dx(x + off + o * C * inner, dy + off + o * C * inner,
-                            y + off + o * C * inner, True, dx + off + o * C * inner, inner,
-                            p, C, c)
-                else:
-                    _run_dx(x + off + o * C * inner, dy + off + o * C * inner,
-                            y + off + o * C * inner, False, dx + off + o * C * inner, inner,
-                            p, C, c)
+        if T > 1:
+            for c in prange(C, num_threads=T, schedule='static'):
+                _task_backward(dy, x, y, masked, dx, outer, C, inner, mean, invstd, w,
+                               training, dweight, dbias, p, c)
+        else:
+            for c in range(C):
+                _task_backward(dy, x, y, masked, dx, outer, C, inner, mean, invstd, w,
+                               training, dweight, dbias, p, c)
+        return
+    _rows_reduce(x, dy, y, True, masked, outer, C, mean, dbias, dweight, scratch, T)
+    for c in range(C):
+        _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
+                         <double>outer, training, &dweight[c], &dbias[c])
+    if T > 1:
+        for o in prange(outer, num_threads=T, schedule='static'):
+            _task_dx_row(dy, x, y, masked, dx, C, p, o)
     else:
-        _rows_reduce(x, dy, y, True, masked, outer, C, mean, dbias, dweight, scratch, T)
-        for c in range(C):
-            _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c], n,
-                             training, &dweight[c], &dbias[c])
-        for o in prange(outer, num_threads=T, schedule='static', use_threads_if=T > 1):
-            if masked:
-                _row_dx(x + o * C, dy + o * C, y + o * C, True, dx + o * C, C, p)
-            else:
-                _row_dx(x + o * C, dy + o * C, y + o * C, False, dx + o * C, C, p)
+        for o in range(outer):
+            _task_dx_row(dy, x, y, masked, dx, C, p, o)
 
 
 # ----------------------------------------------------------- Python entries
@@ -536,23 +577,14 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
 # in x's axis order; (outer, C, inner) describe them; per-channel arrays are 1-D
 # float32 or float64 of length C (any stride), or None for the default.
 
-cdef class _Work:
-    """Per-call scratch: float64 per-channel columns, the parameter table and the
-    interleaved partials.  One malloc, freed with the object."""
-    cdef double* d
-    cdef void* p
-    cdef double* scratch
-
-    def __cinit__(self, Py_ssize_t C, int ncols, int real_size, Py_ssize_t nscratch):
-        cdef Py_ssize_t nd = ncols * C, npar = (N_PARAMS * C * real_size + 7) // 8
-        self.d = <double*>malloc(sizeof(double) * (nd + npar + nscratch + 1))
-        if self.d == NULL:
-            raise MemoryError()
-        self.p = <void*>(self.d + nd)
-        self.scratch = self.d + nd + npar
-
-    def __dealloc__(self):
-        free(self.d)
+cdef double* _work(Py_ssize_t C, int ncols, Py_ssize_t nscratch) except NULL:
+    """Per-call scratch, one malloc: ncols float64 columns of length C, the parameter
+    table (N_PARAMS x C, float64-sized so it fits either compute type), then
+    nscratch doubles.  The caller frees it."""
+    cdef double* d = <double*>malloc(sizeof(double) * ((ncols + N_PARAMS) * C + nscratch + 1))
+    if d == NULL:
+        raise MemoryError()
+    return d
 
 
 cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
@@ -608,38 +640,43 @@ def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             Py_ssize_t inner, running_mean, running_var, weight, bias, double eps,
             bint relu, int n_threads):
     """OUT out: batch norm with running statistics."""
-    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
-    cdef _Work wk = _Work(C, 4, rs, 0)
-    cdef double* d = wk.d
+    cdef int kind = _kind(x)
+    cdef double* d = _work(C, 4, 0)
     cdef Py_ssize_t c
-    _gather(running_mean, d, C, 0.0)
-    _gather(running_var, d + C, C, 0.0)
-    _gather(weight, d + 2 * C, C, 1.0)
-    _gather(bias, d + 3 * C, C, 0.0)
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
-    with nogil:
-        for c in range(C):
-            d[2 * C + c] *= _invstd(d[C + c], eps)
-        _affine(kind, px, po, outer, C, inner, d, d + 2 * C, d + 3 * C, wk.p, relu,
-                n_threads)
+    try:
+        _gather(running_mean, d, C, 0.0)
+        _gather(running_var, d + C, C, 0.0)
+        _gather(weight, d + 2 * C, C, 1.0)
+        _gather(bias, d + 3 * C, C, 0.0)
+        with nogil:
+            for c in range(C):
+                d[2 * C + c] *= _invstd(d[C + c], eps)
+            _affine(kind, px, po, outer, C, inner, d, d + 2 * C, d + 3 * C, d + 4 * C, relu,
+                    n_threads)
+    finally:
+        free(d)
 
 
 def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
                 Py_ssize_t inner, scale, shift, bint relu, int n_threads):
     """OUT out = x * scale + shift per channel."""
-    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
-    cdef _Work wk = _Work(C, 3, rs, 0)
-    cdef double* d = wk.d
+    cdef int kind = _kind(x)
+    cdef double* d = _work(C, 3, 0)
     cdef Py_ssize_t c
-    for c in range(C):
-        d[c] = 0.0
-    _gather(scale, d + C, C, 1.0)
-    _gather(shift, d + 2 * C, C, 0.0)
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
-    with nogil:
-        _affine(kind, px, po, outer, C, inner, d, d + C, d + 2 * C, wk.p, relu, n_threads)
+    try:
+        for c in range(C):
+            d[c] = 0.0
+        _gather(scale, d + C, C, 1.0)
+        _gather(shift, d + 2 * C, C, 0.0)
+        with nogil:
+            _affine(kind, px, po, outer, C, inner, d, d + C, d + 2 * C, d + 3 * C, relu,
+                    n_threads)
+    finally:
+        free(d)
 
 
 cdef void _affine(int kind, void* px, void* po, Py_ssize_t outer, Py_ssize_t C,
@@ -665,28 +702,39 @@ def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
              running_var, double momentum, mean_out, invstd_out, int n_threads):
     """OUT out; running stats updated in place (when given); mean_out, invstd_out
     (when given) receive the batch mean and 1 / sqrt(var + eps)."""
-    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
-    cdef _Work wk = _Work(C, 5, rs, _partials(inner, C, n_threads))
-    cdef double* d = wk.d
+    cdef int kind = _kind(x)
+    cdef double* d = _work(C, 5, _partials(inner, C, n_threads))
     cdef double* mean = d + 2 * C
     cdef double* var = d + 3 * C
     cdef double* tmp = d + 4 * C
-    cdef double n = <double>outer * <double>inner
-    cdef Py_ssize_t c
-    _gather(weight, d, C, 1.0)
-    _gather(bias, d + C, C, 0.0)
+    cdef void* p = d + 5 * C
+    cdef double* scratch = d + (5 + N_PARAMS) * C
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
-    with nogil:
-        if kind == 0:
-            _train(<const float*>px, <float*>po, outer, C, inner, d, d + C, eps, relu, mean,
-                   var, <float*>wk.p, wk.scratch, n_threads)
-        elif kind == 1:
-            _train(<const double*>px, <double*>po, outer, C, inner, d, d + C, eps, relu,
-                   mean, var, <double*>wk.p, wk.scratch, n_threads)
-        else:
-            _train(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, d, d + C, eps, relu,
-                   mean, var, <float*>wk.p, wk.scratch, n_threads)
+    try:
+        _gather(weight, d, C, 1.0)
+        _gather(bias, d + C, C, 0.0)
+        with nogil:
+            if kind == 0:
+                _train(<const float*>px, <float*>po, outer, C, inner, d, d + C, eps, relu,
+                       mean, var, <float*>p, scratch, n_threads)
+            elif kind == 1:
+                _train(<const double*>px, <double*>po, outer, C, inner, d, d + C, eps, relu,
+                       mean, var, <double*>p, scratch, n_threads)
+            else:
+                _train(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, d, d + C, eps,
+                       relu, mean, var, <float*>p, scratch, n_threads)
+        _update_outputs(running_mean, running_var, momentum, mean_out, invstd_out, mean, var,
+                        tmp, eps, <double>outer * <double>inner, C)
+    finally:
+        free(d)
+
+
+cdef void _update_outputs(running_mean, running_var, double momentum, mean_out, invstd_out,
+                          const double* mean, const double* var, double* tmp, double eps,
+                          double n, Py_ssize_t C):
+    """The running-statistics update (unbiased variance) and the saved statistics."""
+    cdef Py_ssize_t c
     if running_mean is not None:
         _gather(running_mean, tmp, C, 0.0)
         for c in range(C):
@@ -707,18 +755,21 @@ def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, me
              var_out, int n_threads):
     """OUT mean_out, var_out: per-channel mean and biased variance (outer * inner >= 1)."""
     cdef int kind = _kind(x)
-    cdef _Work wk = _Work(C, 2, 0, _partials(inner, C, n_threads))
-    cdef double* d = wk.d
+    cdef double* d = _work(C, 2, _partials(inner, C, n_threads))
+    cdef double* scratch = d + (2 + N_PARAMS) * C
     cdef void* px = cnp.PyArray_DATA(x)
-    with nogil:
-        if kind == 0:
-            _stats(<const float*>px, outer, C, inner, d, d + C, wk.scratch, n_threads)
-        elif kind == 1:
-            _stats(<const double*>px, outer, C, inner, d, d + C, wk.scratch, n_threads)
-        else:
-            _stats(<const cbn_half*>px, outer, C, inner, d, d + C, wk.scratch, n_threads)
-    _scatter(mean_out, d, C)
-    _scatter(var_out, d + C, C)
+    try:
+        with nogil:
+            if kind == 0:
+                _stats(<const float*>px, outer, C, inner, d, d + C, scratch, n_threads)
+            elif kind == 1:
+                _stats(<const double*>px, outer, C, inner, d, d + C, scratch, n_threads)
+            else:
+                _stats(<const cbn_half*>px, outer, C, inner, d, d + C, scratch, n_threads)
+        _scatter(mean_out, d, C)
+        _scatter(var_out, d + C, C)
+    finally:
+        free(d)
 
 
 def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t outer,
@@ -726,29 +777,33 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
                 dweight_out, dbias_out, int n_threads):
     """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
     (the gradient is zero where y <= 0)."""
-    cdef int kind = _kind(x), rs = 8 if kind == 1 else 4
-    cdef _Work wk = _Work(C, 5, rs, _partials(inner, C, n_threads))
-    cdef double* d = wk.d
+    cdef int kind = _kind(x)
+    cdef double* d = _work(C, 5, _partials(inner, C, n_threads))
+    cdef void* p = d + 5 * C
+    cdef double* scratch = d + (5 + N_PARAMS) * C
     cdef bint masked = y is not None
-    _gather(mean, d, C, 0.0)
-    _gather(invstd, d + C, C, 0.0)
-    _gather(weight, d + 2 * C, C, 1.0)
     cdef void* pdy = cnp.PyArray_DATA(dy)
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* py = cnp.PyArray_DATA(<cnp.ndarray>y) if masked else px
     cdef void* pdx = cnp.PyArray_DATA(dx)
-    with nogil:
-        if kind == 0:
-            _backward(<const float*>pdy, <const float*>px, <const float*>py, masked,
-                      <float*>pdx, outer, C, inner, d, d + C, d + 2 * C, training, d + 3 * C,
-                      d + 4 * C, <float*>wk.p, wk.scratch, n_threads)
-        elif kind == 1:
-            _backward(<const double*>pdy, <const double*>px, <const double*>py, masked,
-                      <double*>pdx, outer, C, inner, d, d + C, d + 2 * C, training,
-                      d + 3 * C, d + 4 * C, <double*>wk.p, wk.scratch, n_threads)
-        else:
-            _backward(<const cbn_half*>pdy, <const cbn_half*>px, <const cbn_half*>py,
-                      masked, <cbn_half*>pdx, outer, C, inner, d, d + C, d + 2 * C,
-                      training, d + 3 * C, d + 4 * C, <float*>wk.p, wk.scratch, n_threads)
-    _scatter(dweight_out, d + 3 * C, C)
-    _scatter(dbias_out, d + 4 * C, C)
+    try:
+        _gather(mean, d, C, 0.0)
+        _gather(invstd, d + C, C, 0.0)
+        _gather(weight, d + 2 * C, C, 1.0)
+        with nogil:
+            if kind == 0:
+                _backward(<const float*>pdy, <const float*>px, <const float*>py, masked,
+                          <float*>pdx, outer, C, inner, d, d + C, d + 2 * C, training,
+                          d + 3 * C, d + 4 * C, <float*>p, scratch, n_threads)
+            elif kind == 1:
+                _backward(<const double*>pdy, <const double*>px, <const double*>py, masked,
+                          <double*>pdx, outer, C, inner, d, d + C, d + 2 * C, training,
+                          d + 3 * C, d + 4 * C, <double*>p, scratch, n_threads)
+            else:
+                _backward(<const cbn_half*>pdy, <const cbn_half*>px, <const cbn_half*>py,
+                          masked, <cbn_half*>pdx, outer, C, inner, d, d + C, d + 2 * C,
+                          training, d + 3 * C, d + 4 * C, <float*>p, scratch, n_threads)
+        _scatter(dweight_out, d + 3 * C, C)
+        _scatter(dbias_out, d + 4 * C, C)
+    finally:
+        free(d)

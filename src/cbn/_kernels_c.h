@@ -40,13 +40,6 @@
 #define CBN_COMPILER "unknown"
 #endif
 
-/* Independent accumulators per reduction: two vectors' worth of doubles. */
-#if defined(__AVX__)
-#define CBN_LANES 8
-#else
-#define CBN_LANES 4
-#endif
-
 /* ---------------------------------------------------------------- float16
  * cbn_half is float16 storage.  With hardware conversions (x86 F16C, arm64)
  * it is the compiler's half type and conversions are casts the compiler can
@@ -113,6 +106,59 @@ typedef uint16_t cbn_half;
 static inline float cbn_h2f(cbn_half h) { return cbn_h2f_soft(h); }
 static inline cbn_half cbn_f2h(float f) { return cbn_f2h_soft(f); }
 #endif
+
+/* ----------------------------------------------------- reduction primitives
+ * The only loops written in C.  A float64 sum over a run of float data is a
+ * reduction the compiler may not reorder on its own; GCC's vectorizer does the
+ * reordering for hand-made "lanes" in a Cython loop only while that loop is not
+ * nested in another (measured: 8.1 us instead of 2.5 us for 16384 floats once
+ * inlined into the kernels' loop nests).  `omp simd reduction` grants the
+ * reordering explicitly, so these loops vectorize wherever they are inlined.
+ * MSVC's OpenMP 2.0 has no simd construct: there they run as plain loops.
+ *
+ *   cbn_sums_T(x, n, ref, acc):          acc[0] += sum(d),  acc[1] += sum(d * d),  d = x - ref
+ *   cbn_gsums_T(x, dy, n, mean, acc):    acc[0] += sum(dy), acc[1] += sum(dy * (x - mean))
+ *   cbn_gsums_masked_T(x, dy, y, ...):   the same with dy taken as 0 where y <= 0
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define CBN_SIMD_REDUCE _Pragma("omp simd reduction(+:a, q)")
+#else
+#define CBN_SIMD_REDUCE
+#endif
+
+#define CBN_DEFINE_REDUCTIONS(SUFFIX, T, LOAD)                                              \
+static inline void cbn_sums_##SUFFIX(const T* x, Py_ssize_t n, double ref, double* acc) {  \
+    double a = 0.0, q = 0.0;                                                                \
+    Py_ssize_t i;                                                                           \
+    CBN_SIMD_REDUCE                                                                         \
+    for (i = 0; i < n; i++) { double d = LOAD(x[i]) - ref; a += d; q += d * d; }           \
+    acc[0] += a; acc[1] += q;                                                               \
+}                                                                                           \
+static inline void cbn_gsums_##SUFFIX(const T* x, const T* dy, Py_ssize_t n, double mean,   \
+                                      double* acc) {                                        \
+    double a = 0.0, q = 0.0;                                                                \
+    Py_ssize_t i;                                                                           \
+    CBN_SIMD_REDUCE                                                                         \
+    for (i = 0; i < n; i++) { double g = LOAD(dy[i]); a += g; q += g * (LOAD(x[i]) - mean); } \
+    acc[0] += a; acc[1] += q;                                                               \
+}                                                                                           \
+static inline void cbn_gsums_masked_##SUFFIX(const T* x, const T* dy, const T* y,          \
+                                             Py_ssize_t n, double mean, double* acc) {      \
+    double a = 0.0, q = 0.0;                                                                \
+    Py_ssize_t i;                                                                           \
+    CBN_SIMD_REDUCE                                                                         \
+    for (i = 0; i < n; i++) {                                                               \
+        double g = LOAD(y[i]) <= 0.0 ? 0.0 : LOAD(dy[i]);                                   \
+        a += g; q += g * (LOAD(x[i]) - mean);                                               \
+    }                                                                                       \
+    acc[0] += a; acc[1] += q;                                                               \
+}
+
+#define CBN_LOAD_REAL(v) ((double)(v))
+#define CBN_LOAD_HALF(v) ((double)cbn_h2f(v))
+CBN_DEFINE_REDUCTIONS(f32, float, CBN_LOAD_REAL)
+CBN_DEFINE_REDUCTIONS(f64, double, CBN_LOAD_REAL)
+CBN_DEFINE_REDUCTIONS(f16, cbn_half, CBN_LOAD_HALF)
 
 /* ------------------------------------------------------------ CPU features
  * 1 when this CPU (and OS) can run the AVX2 + FMA + F16C build of the kernels.

@@ -8,6 +8,10 @@ channels-last strides (what ``np.asarray`` of a PyTorch channels_last tensor
 gives) is the same memory as NHWC and maps to ``(N*H*W, C, 1)``; a Fortran-ordered
 array maps without a copy too.  Only arrays whose elements do not form one dense
 block (slices with gaps, negative or zero strides) are copied.
+
+A layout is ``perm``: x's axes from slowest to fastest in memory, or None for C
+order (the common case, kept cheap).  Every other array of a call (out, dy, y) is
+used in place when it is dense in the same order.
 """
 
 import math
@@ -15,60 +19,49 @@ import math
 import numpy as np
 
 
-class Layout:
-    """How x is laid out: ``perm`` lists its axes from slowest to fastest in memory
-    (None: C order), and ``shape3 = (outer, C, inner)``.  Every other array of the
-    call (out, dy, y) is used in place when it is dense in the same order."""
-
-    __slots__ = ("perm", "shape", "shape3")
-
-    def __init__(self, perm, shape, axis):
-        self.perm = perm
-        self.shape = shape
-        order = perm if perm is not None else range(len(shape))
-        tshape = [shape[k] for k in order]
-        p = list(order).index(axis)
-        C = shape[axis]
-        outer = math.prod(tshape[:p])
-        inner = math.prod(tshape[p + 1:])
-        if C == 1:  # one channel: the whole array is one plane
-            outer, inner = 1, outer * inner
-        self.shape3 = (outer, C, inner)
-
-    def matches(self, a):
-        """Whether a is dense in this axis order (then the kernels can use it as is)."""
-        if self.perm is None:
-            return a.flags.c_contiguous
-        return a.transpose(self.perm).flags.c_contiguous
-
-    def empty(self, dtype):
-        """A new array of x's shape, laid out like x."""
-        if self.perm is None:
-            return np.empty(self.shape, dtype)
-        buf = np.empty([self.shape[k] for k in self.perm], dtype)
-        return buf.transpose(np.argsort(self.perm))
-
-    def adopt(self, a, dtype):
-        """a itself when it is dense in this order with this dtype, else a copy that is."""
-        if a.dtype == dtype and self.matches(a):
-            return a
-        b = self.empty(dtype)
-        np.copyto(b, a, casting="unsafe")
-        return b
-
-
-def _dense_order(a):
-    """Axes of a from largest to smallest stride if a is dense in that order, else False."""
-    perm = tuple(sorted(range(a.ndim), key=lambda k: -a.strides[k]))
-    return perm if a.transpose(perm).flags.c_contiguous else False
-
-
 def canonical(x, axis):
-    """(x, layout): x itself when it is dense in some axis order, else a C-ordered copy."""
+    """(x, perm, (outer, C, inner)): x itself when it is dense in some axis order,
+    else a C-ordered copy."""
+    shape = x.shape
     if x.flags.c_contiguous:
-        return x, Layout(None, x.shape, axis)
-    perm = _dense_order(x)
-    if perm is False:
-        x = np.ascontiguousarray(x)
         perm = None
-    return x, Layout(perm, x.shape, axis)
+    else:
+        perm = tuple(sorted(range(x.ndim), key=lambda k: -x.strides[k]))
+        if not x.transpose(perm).flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+            perm = None
+    C = shape[axis]
+    if perm is None:
+        outer = math.prod(shape[:axis])
+        inner = math.prod(shape[axis + 1:])
+    else:
+        p = perm.index(axis)
+        outer = math.prod(shape[k] for k in perm[:p])
+        inner = math.prod(shape[k] for k in perm[p + 1:])
+    if C == 1:  # one channel: the whole array is one plane
+        outer, inner = 1, outer * inner
+    return x, perm, (outer, C, inner)
+
+
+def matches(a, perm):
+    """Whether a is dense in x's axis order (then the kernels can use it as is)."""
+    if perm is None:
+        return a.flags.c_contiguous
+    return a.transpose(perm).flags.c_contiguous
+
+
+def empty_like(x, perm):
+    """A new array of x's shape and dtype, laid out like x."""
+    if perm is None:
+        return np.empty(x.shape, x.dtype)
+    buf = np.empty([x.shape[k] for k in perm], x.dtype)
+    return buf.transpose(np.argsort(perm))
+
+
+def adopt(a, x, perm):
+    """a itself when it is laid out like x (and has its dtype), else such a copy."""
+    if a.dtype == x.dtype and matches(a, perm):
+        return a
+    b = empty_like(x, perm)
+    np.copyto(b, a, casting="unsafe")
+    return b

@@ -30,6 +30,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def check_n_threads(n_threads, name="n_threads"):
+    if type(n_threads) is int and n_threads >= 1:
+        return n_threads
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"{name} must be None or an integer >= 1, got {n_threads!r}")
     if n_threads < 1:
@@ -63,7 +65,12 @@ def get_num_threads():
 
 def resolve(n_threads, work):
     """Threads for one call: validated ``n_threads`` (None: the default), 1 for small work."""
-    n = get_num_threads() if n_threads is None else check_n_threads(n_threads)
+    if n_threads is None:
+        if work < SERIAL_BELOW:
+            return 1
+        n = get_num_threads()
+    else:
+        n = check_n_threads(n_threads)
     if work < SERIAL_BELOW or _state["forked_serial"]:
         return 1
     if n > 1:
