@@ -1,0 +1,558 @@
+"""cbn's benchmark suite: every op x layout x shape x threads against the memory roof,
+plain NumPy, PyTorch and ONNX Runtime, timed in one run.
+
+    python bench/run.py            # the full suite (a few minutes)
+    python bench/run.py --quick    # about a minute: fewer shapes and repeats
+
+Per cell, each contender is timed interleaved with the others, round by round, and
+the median per call is kept:
+
+- roof: a parallel copy of x's bytes (bench/_roof.pyx, built here with the
+  project's toolchain), scaled to the op's unfused traffic: inference 2X,
+  training 3X, backward 5X (X = x's size; the copy moves 2X);
+- cbn with out= and cbn allocating its output;
+- the best plain-NumPy formulation;
+- PyTorch CPU (its allocating functional API; native_batch_norm_backward) and
+  ONNX Runtime (inference, NCHW), when installed.
+
+Results: a table on stdout, a JSON record in bench/results/ (machine, versions,
+flags, every number) and a PNG plot when matplotlib is installed.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+import cbn
+from cbn import _dispatch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EPS = 1e-5
+
+SHAPES = [(32, 128, 56, 56), (8, 64, 112, 112), (1, 64, 56, 56), (1, 256, 14, 14),
+          (1, 16, 8, 8), (256, 1024), (4, 32, 16, 28, 28)]
+QUICK_SHAPES = [(8, 64, 56, 56), (1, 256, 14, 14), (1, 16, 8, 8), (256, 1024), (2, 32, 8, 28, 28)]
+OPS = ("inference", "training", "backward")
+ROOF_FACTOR = {"inference": 1.0, "training": 1.5, "backward": 2.5}   # op bytes / copy bytes
+
+
+def resnet50_bn_shapes(n=1):
+    """Input shapes of the 53 BatchNorm layers of torchvision's ResNet-50 (v1.5) at 224x224."""
+    shapes = [(n, 64, 112, 112)]
+    c_in, hw = 64, 56
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            out_hw = hw // s
+            shapes += [(n, width, hw, hw), (n, width, out_hw, out_hw), (n, 4 * width, out_hw, out_hw)]
+            if b == 0:
+                shapes.append((n, 4 * width, out_hw, out_hw))   # downsample branch
+            hw = out_hw
+        c_in = 4 * width
+    return shapes
+
+
+# ------------------------------------------------------------------ contenders
+
+def build_roof():
+    """Compile bench/_roof.pyx (OpenMP, -O3, the project's compiler) into bench/build."""
+    build = os.path.join(HERE, "build")
+    sys.path.insert(0, build)
+    try:
+        import _roof
+        return _roof
+    except ImportError:
+        pass
+    from Cython.Build import cythonize
+    from setuptools import Extension
+    from setuptools.dist import Distribution
+    omp = ["/openmp"] if sys.platform == "win32" else ["-fopenmp"]
+    ext = Extension("_roof", [os.path.join(HERE, "_roof.pyx")], include_dirs=[np.get_include()],
+                    extra_compile_args=(["/O2"] if sys.platform == "win32" else ["-O3"]) + omp,
+                    extra_link_args=[] if sys.platform == "win32" else omp)
+    dist = Distribution({"ext_modules": cythonize([ext], quiet=True,
+                                                  build_dir=os.path.join(build, "c"))})
+    cmd = dist.get_command_obj("build_ext")
+    cmd.build_lib = build
+    cmd.build_temp = os.path.join(build, "tmp")
+    cmd.ensure_finalized()
+    cmd.run()
+    import importlib
+    importlib.invalidate_caches()
+    import _roof
+    return _roof
+
+
+def layouts_for(shape):
+    if len(shape) == 2:
+        return ["NC"]
+    if len(shape) == 5:
+        return ["NCDHW", "NDHWC"]
+    return ["NCHW", "NHWC"]
+
+
+def make_case(shape, layout, rng, dtype=np.float32):
+    """(x, dy, axis, params, x_nchw, dy_nchw) for a logical NC... shape in a layout."""
+    C = shape[1]
+    x_nchw = (rng.standard_normal(shape, dtype=np.float32) * 2 + 1).astype(dtype)
+    dy_nchw = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+    if layout in ("NHWC", "NDHWC"):
+        x = np.ascontiguousarray(np.moveaxis(x_nchw, 1, -1))
+        dy = np.ascontiguousarray(np.moveaxis(dy_nchw, 1, -1))
+        axis = -1
+    else:
+        x, dy, axis = x_nchw, dy_nchw, 1
+    p = dict(weight=rng.uniform(0.5, 2, C).astype(np.float32),
+             bias=rng.uniform(-1, 1, C).astype(np.float32),
+             running_mean=rng.standard_normal(C).astype(np.float32),
+             running_var=rng.uniform(0.5, 2, C).astype(np.float32))
+    return x, dy, axis, p, x_nchw, dy_nchw
+
+
+def cbn_ops(x, dy, axis, p, nt, out):
+    _, mean, invstd = cbn.batch_norm(x, weight=p["weight"], bias=p["bias"], training=True,
+                                     axis=axis, return_stats=True)
+    o = {} if out is None else {"out": out}
+    w, b, rm, rv = p["weight"], p["bias"], p["running_mean"], p["running_var"]
+    return {
+        "inference": lambda: cbn.batch_norm(x, rm, rv, w, b, axis=axis, n_threads=nt, **o),
+        "training": lambda: cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis,
+                                           n_threads=nt, **o),
+        "backward": lambda: cbn.batch_norm_backward(dy, x, mean, invstd, w, axis=axis,
+                                                    n_threads=nt, **o),
+    }
+
+
+def numpy_ops(x, dy, axis, p):
+    """The best plain-NumPy way: per-channel vectors, broadcasting, in-place where possible."""
+    ax = axis % x.ndim
+    axes = tuple(k for k in range(x.ndim) if k != ax)
+    bshape = [1] * x.ndim
+    bshape[ax] = x.shape[ax]
+    w, b, rm, rv = (p[k].reshape(bshape) for k in ("weight", "bias", "running_mean", "running_var"))
+    scale = w / np.sqrt(rv + EPS)
+    shift = b - rm * scale
+    n = x.size // x.shape[ax]
+    mean = x.mean(axis=axes, keepdims=True)
+    invstd = 1 / np.sqrt(x.var(axis=axes, keepdims=True) + EPS)
+
+    def inference():
+        y = np.multiply(x, scale)
+        return np.add(y, shift, out=y)
+
+    def training():
+        m = x.mean(axis=axes, keepdims=True)
+        v = x.var(axis=axes, keepdims=True)
+        y = np.subtract(x, m)
+        y *= w / np.sqrt(v + EPS)
+        y += b
+        return y
+
+    def backward():
+        xhat = (x - mean) * invstd
+        db = dy.sum(axis=axes, keepdims=True)
+        dw = (dy * xhat).sum(axis=axes, keepdims=True)
+        dx = dy - db / n
+        xhat *= dw / n
+        dx -= xhat
+        dx *= w * invstd
+        return dx, dw, db
+
+    return {"inference": inference, "training": training, "backward": backward}
+
+
+def torch_ops(torch, x_nchw, dy_nchw, layout, p):
+    F = torch.nn.functional
+    fmt = torch.channels_last if layout == "NHWC" else (
+        torch.channels_last_3d if layout == "NDHWC" else torch.contiguous_format)
+    tx = torch.from_numpy(x_nchw).contiguous(memory_format=fmt)
+    tdy = torch.from_numpy(dy_nchw).contiguous(memory_format=fmt)
+    tw, tb, trm, trv = (torch.from_numpy(p[k]) for k in ("weight", "bias", "running_mean",
+                                                          "running_var"))
+    _, smean, sinv = torch.native_batch_norm(tx, tw, tb, None, None, True, 0.1, EPS)
+
+    def inference():
+        with torch.no_grad():
+            return F.batch_norm(tx, trm, trv, tw, tb, training=False, eps=EPS)
+
+    def training():
+        with torch.no_grad():
+            return F.batch_norm(tx, None, None, tw, tb, training=True, eps=EPS)
+
+    def backward():
+        return torch.ops.aten.native_batch_norm_backward(tdy, tx, tw, None, None, smean, sinv,
+                                                         True, EPS, [True, True, True])
+
+    return {"inference": inference, "training": training, "backward": backward}
+
+
+def ort_inference(ort, x_nchw, p, nt):
+    """An ONNX Runtime session holding one inference-mode BatchNormalization node."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    C = x_nchw.shape[1]
+    inits = [numpy_helper.from_array(p[k], name=k) for k in ("weight", "bias", "running_mean",
+                                                              "running_var")]
+    node = helper.make_node("BatchNormalization", ["x", "weight", "bias", "running_mean",
+                                                   "running_var"], ["y"], epsilon=EPS)
+    graph = helper.make_graph([node], "bn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, list(x_nchw.shape))], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, list(x_nchw.shape))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = nt
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    assert C == p["weight"].shape[0]
+    return lambda: sess.run(None, {"x": x_nchw})
+
+
+# ------------------------------------------------------------------ timing
+
+def calls_per_sample(fn, budget):
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    return max(1, int(budget / max(one, 1e-7)))
+
+
+def time_interleaved(fns, rounds, budget):
+    """Median seconds per call of each function, sampled round by round."""
+    reps = [calls_per_sample(f, budget) for f in fns]
+    samples = [[] for _ in fns]
+    for _ in range(rounds):
+        for f, r, s in zip(fns, reps, samples):
+            t0 = time.perf_counter()
+            for _ in range(r):
+                f()
+            s.append((time.perf_counter() - t0) / r)
+    return [float(np.median(s)) for s in samples]
+
+
+def peak_alloc_bytes(fn):
+    """Peak bytes NumPy/Python allocate during one call (tracemalloc sees NumPy's buffers)."""
+    fn()
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+# ------------------------------------------------------------------ the suite
+
+def run_cells(args, roof, torch, ort, all_threads):
+    rng = np.random.default_rng(0)
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    cells = []
+    for shape in shapes:
+        for layout in layouts_for(shape):
+            x, dy, axis, p, x_nchw, dy_nchw = make_case(shape, layout, rng)
+            out = np.empty_like(x)
+            copy_dst = np.empty_like(x)
+            for nt in sorted({1, all_threads}):
+                if torch is not None:
+                    torch.set_num_threads(nt)
+                contenders = {
+                    "cbn_out": cbn_ops(x, dy, axis, p, nt, out),
+                    "cbn": cbn_ops(x, dy, axis, p, nt, None),
+                    "numpy": numpy_ops(x, dy, axis, p),
+                }
+                if torch is not None:
+                    contenders["torch"] = torch_ops(torch, x_nchw, dy_nchw, layout, p)
+                ort_fn = (ort_inference(ort, x_nchw, p, nt)
+                          if ort is not None and layout in ("NCHW", "NC", "NCDHW") else None)
+                for op in OPS:
+                    names = ["roof"] + list(contenders)
+                    fns = [lambda: roof.copy(x, copy_dst, nt)] + [c[op] for c in contenders.values()]
+                    if op == "inference" and ort_fn is not None:
+                        names.append("onnxruntime")
+                        fns.append(ort_fn)
+                    secs = time_interleaved(fns, args.rounds, args.budget)
+                    t = dict(zip(names, secs))
+                    cell = {
+                        "shape": list(shape), "layout": layout, "op": op, "threads": nt,
+                        "dtype": "float32", "x_bytes": x.nbytes, "seconds": t,
+                        "roof_fraction": ROOF_FACTOR[op] * t["roof"] / t["cbn_out"],
+                        "vs_numpy": t["numpy"] / t["cbn"],
+                    }
+                    if "torch" in t:
+                        cell["vs_torch"] = t["torch"] / t["cbn"]
+                    if "onnxruntime" in t:
+                        cell["vs_onnxruntime"] = t["onnxruntime"] / t["cbn"]
+                    if nt == all_threads:
+                        peak = peak_alloc_bytes(contenders["cbn_out"][op])
+                        cell["peak_alloc_bytes"] = peak
+                    cells.append(cell)
+                    print_cell(cell, flush=True)
+    return cells
+
+
+def run_resnet50(args, torch, ort, nt):
+    """ResNet-50 batch-1 BN inference, summed over its 53 layers, per contender."""
+    rng = np.random.default_rng(1)
+    layers = []
+    for shape in resnet50_bn_shapes(1):
+        x, dy, axis, p, x_nchw, _ = make_case(shape, "NCHW", rng)
+        layers.append((x, p, np.empty_like(x)))
+    if torch is not None:
+        torch.set_num_threads(nt)
+        F = torch.nn.functional
+        tlayers = [(torch.from_numpy(x), *(torch.from_numpy(p[k]) for k in
+                                           ("running_mean", "running_var", "weight", "bias")))
+                   for x, p, _ in layers]
+
+    def run_cbn_out():
+        for x, p, out in layers:
+            cbn.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], out=out)
+
+    def run_cbn():
+        for x, p, _ in layers:
+            cbn.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"])
+
+    fns, names = [run_cbn_out, run_cbn], ["cbn_out", "cbn"]
+    if torch is not None:
+        def run_torch():
+            with torch.no_grad():
+                for tx, rm, rv, w, b in tlayers:
+                    F.batch_norm(tx, rm, rv, w, b, training=False, eps=EPS)
+        fns.append(run_torch)
+        names.append("torch")
+    if ort is not None:
+        sessions = [(ort_inference(ort, x, p, nt), x) for x, p, _ in layers]
+
+        def run_ort():
+            for s, _ in sessions:
+                s()
+        fns.append(run_ort)
+        names.append("onnxruntime")
+    secs = dict(zip(names, time_interleaved(fns, args.rounds, args.budget)))
+    res = {"layers": len(layers), "threads": nt, "seconds": secs}
+    if "torch" in secs:
+        res["vs_torch"] = secs["torch"] / secs["cbn"]
+    if "onnxruntime" in secs:
+        res["vs_onnxruntime"] = secs["onnxruntime"] / secs["cbn"]
+    return res
+
+
+def run_float16(args, nt):
+    """Time per byte of x, float16 against float32, cbn with out= (all cores)."""
+    rng = np.random.default_rng(2)
+    rows = []
+    shapes = [(8, 64, 56, 56)] if args.quick else [(32, 128, 56, 56), (1, 64, 56, 56)]
+    for shape in shapes:
+        for layout in ("NCHW", "NHWC"):
+            t = {}
+            for dt in (np.float32, np.float16):
+                x, dy, axis, p, _, _ = make_case(shape, layout, rng, dt)
+                ops = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
+                for op in OPS:
+                    t[(op, np.dtype(dt).name)] = time_interleaved([ops[op]], args.rounds,
+                                                                  args.budget)[0] / x.nbytes
+            for op in OPS:
+                rows.append({"shape": list(shape), "layout": layout, "op": op,
+                             "f16_over_f32_per_byte": t[(op, "float16")] / t[(op, "float32")]})
+    return rows
+
+
+def run_simd(args, nt):
+    """The kernels this process picked against the portable baseline build (x86-64)."""
+    if len(_dispatch.VARIANTS) < 2:
+        return []
+    rng = np.random.default_rng(3)
+    rows = []
+    for shape, layout in [((32, 128, 56, 56), "NCHW"), ((32, 128, 56, 56), "NHWC"),
+                          ((1, 256, 14, 14), "NCHW")] if not args.quick else [
+                              ((8, 64, 56, 56), "NCHW"), ((8, 64, 56, 56), "NHWC")]:
+        x, dy, axis, p, _, _ = make_case(shape, layout, rng)
+        ops = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
+        for op in OPS:
+            t = {}
+            for variant in ("baseline", "avx2"):
+                old = _dispatch.use(variant)
+                t[variant] = time_interleaved([ops[op]], args.rounds, args.budget)[0]
+                _dispatch.use(old)
+            rows.append({"shape": list(shape), "layout": layout, "op": op,
+                         "baseline_over_avx2": t["baseline"] / t["avx2"]})
+    return rows
+
+
+# ------------------------------------------------------------------ reporting
+
+HEADER = (f"{'shape':<18}{'layout':<7}{'op':<10}{'thr':>3}{'MB':>7}{'roof us':>10}"
+          f"{'cbn out=':>10}{'cbn':>10}{'NumPy':>10}{'PyTorch':>10}{'ORT':>9}"
+          f"{'roof%':>7}{'xNumPy':>8}{'xTorch':>8}")
+
+
+def print_cell(c, flush=False):
+    t = c["seconds"]
+
+    def us(k):
+        return f"{1e6 * t[k]:10.1f}" if k in t else f"{'-':>10}"
+    print(f"{'x'.join(map(str, c['shape'])):<18}{c['layout']:<7}{c['op']:<10}{c['threads']:>3}"
+          f"{c['x_bytes'] / 1e6:7.2f}{us('roof')}{us('cbn_out')}{us('cbn')}{us('numpy')}"
+          f"{us('torch')}{us('onnxruntime')[1:]}{100 * c['roof_fraction']:6.0f}%"
+          f"{c['vs_numpy']:8.2f}{c.get('vs_torch', float('nan')):8.2f}", flush=flush)
+
+
+def summarize(cells, resnet, f16, all_threads):
+    full = [c for c in cells if c["threads"] == all_threads]
+    vs_torch = [c["vs_torch"] for c in full if "vs_torch" in c]
+    big = [c for c in full if c["x_bytes"] >= 1e6]
+    planar_tb = [c for c in big if c["op"] in ("training", "backward")
+                 and c["layout"] in ("NCHW", "NCDHW")]
+    tiny = {c["op"]: 1e6 * c["seconds"]["cbn_out"] for c in full
+            if c["shape"] == [1, 16, 8, 8] and c["layout"] == "NCHW"}
+    scaling = []
+    by_key = {(tuple(c["shape"]), c["layout"], c["op"], c["threads"]): c for c in cells}
+    for c in full:
+        one = by_key.get((tuple(c["shape"]), c["layout"], c["op"], 1))
+        if all_threads > 1 and one is not None and c["x_bytes"] <= 8e6:
+            scaling.append((one["seconds"]["cbn_out"] / c["seconds"]["cbn_out"], c))
+    s = {
+        "cells": len(full),
+        "geomean_vs_torch": math.exp(np.mean(np.log(vs_torch))) if vs_torch else None,
+        "worst_vs_torch": min(vs_torch) if vs_torch else None,
+        "worst_vs_torch_cell": cell_name(min(full, key=lambda c: c.get("vs_torch", 1e9)))
+        if vs_torch else None,
+        "worst_roof_fraction_1MB": min(c["roof_fraction"] for c in big) if big else None,
+        "worst_roof_cell": cell_name(min(big, key=lambda c: c["roof_fraction"])) if big else None,
+        "worst_planar_train_backward_roof": min(c["roof_fraction"] for c in planar_tb)
+        if planar_tb else None,
+        "tiny_1x16x8x8_us": tiny,
+        "worst_2thread_speedup_le_8MB": min(scaling, key=lambda t: t[0])[0] if scaling else None,
+        "worst_2thread_cell": cell_name(min(scaling, key=lambda t: t[0])[1]) if scaling else None,
+        "resnet50_vs_torch": resnet.get("vs_torch"),
+        "max_peak_alloc_over_x": max(c.get("peak_alloc_bytes", 0) / c["x_bytes"] for c in full),
+        "worst_f16_over_f32_per_byte": max(r["f16_over_f32_per_byte"] for r in f16) if f16 else None,
+    }
+    return s
+
+
+def cell_name(c):
+    return f"{'x'.join(map(str, c['shape']))} {c['layout']} {c['op']}"
+
+
+def plot(cells, all_threads, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    full = [c for c in cells if c["threads"] == all_threads]
+    labels = [f"{'x'.join(map(str, c['shape']))}\n{c['layout']} {c['op'][:5]}" for c in full]
+    fig, axes = plt.subplots(2, 1, figsize=(max(10, 0.42 * len(full)), 8), sharex=True)
+    xs = np.arange(len(full))
+    colors = {"inference": "tab:blue", "training": "tab:orange", "backward": "tab:green"}
+    col = [colors[c["op"]] for c in full]
+    if any("vs_torch" in c for c in full):
+        axes[0].bar(xs, [c.get("vs_torch", 0) for c in full], color=col)
+        axes[0].axhline(1.0, color="k", lw=0.8)
+        axes[0].set_ylabel("speed vs PyTorch (x)")
+        axes[0].set_yscale("log")
+    axes[1].bar(xs, [c["roof_fraction"] for c in full], color=col)
+    axes[1].axhline(0.85, color="r", lw=0.8, ls="--")
+    axes[1].axhline(1.0, color="k", lw=0.8)
+    axes[1].set_ylabel("roof fraction (cbn out=)")
+    axes[1].set_xticks(xs)
+    axes[1].set_xticklabels(labels, rotation=90, fontsize=7)
+    axes[0].set_title(f"cbn {cbn.__version__}, float32, {all_threads} threads, "
+                      f"kernels: {_dispatch.active()}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def machine():
+    cfg = cbn.show_config(print_out=False)
+    info = {"platform": platform.platform(), "machine": platform.machine(),
+            "processor": platform.processor(), "cpu_count": os.cpu_count(), "cbn": cfg}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f
+                                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (about a minute)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
+    ap.add_argument("--budget", type=float, default=None, help="seconds per timing sample")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-ort", action="store_true")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args(argv)
+    args.rounds = args.rounds or (5 if args.quick else 11)
+    args.budget = args.budget or (0.004 if args.quick else 0.01)
+
+    torch = ort = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            pass
+    if not args.no_ort:
+        try:
+            import onnxruntime as ort
+            import onnx  # noqa: F401  (builds the one-node models)
+        except ImportError:
+            ort = None
+    all_threads = cbn.get_num_threads()
+    roof = build_roof()
+    print(f"cbn {cbn.__version__} (kernels: {_dispatch.active()}), NumPy {np.__version__}, "
+          f"PyTorch {torch.__version__ if torch else '-'}, "
+          f"ONNX Runtime {ort.__version__ if ort else '-'}, all cores = {all_threads} threads")
+    print("median us per call; roof% = roof time for the op's unfused bytes / cbn out= time; "
+          "xNumPy, xTorch = their time / cbn's (both allocating)")
+    print(HEADER)
+    t0 = time.time()
+    cells = run_cells(args, roof, torch, ort, all_threads)
+    resnet = run_resnet50(args, torch, ort, all_threads)
+    print(f"\nResNet-50 batch-1 BN inference, {resnet['layers']} layers summed, "
+          f"{all_threads} threads: " + ", ".join(f"{k} {1e6 * v:.0f} us"
+                                                  for k, v in resnet["seconds"].items())
+          + (f"; cbn {resnet['vs_torch']:.2f}x faster than PyTorch" if "vs_torch" in resnet else ""))
+    f16 = run_float16(args, all_threads)
+    print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): " + ", ".join(
+        f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['f16_over_f32_per_byte']:.2f}"
+        for r in f16))
+    simd = run_simd(args, all_threads)
+    if simd:
+        print("\nportable baseline build time / AVX2 build time (cbn out=, all cores): " + ", ".join(
+            f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['baseline_over_avx2']:.2f}"
+            for r in simd))
+    summary = summarize(cells, resnet, f16, all_threads)
+    print("\nSUMMARY " + json.dumps(summary, default=str))
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    tag = "quick" if args.quick else "full"
+    record = {"when": stamp, "mode": tag, "seconds_total": time.time() - t0,
+              "machine": machine(), "versions": {
+                  "numpy": np.__version__, "torch": torch.__version__ if torch else None,
+                  "onnxruntime": ort.__version__ if ort else None, "python": sys.version},
+              "summary": summary, "cells": cells, "resnet50": resnet, "float16": f16,
+              "simd": simd}
+    for name in (f"{stamp}-{tag}.json", f"latest-{tag}.json"):
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump(record, f, indent=1, default=str)
+    png = plot(cells, all_threads, os.path.join(args.out, f"latest-{tag}.png"))
+    print(f"\nwrote {os.path.join(args.out, f'latest-{tag}.json')}" + (f" and {png}" if png else ""))
+    return record
+
+
+if __name__ == "__main__":
+    main()
