@@ -52,6 +52,9 @@ cdef extern from "_kernels_c.h":
     float cbn_h2f_soft(unsigned short h) noexcept nogil
     unsigned short cbn_f2h_soft(float f) noexcept nogil
     int cbn_cpu_has_avx2() noexcept nogil
+    enum: CBN_HCHUNK
+    void cbn_h2f_n(const cbn_half* src, float* dst, Py_ssize_t n) noexcept nogil
+    void cbn_f2h_n(const float* src, cbn_half* dst, Py_ssize_t n) noexcept nogil
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
@@ -82,14 +85,13 @@ cdef enum:
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
 
 # Rows of the per-channel parameter table p (k * C + c): the outputs are
-# ((x - hi) - lo) * scale + shift, plus g * gain in the backward pass.
+# (x - hi) * scale + shift, plus g * gain in the backward pass.
 cdef enum:
     P_HI = 0
-    P_LO = 1
-    P_SCALE = 2
-    P_SHIFT = 3
-    P_GAIN = 4
-    N_PARAMS = 5
+    P_SCALE = 1
+    P_SHIFT = 2
+    P_GAIN = 3
+    N_PARAMS = 4
 
 
 # ------------------------------------------------------------------- facts
@@ -143,25 +145,11 @@ def half_soft_roundtrip(const unsigned short[::1] h, const float[::1] f,
 # ------------------------------------------------------------- load, store
 
 cdef inline double _ldd(const data_t* p, Py_ssize_t i) noexcept nogil:
+    """p[i] as double (single values: pivots)."""
     if data_t is cbn_half:
         return cbn_h2f(p[i])
     else:
         return p[i]
-
-
-cdef inline real_t _ld(const data_t* p, Py_ssize_t i, real_t like) noexcept nogil:
-    """p[i] in the compute type (the type of `like`)."""
-    if data_t is cbn_half:
-        return <real_t>cbn_h2f(p[i])
-    else:
-        return <real_t>p[i]
-
-
-cdef inline void _st(data_t* p, Py_ssize_t i, real_t v) noexcept nogil:
-    if data_t is cbn_half:
-        p[i] = cbn_f2h(<float>v)
-    else:
-        p[i] = <data_t>v
 
 
 # ------------------------------------------------------------ per channel
@@ -183,22 +171,27 @@ cdef inline double _invstd(double var, double eps) noexcept nogil:
 
 cdef inline void _set_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double center,
                              double scale, double shift) noexcept nogil:
-    """Channel c computes ((x - hi) - lo) * scale + shift, hi + lo == center."""
+    """Channel c computes (x - center) * scale + shift as (x - hi) * scale + shift'.
+
+    hi is center rounded to the compute type, so x - hi keeps the digits that
+    x * scale + shift would lose when |center| >> spread (and is exact when x is
+    within a factor of 2 of hi); the rest, lo = center - hi, is folded in double
+    into shift' = shift - lo * scale, a correction of the output's own size.
+    """
     cdef real_t hi = <real_t>center
     cdef double lo = center - <double>hi
     if lo != lo and center == center:   # center = +-inf: hi carries it
         lo = 0.0
     p[P_HI * C + c] = hi
-    p[P_LO * C + c] = <real_t>lo
     p[P_SCALE * C + c] = <real_t>scale
-    p[P_SHIFT * C + c] = <real_t>shift
+    p[P_SHIFT * C + c] = <real_t>(shift - lo * scale) if lo != 0.0 else <real_t>shift
 
 
 cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double sg,
                                   double sgd, double mean, double invstd, double w,
                                   double n, bint training, double* dweight,
                                   double* dbias) noexcept nogil:
-    """dx = ((x - hi) - lo) * scale + g * gain + shift for channel c.
+    """dx = (x - hi) * scale + g * gain + shift for channel c.
 
     With k = w * invstd, training gives
     dx = k * (g - sum(g) / n - (x - mean) * invstd**2 * sum(g * (x - mean)) / n);
@@ -215,12 +208,14 @@ cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double 
 
 
 # ---------------------------------------------------------- planar runs
+# A run is `n` contiguous values of one channel.  float16 runs go through float
+# blocks of CBN_HCHUNK values (converted 8 at a time where the CPU can).
 
 cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                            bint masked, Py_ssize_t m, double ref, double* acc) noexcept nogil:
-    """acc[0], acc[1] += the two sums over one contiguous run of m values (the C
-    reduction primitives of _kernels_c.h): statistics about ref (grad False), or
-    backward sums about the mean ref."""
+    """acc[0], acc[1] += the two sums over one run (the reduction primitives of
+    _kernels_c.h): statistics about ref (grad False), or backward sums about the
+    mean ref."""
     if data_t is float:
         if not grad:
             cbn_sums_f32(x, m, ref, acc)
@@ -244,29 +239,55 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
             cbn_gsums_f16(x, dy, m, ref, acc)
 
 
-cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, const real_t* p,
-                             Py_ssize_t C, Py_ssize_t c, bint relu) noexcept nogil:
-    cdef real_t hi = p[P_HI * C + c], lo = p[P_LO * C + c]
-    cdef real_t s = p[P_SCALE * C + c], t = p[P_SHIFT * C + c], v
-    cdef Py_ssize_t i
-    for i in range(n):
-        v = ((_ld(x, i, hi) - hi) - lo) * s + t
-        if relu:
-            v = 0 if v < 0 else v       # NaN stays NaN
-        _st(out, i, v)
+cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
+                             real_t t, bint relu) noexcept nogil:
+    """out = (x - hi) * s + t over one run (then max(., 0) with relu; NaN stays NaN)."""
+    cdef float buf[CBN_HCHUNK]
+    cdef Py_ssize_t i, b, m
+    cdef real_t v
+    if data_t is cbn_half:
+        b = 0
+        while b < n:
+            m = n - b if n - b < CBN_HCHUNK else CBN_HCHUNK
+            cbn_h2f_n(x + b, buf, m)
+            _run_affine(<const float*>buf, <float*>buf, m, hi, s, t, relu)
+            cbn_f2h_n(buf, out + b, m)
+            b += m
+    else:
+        for i in range(n):
+            v = (x[i] - hi) * s + t
+            if relu:
+                v = 0 if v < 0 else v
+            out[i] = v
 
 
 cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
-                         data_t* dx, Py_ssize_t n, const real_t* p, Py_ssize_t C,
-                         Py_ssize_t c) noexcept nogil:
-    cdef real_t hi = p[P_HI * C + c], lo = p[P_LO * C + c], s = p[P_SCALE * C + c]
-    cdef real_t t = p[P_SHIFT * C + c], k = p[P_GAIN * C + c], g
-    cdef Py_ssize_t i
-    for i in range(n):
-        g = _ld(dy, i, hi)
-        if masked:
-            g = 0 if _ld(y, i, hi) <= 0 else g
-        _st(dx, i, ((_ld(x, i, hi) - hi) - lo) * s + g * k + t)
+                         data_t* dx, Py_ssize_t n, real_t hi, real_t s, real_t t,
+                         real_t k) noexcept nogil:
+    """dx = (x - hi) * s + g * k + t over one run, g = dy (0 where masked and y <= 0)."""
+    cdef float bx[CBN_HCHUNK]
+    cdef float bg[CBN_HCHUNK]
+    cdef float by[CBN_HCHUNK]
+    cdef Py_ssize_t i, b, m
+    cdef real_t g
+    if data_t is cbn_half:
+        b = 0
+        while b < n:
+            m = n - b if n - b < CBN_HCHUNK else CBN_HCHUNK
+            cbn_h2f_n(x + b, bx, m)
+            cbn_h2f_n(dy + b, bg, m)
+            if masked:
+                cbn_h2f_n(y + b, by, m)
+            _run_dx(<const float*>bx, <const float*>bg, <const float*>by, masked,
+                    <float*>bx, m, hi, s, t, k)
+            cbn_f2h_n(bx, dx + b, m)
+            b += m
+    else:
+        for i in range(n):
+            g = dy[i]
+            if masked:
+                g = 0 if y[i] <= 0 else g
+            dx[i] = (x[i] - hi) * s + g * k + t
 
 
 cdef struct Sums:
@@ -291,10 +312,16 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
     blk[0] = 0.0
     blk[1] = 0.0
     for o in range(outer):
-        for b in range((inner + BLOCK - 1) // BLOCK):
-            m = inner - b * BLOCK if inner - b * BLOCK < BLOCK else BLOCK
-            off = o * stride + b * BLOCK
-            _run_sums(x + off, dy + off, y + off, grad, masked, m, ref, blk)
+        b = 0
+        while b < inner:
+            m = inner - b if inner - b < BLOCK else BLOCK
+            off = o * stride + b
+            if not grad:
+                _run_sums(x + off, dy, y, False, False, m, ref, blk)
+            elif masked:
+                _run_sums(x + off, dy + off, y + off, True, True, m, ref, blk)
+            else:
+                _run_sums(x + off, dy + off, y + off, True, False, m, ref, blk)
             since += m
             if since >= BLOCK:
                 r.s1 += blk[0]
@@ -302,66 +329,142 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
                 blk[0] = 0.0
                 blk[1] = 0.0
                 since = 0
+            b += m
     r.s1 += blk[0]
     r.s2 += blk[1]
     return r
 
 
 # ----------------------------------------------------- interleaved rows
+# One row of `m` channels (the loops run along the channels; per-channel arrays
+# come from L1).  float16 rows go through float blocks.
 
-cdef inline void _row_stats(const data_t* x, Py_ssize_t C, const double* ref, double* s1,
+cdef inline void _row_stats(const data_t* x, Py_ssize_t m, const double* ref, double* s1,
                             double* s2) noexcept nogil:
-    cdef Py_ssize_t c
+    """s1[c] += d, s2[c] += d * d, d = x[c] - ref[c]."""
+    cdef float buf[CBN_HCHUNK]
+    cdef Py_ssize_t c, b, w
     cdef double d
-    for c in range(C):
-        d = _ldd(x, c) - ref[c]
-        s1[c] += d
-        s2[c] += d * d
+    if data_t is cbn_half:
+        b = 0
+        while b < m:
+            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
+            cbn_h2f_n(x + b, buf, w)
+            _row_stats(<const float*>buf, w, ref + b, s1 + b, s2 + b)
+            b += w
+    else:
+        for c in range(m):
+            d = <double>x[c] - ref[c]
+            s1[c] += d
+            s2[c] += d * d
+
+
+cdef inline void _row_pair_stats(const data_t* x, Py_ssize_t m, const double* ref,
+                                 double* s1, double* s2) noexcept nogil:
+    """_row_stats of rows x[0:m] and x[m:2m] in one pass (half the partials' traffic)."""
+    cdef Py_ssize_t c
+    cdef double d, e
+    if data_t is cbn_half:
+        _row_stats(x, m, ref, s1, s2)
+        _row_stats(x + m, m, ref, s1, s2)
+    else:
+        for c in range(m):
+            d = <double>x[c] - ref[c]
+            e = <double>x[m + c] - ref[c]
+            s1[c] += d + e
+            s2[c] += d * d + e * e
 
 
 cdef inline void _row_grad(const data_t* x, const data_t* dy, const data_t* y, bint masked,
-                           Py_ssize_t C, const double* mean, double* s1,
+                           Py_ssize_t m, const double* mean, double* s1,
                            double* s2) noexcept nogil:
-    cdef Py_ssize_t c
+    """s1[c] += g, s2[c] += g * (x[c] - mean[c]), g = dy (0 where masked and y <= 0)."""
+    cdef float bx[CBN_HCHUNK]
+    cdef float bg[CBN_HCHUNK]
+    cdef float by[CBN_HCHUNK]
+    cdef Py_ssize_t c, b, w
     cdef double g
-    for c in range(C):
-        g = _ldd(dy, c)
-        if masked:
-            g = 0.0 if _ldd(y, c) <= 0 else g
-        s1[c] += g
-        s2[c] += g * (_ldd(x, c) - mean[c])
+    if data_t is cbn_half:
+        b = 0
+        while b < m:
+            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
+            cbn_h2f_n(x + b, bx, w)
+            cbn_h2f_n(dy + b, bg, w)
+            if masked:
+                cbn_h2f_n(y + b, by, w)
+            _row_grad(<const float*>bx, <const float*>bg, <const float*>by, masked, w,
+                      mean + b, s1 + b, s2 + b)
+            b += w
+    else:
+        for c in range(m):
+            g = dy[c]
+            if masked:
+                g = 0.0 if y[c] <= 0 else g
+            s1[c] += g
+            s2[c] += g * (<double>x[c] - mean[c])
 
 
-cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t C, const real_t* p,
-                             bint relu) noexcept nogil:
+cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t m, const real_t* p,
+                             Py_ssize_t C, bint relu) noexcept nogil:
+    """out[c] = (x[c] - hi[c]) * scale[c] + shift[c] (p: the parameter table, rows of
+    length C, from this row's first channel)."""
+    cdef float buf[CBN_HCHUNK]
     cdef const real_t* hi = p + P_HI * C
-    cdef const real_t* lo = p + P_LO * C
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
-    cdef Py_ssize_t c
+    cdef Py_ssize_t c, b, w
     cdef real_t v
-    for c in range(C):
-        v = ((_ld(x, c, hi[c]) - hi[c]) - lo[c]) * s[c] + t[c]
-        if relu:
-            v = 0 if v < 0 else v
-        _st(out, c, v)
+    if data_t is cbn_half:
+        b = 0
+        while b < m:
+            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
+            cbn_h2f_n(x + b, buf, w)
+            _row_affine(<const float*>buf, <float*>buf, w, p + b, C, relu)
+            cbn_f2h_n(buf, out + b, w)
+            b += w
+    else:
+        for c in range(m):
+            v = (x[c] - hi[c]) * s[c] + t[c]
+            if relu:
+                v = 0 if v < 0 else v
+            out[c] = v
 
 
 cdef inline void _row_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
-                         data_t* dx, Py_ssize_t C, const real_t* p) noexcept nogil:
+                         data_t* dx, Py_ssize_t m, const real_t* p, Py_ssize_t C) noexcept nogil:
+    """dx[c] = (x[c] - hi[c]) * scale[c] + g * gain[c] + shift[c]."""
+    cdef float bx[CBN_HCHUNK]
+    cdef float bg[CBN_HCHUNK]
+    cdef float by[CBN_HCHUNK]
     cdef const real_t* hi = p + P_HI * C
-    cdef const real_t* lo = p + P_LO * C
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
     cdef const real_t* k = p + P_GAIN * C
-    cdef Py_ssize_t c
+    cdef Py_ssize_t c, b, w
     cdef real_t g
-    for c in range(C):
-        g = _ld(dy, c, k[c])
-        if masked:
-            g = 0 if _ld(y, c, k[c]) <= 0 else g
-        _st(dx, c, ((_ld(x, c, k[c]) - hi[c]) - lo[c]) * s[c] + g * k[c] + t[c])
+    if data_t is cbn_half:
+        b = 0
+        while b < m:
+            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
+            cbn_h2f_n(x + b, bx, w)
+            cbn_h2f_n(dy + b, bg, w)
+            if masked:
+                cbn_h2f_n(y + b, by, w)
+            _row_dx(<const float*>bx, <const float*>bg, <const float*>by, masked,
+                    <float*>bx, w, p + b, C)
+            cbn_f2h_n(bx, dx + b, w)
+            b += w
+    else:
+        for c in range(m):
+            g = dy[c]
+            if masked:
+                g = 0 if y[c] <= 0 else g
+            dx[c] = (x[c] - hi[c]) * s[c] + g * k[c] + t[c]
 
+
+# Tasks: each parallel loop below runs one of these per index, on an OpenMP team
+# when T > 1 and on the calling thread otherwise (an OpenMP region costs
+# microseconds even for one thread).
 
 cdef inline void _flush(double* total, double* block, Py_ssize_t m) noexcept nogil:
     cdef Py_ssize_t c
@@ -369,10 +472,6 @@ cdef inline void _flush(double* total, double* block, Py_ssize_t m) noexcept nog
         total[c] += block[c]
         block[c] = 0.0
 
-
-# Tasks: each parallel loop below runs one of these per index, on an OpenMP team
-# when T > 1 and on the calling thread otherwise (an OpenMP region costs
-# microseconds even for one thread).
 
 cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                               bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
@@ -382,18 +481,27 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     flushing the block every ROW_BLOCK rows."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef double* part = scratch + t * 4 * cpad
-    cdef Py_ssize_t r, c, r0 = rows * t // T
+    cdef double* b1 = part + 2 * cpad
+    cdef double* b2 = part + 3 * cpad
+    cdef Py_ssize_t r, c, r0 = rows * t // T, r1 = rows * (t + 1) // T
     for c in range(4 * cpad):
         part[c] = 0.0
-    for r in range(r0, rows * (t + 1) // T):
+    r = r0
+    while r < r1:
         if r > r0 and (r - r0) % ROW_BLOCK == 0:
-            _flush(part, part + 2 * cpad, 2 * cpad)
-        if grad:
-            _row_grad(x + r * C, dy + r * C, y + r * C, masked, C, ref, part + 2 * cpad,
-                      part + 3 * cpad)
+            _flush(part, b1, 2 * cpad)
+        if not grad:
+            if r + 1 < r1 and (r + 1 - r0) % ROW_BLOCK != 0:    # two rows at once
+                _row_pair_stats(x + r * C, C, ref, b1, b2)
+                r += 1
+            else:
+                _row_stats(x + r * C, C, ref, b1, b2)
+        elif masked:
+            _row_grad(x + r * C, dy + r * C, y + r * C, True, C, ref, b1, b2)
         else:
-            _row_stats(x + r * C, C, ref, part + 2 * cpad, part + 3 * cpad)
-    _flush(part, part + 2 * cpad, 2 * cpad)
+            _row_grad(x + r * C, dy + r * C, y + r * C, False, C, ref, b1, b2)
+        r += 1
+    _flush(part, b1, 2 * cpad)
 
 
 cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint grad,
@@ -421,20 +529,24 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
                              const real_t* p, bint relu, Py_ssize_t q) noexcept nogil:
     """Plane q (planar) or row q (interleaved) of the output."""
+    cdef Py_ssize_t c
     if inner > 1:
+        c = q % C
         if relu:
-            _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, True)
+            _run_affine(x + q * inner, out + q * inner, inner, p[P_HI * C + c],
+                        p[P_SCALE * C + c], p[P_SHIFT * C + c], True)
         else:
-            _run_affine(x + q * inner, out + q * inner, inner, p, C, q % C, False)
+            _run_affine(x + q * inner, out + q * inner, inner, p[P_HI * C + c],
+                        p[P_SCALE * C + c], p[P_SHIFT * C + c], False)
     elif relu:
-        _row_affine(x + q * C, out + q * C, C, p, True)
+        _row_affine(x + q * C, out + q * C, C, p, C, True)
     else:
-        _row_affine(x + q * C, out + q * C, C, p, False)
+        _row_affine(x + q * C, out + q * C, C, p, C, False)
 
 
 cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  Py_ssize_t inner, const real_t* p, bint relu, int T) noexcept nogil:
-    """out = ((x - hi) - lo) * scale + shift per channel (then max(., 0) with relu).
+    """out = (x - hi) * scale + shift per channel (then max(., 0) with relu).
     Planes (or rows) are contiguous and consecutive: they are split evenly."""
     cdef Py_ssize_t q, nq = outer * C if inner > 1 else outer
     if T > 1:
@@ -461,14 +573,16 @@ cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_
     """Planar training of channel c: statistics, then the normalization of the same
     slab while it is still in cache."""
     cdef Py_ssize_t o, off
+    cdef real_t hi, s, t
     _task_stats(x, outer, C, inner, mean, var, c)
     _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
+    hi, s, t = p[P_HI * C + c], p[P_SCALE * C + c], p[P_SHIFT * C + c]
     for o in range(outer):
         off = (o * C + c) * inner
         if relu:
-            _run_affine(x + off, out + off, inner, p, C, c, True)
+            _run_affine(x + off, out + off, inner, hi, s, t, True)
         else:
-            _run_affine(x + off, out + off, inner, p, C, c, False)
+            _run_affine(x + off, out + off, inner, hi, s, t, False)
 
 
 cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
@@ -522,25 +636,29 @@ cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t*
                                 double* dbias, real_t* p, Py_ssize_t c) noexcept nogil:
     """Planar backward of channel c: its two sums, then dx over the same slabs."""
     cdef Py_ssize_t o, off = c * inner
+    cdef real_t hi, s, t, k
     cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
                               inner, mean[c])
     _set_grad_params(p, C, c, r.s1, r.s2, mean[c], invstd[c], w[c],
                      <double>outer * <double>inner, training, &dweight[c], &dbias[c])
+    hi, s, t = p[P_HI * C + c], p[P_SCALE * C + c], p[P_SHIFT * C + c]
+    k = p[P_GAIN * C + c]
     for o in range(outer):
         off = (o * C + c) * inner
         if masked:
-            _run_dx(x + off, dy + off, y + off, True, dx + off, inner, p, C, c)
+            _run_dx(x + off, dy + off, y + off, True, dx + off, inner, hi, s, t, k)
         else:
-            _run_dx(x + off, dy + off, y + off, False, dx + off, inner, p, C, c)
+            _run_dx(x + off, dy + off, y + off, False, dx + off, inner, hi, s, t, k)
 
 
 cdef inline void _task_dx_row(const data_t* dy, const data_t* x, const data_t* y,
                               bint masked, data_t* dx, Py_ssize_t C, const real_t* p,
                               Py_ssize_t o) noexcept nogil:
+    """Row o of dx (interleaved)."""
     if masked:
-        _row_dx(x + o * C, dy + o * C, y + o * C, True, dx + o * C, C, p)
+        _row_dx(x + o * C, dy + o * C, y + o * C, True, dx + o * C, C, p, C)
     else:
-        _row_dx(x + o * C, dy + o * C, y + o * C, False, dx + o * C, C, p)
+        _row_dx(x + o * C, dy + o * C, y + o * C, False, dx + o * C, C, p, C)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,

@@ -109,6 +109,34 @@ static inline float cbn_h2f(cbn_half h) { return cbn_h2f_soft(h); }
 static inline cbn_half cbn_f2h(float f) { return cbn_f2h_soft(f); }
 #endif
 
+/* Block conversions (what the kernels use for float16 runs): F16C converts 8
+ * values per instruction; elsewhere the compiler vectorizes the casts (arm64) or
+ * the software conversions run. */
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+static inline void cbn_h2f_n(const cbn_half* src, float* dst, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + i))));
+#endif
+    for (; i < n; i++) dst[i] = cbn_h2f(src[i]);
+}
+
+static inline void cbn_f2h_n(const float* src, cbn_half* dst, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i*)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) dst[i] = cbn_f2h(src[i]);
+}
+
+#define CBN_HCHUNK 256      /* float16 values converted per block */
+
 /* ----------------------------------------------------- reduction primitives
  * The only loops written in C.  A float64 sum over a run of float data is a
  * reduction the compiler may not reorder on its own; GCC's vectorizer does the
@@ -157,19 +185,51 @@ static inline void cbn_gsums_masked_##SUFFIX(const T* x, const T* dy, const T* y
 #define CBN_MASKED(LOAD, a, q, j) \
     { double g = LOAD(y[j]) <= 0.0 ? 0.0 : LOAD(dy[j]); a += g; q += g * (LOAD(x[j]) - mean); }
 #define CBN_LOAD_REAL(v) ((double)(v))
-#define CBN_LOAD_HALF(v) ((double)cbn_h2f(v))
 #define CBN_BODY_STATS_f32(a, q, j) CBN_STATS(CBN_LOAD_REAL, a, q, j)
 #define CBN_BODY_GRAD_f32(a, q, j) CBN_GRAD(CBN_LOAD_REAL, a, q, j)
 #define CBN_BODY_MASKED_f32(a, q, j) CBN_MASKED(CBN_LOAD_REAL, a, q, j)
 #define CBN_BODY_STATS_f64 CBN_BODY_STATS_f32
 #define CBN_BODY_GRAD_f64 CBN_BODY_GRAD_f32
 #define CBN_BODY_MASKED_f64 CBN_BODY_MASKED_f32
-#define CBN_BODY_STATS_f16(a, q, j) CBN_STATS(CBN_LOAD_HALF, a, q, j)
-#define CBN_BODY_GRAD_f16(a, q, j) CBN_GRAD(CBN_LOAD_HALF, a, q, j)
-#define CBN_BODY_MASKED_f16(a, q, j) CBN_MASKED(CBN_LOAD_HALF, a, q, j)
 CBN_DEFINE_REDUCTIONS(f32, float, CBN_LOAD_REAL)
 CBN_DEFINE_REDUCTIONS(f64, double, CBN_LOAD_REAL)
-CBN_DEFINE_REDUCTIONS(f16, cbn_half, CBN_LOAD_HALF)
+
+/* float16: blocks converted to float32, then the float32 loops. */
+static inline void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
+    float bx[CBN_HCHUNK];
+    Py_ssize_t b, m;
+    for (b = 0; b < n; b += m) {
+        m = n - b < CBN_HCHUNK ? n - b : CBN_HCHUNK;
+        cbn_h2f_n(x + b, bx, m);
+        cbn_sums_f32(bx, m, ref, acc);
+    }
+}
+
+static inline void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, Py_ssize_t n,
+                                 double mean, double* acc) {
+    float bx[CBN_HCHUNK], bg[CBN_HCHUNK];
+    Py_ssize_t b, m;
+    for (b = 0; b < n; b += m) {
+        m = n - b < CBN_HCHUNK ? n - b : CBN_HCHUNK;
+        cbn_h2f_n(x + b, bx, m);
+        cbn_h2f_n(dy + b, bg, m);
+        cbn_gsums_f32(bx, bg, m, mean, acc);
+    }
+}
+
+static inline void cbn_gsums_masked_f16(const cbn_half* x, const cbn_half* dy,
+                                        const cbn_half* y, Py_ssize_t n, double mean,
+                                        double* acc) {
+    float bx[CBN_HCHUNK], bg[CBN_HCHUNK], by[CBN_HCHUNK];
+    Py_ssize_t b, m;
+    for (b = 0; b < n; b += m) {
+        m = n - b < CBN_HCHUNK ? n - b : CBN_HCHUNK;
+        cbn_h2f_n(x + b, bx, m);
+        cbn_h2f_n(dy + b, bg, m);
+        cbn_h2f_n(y + b, by, m);
+        cbn_gsums_masked_f32(bx, bg, by, m, mean, acc);
+    }
+}
 
 /* ------------------------------------------------------------ CPU features
  * 1 when this CPU (and OS) can run the AVX2 + FMA + F16C build of the kernels.
