@@ -22,6 +22,7 @@ _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float
 _DATA = frozenset((_F16, _F32, _F64))      # data dtypes
 _PARAM = frozenset((_F32, _F64))            # per-channel dtypes the kernels read directly
 _FMAX = sys.float_info.max
+_ndarray = np.ndarray
 
 
 # ------------------------------------------------------------------ validation
@@ -32,7 +33,7 @@ def _dtype_name(dt):
 
 def _as_data(x, name="x"):
     """x as an ndarray of float16/32/64 (native byte order) with ndim >= 2."""
-    if type(x) is not np.ndarray or x.dtype not in _DATA:
+    if type(x) is not _ndarray or x.dtype not in _DATA:
         x = _as_data_slow(x, name)
     if x.ndim < 2:
         raise ValueError(f"{name} must have ndim >= 2 (batch and channel axes), "
@@ -90,7 +91,7 @@ def _check_eps(eps):
 def _channel(a, name, C, required=False):
     """A per-channel array: 1-D of length C, float dtype.  Returns it as float32 or
     float64 (other float dtypes are converted), or None when absent and optional."""
-    if type(a) is np.ndarray and a.dtype in _PARAM and a.ndim == 1 and a.shape[0] == C:
+    if type(a) is _ndarray and a.dtype in _PARAM and a.ndim == 1 and a.shape[0] == C:
         return a
     if a is None:
         if required:
@@ -116,14 +117,14 @@ def _running(a, name, C):
 
 
 def _check_out(out, x, name="out"):
-    if type(out) is not np.ndarray:
+    if type(out) is not _ndarray:
         if not isinstance(out, np.ndarray):
             raise TypeError(f"{name} must be a NumPy array or None, got {type(out).__name__}")
     if out.shape != x.shape:
         raise ValueError(f"{name}.shape={out.shape}, expected {x.shape}")
-    if out.dtype != x.dtype:
-        raise TypeError(f"{name}.dtype={_dtype_name(out.dtype)}, "
-                        f"expected {_dtype_name(x.dtype)}")
+    dt = out.dtype
+    if dt is not x.dtype and dt != x.dtype:
+        raise TypeError(f"{name}.dtype={_dtype_name(dt)}, expected {_dtype_name(x.dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
 

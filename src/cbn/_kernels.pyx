@@ -81,6 +81,7 @@ ctypedef fused real_t:      # what the outputs are computed in
 
 cdef enum:
     BLOCK = 1024        # planar reductions add a block total into the result every BLOCK values
+    TASK = 4096         # least values per parallel task of the output passes
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
 
@@ -527,34 +528,38 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
 
 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
-                             const real_t* p, bint relu, Py_ssize_t q) noexcept nogil:
-    """Plane q (planar) or row q (interleaved) of the output."""
-    cdef Py_ssize_t c
-    if inner > 1:
-        c = q % C
+                             const real_t* p, bint relu, Py_ssize_t q0,
+                             Py_ssize_t q1) noexcept nogil:
+    """Planes [q0, q1) (planar) or rows [q0, q1) (interleaved) of the output."""
+    cdef Py_ssize_t q, c = q0 % C
+    for q in range(q0, q1):
+        if inner == 1:
+            _row_affine(x + q * C, out + q * C, C, p, C, relu)
+            continue
         if relu:
             _run_affine(x + q * inner, out + q * inner, inner, p[P_HI * C + c],
                         p[P_SCALE * C + c], p[P_SHIFT * C + c], True)
         else:
             _run_affine(x + q * inner, out + q * inner, inner, p[P_HI * C + c],
                         p[P_SCALE * C + c], p[P_SHIFT * C + c], False)
-    elif relu:
-        _row_affine(x + q * C, out + q * C, C, p, C, True)
-    else:
-        _row_affine(x + q * C, out + q * C, C, p, C, False)
+        c = c + 1 if c + 1 < C else 0
 
 
 cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  Py_ssize_t inner, const real_t* p, bint relu, int T) noexcept nogil:
     """out = (x - hi) * scale + shift per channel (then max(., 0) with relu).
-    Planes (or rows) are contiguous and consecutive: they are split evenly."""
-    cdef Py_ssize_t q, nq = outer * C if inner > 1 else outer
+
+    Planes (or rows) are contiguous and consecutive: they are split into nb
+    equal blocks of about TASK values or more (small planes share a task)."""
+    cdef Py_ssize_t nq = outer * C if inner > 1 else outer
+    cdef Py_ssize_t per = inner if inner > 1 else C
+    cdef Py_ssize_t k, nb = nq * per // TASK
+    nb = 1 if nb < 1 else (nq if nb > nq else nb)
     if T > 1:
-        for q in prange(nq, num_threads=T, schedule='static'):
-            _task_apply(x, out, C, inner, p, relu, q)
+        for k in prange(nb, num_threads=T, schedule='static'):
+            _task_apply(x, out, C, inner, p, relu, nq * k // nb, nq * (k + 1) // nb)
     else:
-        for q in range(nq):
-            _task_apply(x, out, C, inner, p, relu, q)
+        _task_apply(x, out, C, inner, p, relu, 0, nq)
 
 
 cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,

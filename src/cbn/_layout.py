@@ -14,8 +14,6 @@ order (the common case, kept cheap).  Every other array of a call (out, dy, y) i
 used in place when it is dense in the same order.
 """
 
-import math
-
 import numpy as np
 
 
@@ -31,13 +29,16 @@ def canonical(x, axis):
             x = np.ascontiguousarray(x)
             perm = None
     C = shape[axis]
-    if perm is None:
-        outer = math.prod(shape[:axis])
-        inner = math.prod(shape[axis + 1:])
-    else:
-        p = perm.index(axis)
-        outer = math.prod(shape[k] for k in perm[:p])
-        inner = math.prod(shape[k] for k in perm[p + 1:])
+    order = range(len(shape)) if perm is None else perm
+    outer = inner = 1
+    before = True
+    for k in order:     # a plain loop: this runs on every call, and Cython compiles it
+        if k == axis:
+            before = False
+        elif before:
+            outer *= shape[k]
+        else:
+            inner *= shape[k]
     if C == 1:  # one channel: the whole array is one plane
         outer, inner = 1, outer * inner
     return x, perm, (outer, C, inner)
