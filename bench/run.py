@@ -253,7 +253,7 @@ def peak_alloc_bytes(fn):
 
 def run_cells(args, roof, torch, ort, all_threads):
     rng = np.random.default_rng(0)
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    shapes = [(2, 3, 4, 4)] if args.smoke else (QUICK_SHAPES if args.quick else SHAPES)
     cells = []
     for shape in shapes:
         for layout in layouts_for(shape):
@@ -433,7 +433,8 @@ def summarize(cells, resnet, f16, all_threads):
         "worst_2thread_speedup_le_8MB": min(scaling, key=lambda t: t[0])[0] if scaling else None,
         "worst_2thread_cell": cell_name(min(scaling, key=lambda t: t[0])[1]) if scaling else None,
         "resnet50_vs_torch": resnet.get("vs_torch"),
-        "max_peak_alloc_over_x": max(c.get("peak_alloc_bytes", 0) / c["x_bytes"] for c in full),
+        "max_peak_alloc_over_x": max((c.get("peak_alloc_bytes", 0) / c["x_bytes"] for c in full),
+                                     default=None),
         "worst_f16_over_f32_per_byte": max(r["f16_over_f32_per_byte"] for r in f16) if f16 else None,
     }
     return s
@@ -461,7 +462,8 @@ def plot(cells, all_threads, path):
         axes[0].axhline(1.0, color="k", lw=0.8)
         axes[0].set_ylabel("speed vs PyTorch (x)")
         axes[0].set_yscale("log")
-    axes[1].bar(xs, [c["roof_fraction"] for c in full], color=col)
+    axes[1].bar(xs, [min(c["roof_fraction"], 2.0) for c in full], color=col)
+    axes[1].set_ylim(0, 2.0)   # in-cache cells can exceed the DRAM-sized copy: clipped
     axes[1].axhline(0.85, color="r", lw=0.8, ls="--")
     axes[1].axhline(1.0, color="k", lw=0.8)
     axes[1].set_ylabel("roof fraction (cbn out=)")
@@ -469,9 +471,34 @@ def plot(cells, all_threads, path):
     axes[1].set_xticklabels(labels, rotation=90, fontsize=7)
     axes[0].set_title(f"cbn {cbn.__version__}, float32, {all_threads} threads, "
                       f"kernels: {_dispatch.active()}")
+    from matplotlib.patches import Patch
+    axes[0].legend(handles=[Patch(color=v, label=k) for k, v in colors.items()], loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def markdown(record):
+    """The README's tables from a results record."""
+    s = record["summary"]
+    cells = [c for c in record["cells"] if c["threads"] == record["summary"].get("threads", 0)
+             or c["threads"] == max(x["threads"] for x in record["cells"])]
+    lines = ["| shape | layout | op | MB | roof us | cbn out= us | cbn us | NumPy us | PyTorch us "
+             "| roof fraction | vs PyTorch |", "|" + "---|" * 11]
+    for c in cells:
+        t = c["seconds"]
+        lines.append(
+            f"| {'x'.join(map(str, c['shape']))} | {c['layout']} | {c['op']} | "
+            f"{c['x_bytes'] / 1e6:.2f} | {1e6 * t['roof'] * ROOF_FACTOR[c['op']]:.0f} | "
+            f"{1e6 * t['cbn_out']:.1f} | {1e6 * t['cbn']:.1f} | {1e6 * t['numpy']:.1f} | "
+            + (f"{1e6 * t['torch']:.1f} | " if "torch" in t else "- | ")
+            + f"{c['roof_fraction']:.2f} | "
+            + (f"{c['vs_torch']:.2f} |" if "vs_torch" in c else "- |"))
+    r = record["resnet50"]
+    lines.append("")
+    lines.append(f"ResNet-50 batch 1, inference of its {r['layers']} BN layers summed: "
+                 + ", ".join(f"{k} {1e6 * v:.0f} us" for k, v in r["seconds"].items()))
+    return "\n".join(lines)
 
 
 def machine():
@@ -490,12 +517,22 @@ def machine():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (about a minute)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="one tiny shape, one round, cbn and NumPy only (for the test suite)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
     ap.add_argument("--budget", type=float, default=None, help="seconds per timing sample")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-ort", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--report", metavar="JSON", help="print a results file as markdown tables")
     args = ap.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            print(markdown(json.load(f)))
+        return None
+    if args.smoke:
+        args.quick = args.no_torch = args.no_ort = True
+        args.rounds, args.budget = 1, 1e-4
     args.rounds = args.rounds or (5 if args.quick else 11)
     args.budget = args.budget or (0.004 if args.quick else 0.01)
 
@@ -521,16 +558,17 @@ def main(argv=None):
     print(HEADER)
     t0 = time.time()
     cells = run_cells(args, roof, torch, ort, all_threads)
-    resnet = run_resnet50(args, torch, ort, all_threads)
+    resnet = run_resnet50(args, torch, ort, all_threads) if not args.smoke else {
+        "layers": 0, "threads": all_threads, "seconds": {}}
     print(f"\nResNet-50 batch-1 BN inference, {resnet['layers']} layers summed, "
           f"{all_threads} threads: " + ", ".join(f"{k} {1e6 * v:.0f} us"
                                                   for k, v in resnet["seconds"].items())
           + (f"; cbn {resnet['vs_torch']:.2f}x faster than PyTorch" if "vs_torch" in resnet else ""))
-    f16 = run_float16(args, all_threads)
+    f16 = run_float16(args, all_threads) if not args.smoke else []
     print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): " + ", ".join(
         f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['f16_over_f32_per_byte']:.2f}"
         for r in f16))
-    simd = run_simd(args, all_threads)
+    simd = run_simd(args, all_threads) if not args.smoke else []
     if simd:
         print("\nportable baseline build time / AVX2 build time (cbn out=, all cores): " + ", ".join(
             f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['baseline_over_avx2']:.2f}"
@@ -539,7 +577,7 @@ def main(argv=None):
     print("\nSUMMARY " + json.dumps(summary, default=str))
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    tag = "quick" if args.quick else "full"
+    tag = "smoke" if args.smoke else ("quick" if args.quick else "full")
     record = {"when": stamp, "mode": tag, "seconds_total": time.time() - t0,
               "machine": machine(), "versions": {
                   "numpy": np.__version__, "torch": torch.__version__ if torch else None,

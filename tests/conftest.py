@@ -103,3 +103,12 @@ def channel_shape(x, axis):
 def rng(request):
     # A seed per test, stable across runs.
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(params=sorted(__import__("cbn._dispatch", fromlist=["VARIANTS"]).VARIANTS))
+def kernels(request):
+    """Run a test once per kernel build this machine can run (baseline, avx2)."""
+    from cbn import _dispatch
+    old = _dispatch.use(request.param)
+    yield request.param
+    _dispatch.use(old)

@@ -11,6 +11,9 @@ from conftest import assert_within
 
 TOL32 = 8 * 2.0 ** -24
 
+pytestmark = pytest.mark.usefixtures("kernels")  # every test on each kernel build
+
+
 
 def _close(got, ref, mag=None):
     mag = np.abs(ref) + 1 if mag is None else mag

@@ -13,6 +13,9 @@ LAYOUTS = {  # (shape, axis): planar and interleaved kernels
     "NC": ((3000, 3), 1),
 }
 
+pytestmark = pytest.mark.usefixtures("kernels")  # every test on each kernel build
+
+
 
 def _data(layout, rng, loc, scale, dtype=np.float32):
     shape, axis = LAYOUTS[layout]

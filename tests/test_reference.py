@@ -21,6 +21,9 @@ from conftest import (ACC, DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_
 K_OUT = {np.dtype(np.float16): 1.01, np.dtype(np.float32): 6, np.dtype(np.float64): 6}
 K_GRAD = {np.dtype(np.float16): 1.01, np.dtype(np.float32): 8, np.dtype(np.float64): 8}
 
+pytestmark = pytest.mark.usefixtures("kernels")  # every test on each kernel build
+
+
 
 
 def full_matrix(test):

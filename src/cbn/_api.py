@@ -33,8 +33,12 @@ def _dtype_name(dt):
 
 def _as_data(x, name="x"):
     """x as an ndarray of float16/32/64 (native byte order) with ndim >= 2."""
-    if type(x) is not _ndarray or x.dtype not in _DATA:
+    if type(x) is not _ndarray:
         x = _as_data_slow(x, name)
+    else:
+        dt = x.dtype    # identity first: the common dtypes are singletons
+        if dt is not _F32 and dt is not _F64 and dt is not _F16 and dt not in _DATA:
+            x = _as_data_slow(x, name)
     if x.ndim < 2:
         raise ValueError(f"{name} must have ndim >= 2 (batch and channel axes), "
                          f"got shape {x.shape}")
@@ -91,8 +95,10 @@ def _check_eps(eps):
 def _channel(a, name, C, required=False):
     """A per-channel array: 1-D of length C, float dtype.  Returns it as float32 or
     float64 (other float dtypes are converted), or None when absent and optional."""
-    if type(a) is _ndarray and a.dtype in _PARAM and a.ndim == 1 and a.shape[0] == C:
-        return a
+    if type(a) is _ndarray and a.ndim == 1 and a.shape[0] == C:
+        dt = a.dtype
+        if dt is _F32 or dt is _F64 or dt in _PARAM:
+            return a
     if a is None:
         if required:
             raise ValueError(f"{name} is required here (1-D array of length C={C})")
