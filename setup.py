@@ -78,8 +78,10 @@ def _openmp_candidates(compiler_type):
                     "/usr/local/opt/libomp", os.environ.get("CONDA_PREFIX", "")]
         out = [(["-fopenmp"], ["-fopenmp"], [], [])]
         for p in filter(None, prefixes):
-            out.append((["-Xpreprocessor", "-fopenmp"], ["-lomp"],
-                        [os.path.join(p, "include")], [os.path.join(p, "lib")]))
+            lib = os.path.join(p, "lib")
+            # the rpath lets delocate find libomp (conda's has an @rpath install name)
+            out.append((["-Xpreprocessor", "-fopenmp"], ["-lomp", f"-Wl,-rpath,{lib}"],
+                        [os.path.join(p, "include")], [lib]))
         return out
     return [(["-fopenmp"], ["-fopenmp"], [], [])]
 
@@ -105,8 +107,9 @@ class BuildExt(build_ext):
         if self.compiler.compiler_type == "msvc":
             return ["/O2"], []
         # Portable code only: no -march=native in anything that ships.  -fopenmp-simd
-        # honours the `omp simd` reductions of _kernels_c.h in serial builds too.
-        return ["-O3", "-fno-math-errno", "-fopenmp-simd"], []
+        # honours the `omp simd` reductions of _kernels_c.h in serial builds too;
+        # -g0 drops the debug information Python's CFLAGS ask for (5x the binary).
+        return ["-O3", "-fno-math-errno", "-fopenmp-simd"] + ([] if DEBUG else ["-g0"]), []
 
     def build_extensions(self):
         mode = _openmp_mode()
@@ -154,6 +157,7 @@ def _c_string(s):
 
 kernel_directives = {
     "language_level": 3,
+    "freethreading_compatible": True,   # no module state; kernels are reentrant
     "boundscheck": DEBUG,
     "wraparound": DEBUG,
     "initializedcheck": DEBUG,
@@ -161,7 +165,7 @@ kernel_directives = {
     "embedsignature": True,
 }
 # The Python layer keeps Python semantics (negative indices, bounds checks).
-python_directives = {"language_level": 3, "binding": True}
+python_directives = {"language_level": 3, "binding": True, "freethreading_compatible": True}
 
 kernel_modules = ["_kernels"]
 if _targets_x86_64() and os.environ.get("CBN_AVX2", "1") != "0":

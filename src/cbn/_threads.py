@@ -78,18 +78,50 @@ def resolve(n_threads, work):
     return n
 
 
-def _loaded_openmp_runtimes():
-    """Names of the OpenMP runtime libraries mapped into this process (Linux only)."""
-    names = ("libgomp", "libomp", "libiomp", "vcomp")
-    found = []
-    try:
+_RUNTIME_NAMES = ("libgomp", "libomp", "libiomp", "vcomp")
+
+
+def _loaded_libraries():
+    """Paths of the shared libraries mapped into this process, or None if unknown."""
+    if sys.platform.startswith("linux"):
         with open("/proc/self/maps") as f:
-            for line in f:
-                base = os.path.basename(line.split()[-1]) if line.strip() else ""
-                if base.startswith(names) and base not in found:
-                    found.append(base)
-    except OSError:
+            return [line.split()[-1] for line in f if len(line.split()) >= 6]
+    import ctypes
+    if sys.platform == "darwin":
+        dyld = ctypes.CDLL(None)
+        dyld._dyld_get_image_name.restype = ctypes.c_char_p
+        return [dyld._dyld_get_image_name(i).decode(errors="replace")
+                for i in range(dyld._dyld_image_count())]
+    if sys.platform == "win32":
+        from ctypes import wintypes
+        psapi, kernel32 = ctypes.WinDLL("Psapi.dll"), ctypes.WinDLL("kernel32")
+        kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+        process = kernel32.GetCurrentProcess()
+        mods = (wintypes.HMODULE * 4096)()
+        needed = wintypes.DWORD()
+        if not psapi.EnumProcessModules(process, mods, ctypes.sizeof(mods), ctypes.byref(needed)):
+            return None
+        out, buf = [], ctypes.create_unicode_buffer(1024)
+        for h in mods[:needed.value // ctypes.sizeof(wintypes.HMODULE)]:
+            if kernel32.GetModuleFileNameW(wintypes.HMODULE(h), buf, 1024):
+                out.append(buf.value)
+        return out
+    return None
+
+
+def _loaded_openmp_runtimes():
+    """File names of the OpenMP runtimes loaded in this process (None where unknown)."""
+    try:
+        libs = _loaded_libraries()
+    except Exception:  # an unusual platform: the answer is only informative
         return None
+    if libs is None:
+        return None
+    found = []
+    for path in libs:
+        base = os.path.basename(path.replace("\\", "/"))
+        if base.lower().startswith(_RUNTIME_NAMES) and base not in found:
+            found.append(base)
     return found
 
 
