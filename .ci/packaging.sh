@@ -57,7 +57,7 @@ assert best < 150, best
 PY
 
 echo "== 4. the sdist built serially (CBN_OPENMP=0)"
-CBN_OPENMP=0 run_suite "$WORK/venv-serial" "$SDIST"
+(export CBN_OPENMP=0; run_suite "$WORK/venv-serial" "$SDIST")
 "$WORK/venv-serial/bin/python" -c "import cbn; c = cbn.show_config(False); assert not c['openmp'] and c['threads'] == 1, c; print('serial build:', c['openmp'], c['threads'])"
 
 echo "== 5. cibuildwheel build identifiers"
