@@ -109,7 +109,8 @@ class BuildExt(build_ext):
         # Portable code only: no -march=native in anything that ships.  -fopenmp-simd
         # honours the `omp simd` reductions of _kernels_c.h in serial builds too;
         # -g0 drops the debug information Python's CFLAGS ask for (5x the binary).
-        return ["-O3", "-fno-math-errno", "-fopenmp-simd"] + ([] if DEBUG else ["-g0"]), []
+        return (["-O3", "-fno-math-errno", "-fopenmp-simd", "-Wno-unused-function"]
+                + ([] if DEBUG else ["-g0"])), []
 
     def build_extensions(self):
         mode = _openmp_mode()

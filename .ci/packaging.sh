@@ -20,13 +20,15 @@ echo "== 1. sdist and wheel from a clean clone"
 git clone -q "$ROOT" "$WORK/src"
 python -m build --outdir "$WORK/dist" "$WORK/src"      # the wheel is built from the sdist
 SDIST=$(ls "$WORK"/dist/cbn-*.tar.gz)
-tar tzf "$SDIST" | grep -q "/tests/test_reference.py" || { echo "sdist lacks the tests"; exit 1; }
+CONTENTS=$(tar tzf "$SDIST")
+grep -q "/tests/test_reference.py" <<< "$CONTENTS" || { echo "sdist lacks the tests"; exit 1; }
 
 echo "== 2. auditwheel repair"
 auditwheel repair "$WORK"/dist/cbn-*.whl -w "$WORK/wheelhouse"
 WHEEL=$(ls "$WORK"/wheelhouse/cbn-*.whl)
 case "$(basename "$WHEEL")" in *manylinux_*) ;; *) echo "no manylinux tag: $WHEEL"; exit 1;; esac
-python -m zipfile -l "$WHEEL" | grep -q "cbn.libs/libgomp" || { echo "libgomp not vendored"; exit 1; }
+CONTENTS=$(python -m zipfile -l "$WHEEL")
+grep -q "cbn.libs/libgomp" <<< "$CONTENTS" || { echo "libgomp not vendored"; exit 1; }
 SIZE=$(python -c "import os, sys; print(os.path.getsize(sys.argv[1]))" "$WHEEL")
 echo "repaired wheel: $(basename "$WHEEL"), $SIZE bytes"
 [ "$SIZE" -lt 1000000 ] || { echo "wheel is not under 1 MB"; exit 1; }
