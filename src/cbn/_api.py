@@ -485,3 +485,79 @@ def scale_shift(x, scale, shift, *, axis=1, relu=False, out=None, n_threads=None
     if x.size:
         _dispatch.kernels.scale_shift(x, target, outer, C, inner, s, t, relu, nt)
     return _finish(result, target)
+
+
+def moments(x, *, axis=1, n_threads=None):
+    """Per-channel ``(count, mean, m2)``: the partial statistics data-parallel training
+    merges across workers (:func:`merge_moments`).
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, ...)
+    axis : int
+    n_threads : int >= 1, optional
+
+    Returns
+    -------
+    count : int
+        Values per channel.
+    mean, m2 : ndarray of shape (C,), float64
+        The mean and the sum of squared deviations from it (``var = m2 / count``).
+
+    Examples
+    --------
+    >>> import numpy as np, cbn
+    >>> x = np.arange(8.0).reshape(4, 2)
+    >>> a, b = cbn.moments(x[:1]), cbn.moments(x[1:])
+    >>> cbn.merge_moments(a, b)
+    (4, array([3., 4.]), array([20., 20.]))
+    >>> cbn.moments(x)
+    (4, array([3., 4.]), array([20., 20.]))
+    """
+    x = _as_data(x)
+    ax = _check_axis(axis, x.ndim)
+    C = x.shape[ax]
+    n = math.prod(x.shape[:ax] + x.shape[ax + 1:])
+    mean, m2 = np.zeros(C), np.zeros(C)
+    if n and C:
+        x, _, (outer, _, inner) = canonical(x, ax)
+        _dispatch.kernels.bn_stats(x, outer, C, inner, mean, m2, resolve(n_threads, x.size))
+        m2 *= n
+    elif n_threads is not None:
+        resolve(n_threads, 0)   # still validated
+    return n, mean, m2
+
+
+def merge_moments(a, b):
+    """Merge two ``(count, mean, m2)`` partials (Chan, Golub and LeVeque's parallel
+    formula, in float64): the moments of the union of both sets of values.
+
+    Examples
+    --------
+    >>> import numpy as np, cbn
+    >>> cbn.merge_moments((2, np.array([1.0]), np.array([2.0])), (0, np.array([0.0]), np.array([0.0])))
+    (2, array([1.]), array([2.]))
+    """
+    (na, ma, sa), (nb, mb, sb) = (_check_moments(a, "a"), _check_moments(b, "b"))
+    if ma.shape != mb.shape:
+        raise ValueError(f"a and b have different channel counts: {ma.shape[0]} and {mb.shape[0]}")
+    n = na + nb
+    if n == 0:
+        return 0, np.zeros_like(ma), np.zeros_like(ma)
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + delta * delta * (na * nb / n)
+
+
+def _check_moments(m, name):
+    try:
+        count, mean, m2 = m
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a (count, mean, m2) tuple") from None
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+        raise ValueError(f"{name}[0] (count) must be an integer >= 0, got {count!r}")
+    mean = np.asarray(mean, dtype=np.float64)
+    m2 = np.asarray(m2, dtype=np.float64)
+    if mean.ndim != 1 or mean.shape != m2.shape:
+        raise ValueError(f"{name}: mean and m2 must be 1-D of one length, got shapes "
+                         f"{mean.shape} and {m2.shape}")
+    return int(count), mean, m2
