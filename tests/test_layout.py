@@ -207,3 +207,18 @@ def test_any_channel_axis(axis, rng):
     y = cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis)
     ry = oracle.batch_norm(x, weight=w, bias=b, training=True, axis=axis)[0]
     assert_within(y, ry, 1e-14 * (np.abs(ry) + 10))
+
+
+def test_unaligned_arrays(rng):
+    """Views into a byte buffer at an odd offset are not aligned: copied in, written back."""
+    x0 = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    buf = bytearray(x0.nbytes + 1)
+    x = np.frombuffer(buf, dtype=np.float32, offset=1, count=x0.size).reshape(x0.shape)
+    x[...] = x0
+    assert not x.flags.aligned
+    ref = oracle.batch_norm(x0, training=True)[0]
+    _close(cbn.batch_norm(x, training=True), ref)
+    obuf = bytearray(x0.nbytes + 3)
+    out = np.frombuffer(obuf, dtype=np.float32, offset=3, count=x0.size).reshape(x0.shape)
+    assert cbn.batch_norm(x0, training=True, out=out) is out
+    _close(out, ref)

@@ -405,6 +405,26 @@ cdef inline void _row_grad(const data_t* x, const data_t* dy, const data_t* y, b
             s2[c] += g * (<double>x[c] - mean[c])
 
 
+cdef inline void _row_pair_grad(const data_t* x, const data_t* dy, const data_t* y,
+                                bint masked, Py_ssize_t m, const double* mean, double* s1,
+                                double* s2) noexcept nogil:
+    """_row_grad of rows [0, m) and [m, 2m) in one pass (half the partials' traffic)."""
+    cdef Py_ssize_t c
+    cdef double g, h
+    if data_t is cbn_half:
+        _row_grad(x, dy, y, masked, m, mean, s1, s2)
+        _row_grad(x + m, dy + m, y + m, masked, m, mean, s1, s2)
+    else:
+        for c in range(m):
+            g = dy[c]
+            h = dy[m + c]
+            if masked:
+                g = 0.0 if y[c] <= 0 else g
+                h = 0.0 if y[m + c] <= 0 else h
+            s1[c] += g + h
+            s2[c] += g * (<double>x[c] - mean[c]) + h * (<double>x[m + c] - mean[c])
+
+
 cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t m, const real_t* p,
                              Py_ssize_t C, bint relu) noexcept nogil:
     """out[c] = (x[c] - hi[c]) * scale[c] + shift[c] (p: the parameter table, rows of
@@ -491,12 +511,17 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     while r < r1:
         if r > r0 and (r - r0) % ROW_BLOCK == 0:
             _flush(part, b1, 2 * cpad)
-        if not grad:
-            if r + 1 < r1 and (r + 1 - r0) % ROW_BLOCK != 0:    # two rows at once
+        if r + 1 < r1 and (r + 1 - r0) % ROW_BLOCK != 0:       # two rows at once
+            if not grad:
                 _row_pair_stats(x + r * C, C, ref, b1, b2)
-                r += 1
+            elif masked:
+                _row_pair_grad(x + r * C, dy + r * C, y + r * C, True, C, ref, b1, b2)
             else:
-                _row_stats(x + r * C, C, ref, b1, b2)
+                _row_pair_grad(x + r * C, dy + r * C, y + r * C, False, C, ref, b1, b2)
+            r += 2
+            continue
+        if not grad:
+            _row_stats(x + r * C, C, ref, b1, b2)
         elif masked:
             _row_grad(x + r * C, dy + r * C, y + r * C, True, C, ref, b1, b2)
         else:

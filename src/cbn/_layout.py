@@ -7,7 +7,8 @@ dense in some axis order is used as it is.  An NCHW-shaped array with
 channels-last strides (what ``np.asarray`` of a PyTorch channels_last tensor
 gives) is the same memory as NHWC and maps to ``(N*H*W, C, 1)``; a Fortran-ordered
 array maps without a copy too.  Only arrays whose elements do not form one dense
-block (slices with gaps, negative or zero strides) are copied.
+block (slices with gaps, negative or zero strides), or whose elements are not
+aligned to their size (views into a byte buffer at an odd offset), are copied.
 
 A layout is ``perm``: x's axes from slowest to fastest in memory, or None for C
 order (the common case, kept cheap).  Every other array of a call (out, dy, y) is
@@ -21,12 +22,13 @@ def canonical(x, axis):
     """(x, perm, (outer, C, inner)): x itself when it is dense in some axis order,
     else a C-ordered copy."""
     shape = x.shape
-    if x.flags.c_contiguous:
+    flags = x.flags
+    if flags.c_contiguous and flags.aligned:
         perm = None
     else:
         perm = tuple(sorted(range(x.ndim), key=lambda k: -x.strides[k]))
-        if not x.transpose(perm).flags.c_contiguous:
-            x = np.ascontiguousarray(x)
+        if not (flags.aligned and x.transpose(perm).flags.c_contiguous):
+            x = np.array(x, order="C")     # aligned, dense
             perm = None
     C = shape[axis]
     order = range(len(shape)) if perm is None else perm
@@ -45,9 +47,12 @@ def canonical(x, axis):
 
 
 def matches(a, perm):
-    """Whether a is dense in x's axis order (then the kernels can use it as is)."""
+    """Whether a is aligned and dense in x's axis order (then the kernels can use it as is)."""
+    flags = a.flags
+    if not flags.aligned:
+        return False
     if perm is None:
-        return a.flags.c_contiguous
+        return flags.c_contiguous
     return a.transpose(perm).flags.c_contiguous
 
 
