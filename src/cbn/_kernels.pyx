@@ -82,6 +82,7 @@ ctypedef fused real_t:      # what the outputs are computed in
 cdef enum:
     BLOCK = 1024        # planar reductions add a block total into the result every BLOCK values
     TASK = 4096         # least values per parallel task of the output passes
+    CTILE = 512         # channels per tile in interleaved reductions (block sums stay in L1)
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
 
@@ -360,18 +361,18 @@ cdef inline void _row_stats(const data_t* x, Py_ssize_t m, const double* ref, do
             s2[c] += d * d
 
 
-cdef inline void _row_pair_stats(const data_t* x, Py_ssize_t m, const double* ref,
-                                 double* s1, double* s2) noexcept nogil:
-    """_row_stats of rows x[0:m] and x[m:2m] in one pass (half the partials' traffic)."""
+cdef inline void _row_pair_stats(const data_t* x, Py_ssize_t ld, Py_ssize_t m,
+                                 const double* ref, double* s1, double* s2) noexcept nogil:
+    """_row_stats of x[0:m] and x[ld:ld+m] (two rows) in one pass: half the partials' traffic."""
     cdef Py_ssize_t c
     cdef double d, e
     if data_t is cbn_half:
         _row_stats(x, m, ref, s1, s2)
-        _row_stats(x + m, m, ref, s1, s2)
+        _row_stats(x + ld, m, ref, s1, s2)
     else:
         for c in range(m):
             d = <double>x[c] - ref[c]
-            e = <double>x[m + c] - ref[c]
+            e = <double>x[ld + c] - ref[c]
             s1[c] += d + e
             s2[c] += d * d + e * e
 
@@ -406,23 +407,23 @@ cdef inline void _row_grad(const data_t* x, const data_t* dy, const data_t* y, b
 
 
 cdef inline void _row_pair_grad(const data_t* x, const data_t* dy, const data_t* y,
-                                bint masked, Py_ssize_t m, const double* mean, double* s1,
-                                double* s2) noexcept nogil:
-    """_row_grad of rows [0, m) and [m, 2m) in one pass (half the partials' traffic)."""
+                                bint masked, Py_ssize_t ld, Py_ssize_t m, const double* mean,
+                                double* s1, double* s2) noexcept nogil:
+    """_row_grad of two rows ld apart in one pass (half the partials' traffic)."""
     cdef Py_ssize_t c
     cdef double g, h
     if data_t is cbn_half:
         _row_grad(x, dy, y, masked, m, mean, s1, s2)
-        _row_grad(x + m, dy + m, y + m, masked, m, mean, s1, s2)
+        _row_grad(x + ld, dy + ld, y + ld, masked, m, mean, s1, s2)
     else:
         for c in range(m):
             g = dy[c]
-            h = dy[m + c]
+            h = dy[ld + c]
             if masked:
                 g = 0.0 if y[c] <= 0 else g
-                h = 0.0 if y[m + c] <= 0 else h
+                h = 0.0 if y[ld + c] <= 0 else h
             s1[c] += g + h
-            s2[c] += g * (<double>x[c] - mean[c]) + h * (<double>x[m + c] - mean[c])
+            s2[c] += g * (<double>x[c] - mean[c]) + h * (<double>x[ld + c] - mean[c])
 
 
 cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t m, const real_t* p,
@@ -498,36 +499,46 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
                               bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
                               double* scratch, Py_ssize_t t, Py_ssize_t T) noexcept nogil:
     """Thread slot t of an interleaved reduction: rows [rows*t/T, rows*(t+1)/T) into
-    its own padded partials (totals of both sums, then the current block's),
-    flushing the block every ROW_BLOCK rows."""
+    its own padded partials (totals of both sums, then the current block's).
+
+    Wide rows are split into tiles of CTILE channels so that a tile's block sums
+    stay in L1 while its rows stream past; each tile's block is flushed into the
+    totals every ROW_BLOCK rows, two rows at a time where possible."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef double* part = scratch + t * 4 * cpad
     cdef double* b1 = part + 2 * cpad
     cdef double* b2 = part + 3 * cpad
-    cdef Py_ssize_t r, c, r0 = rows * t // T, r1 = rows * (t + 1) // T
+    cdef Py_ssize_t r, c, c0, w, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     for c in range(4 * cpad):
         part[c] = 0.0
-    r = r0
-    while r < r1:
-        if r > r0 and (r - r0) % ROW_BLOCK == 0:
-            _flush(part, b1, 2 * cpad)
-        if r + 1 < r1 and (r + 1 - r0) % ROW_BLOCK != 0:       # two rows at once
-            if not grad:
-                _row_pair_stats(x + r * C, C, ref, b1, b2)
-            elif masked:
-                _row_pair_grad(x + r * C, dy + r * C, y + r * C, True, C, ref, b1, b2)
+    c0 = 0
+    while c0 < C:
+        w = C - c0 if C - c0 < CTILE else CTILE
+        r = r0
+        while r < r1:
+            off = r * C + c0
+            if r + 1 < r1 and (r + 1 - r0) % ROW_BLOCK != 0:       # two rows at once
+                if not grad:
+                    _row_pair_stats(x + off, C, w, ref + c0, b1 + c0, b2 + c0)
+                elif masked:
+                    _row_pair_grad(x + off, dy + off, y + off, True, C, w, ref + c0, b1 + c0,
+                                   b2 + c0)
+                else:
+                    _row_pair_grad(x + off, dy + off, y + off, False, C, w, ref + c0, b1 + c0,
+                                   b2 + c0)
+                r += 2
             else:
-                _row_pair_grad(x + r * C, dy + r * C, y + r * C, False, C, ref, b1, b2)
-            r += 2
-            continue
-        if not grad:
-            _row_stats(x + r * C, C, ref, b1, b2)
-        elif masked:
-            _row_grad(x + r * C, dy + r * C, y + r * C, True, C, ref, b1, b2)
-        else:
-            _row_grad(x + r * C, dy + r * C, y + r * C, False, C, ref, b1, b2)
-        r += 1
-    _flush(part, b1, 2 * cpad)
+                if not grad:
+                    _row_stats(x + off, w, ref + c0, b1 + c0, b2 + c0)
+                elif masked:
+                    _row_grad(x + off, dy + off, y + off, True, w, ref + c0, b1 + c0, b2 + c0)
+                else:
+                    _row_grad(x + off, dy + off, y + off, False, w, ref + c0, b1 + c0, b2 + c0)
+                r += 1
+            if (r - r0) % ROW_BLOCK == 0 or r >= r1:
+                _flush(part + c0, b1 + c0, w)
+                _flush(part + cpad + c0, b2 + c0, w)
+        c0 += w
 
 
 cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint grad,
