@@ -10,8 +10,9 @@ planar       ``inner > 1``: each ``(o, c)`` run of ``inner`` values is contiguou
 interleaved  ``inner == 1``: row ``o`` holds the C channels; loops run along C
              with per-channel arrays.
 
-Data types: float32 and float64 are computed in their own type, float16 is
-loaded into float32 and rounded once on store.  Statistics accumulate in
+Data types: float32 and float64 are computed in their own type; float16 runs
+are converted to float32 in blocks of CBN_HCHUNK values, computed, and rounded
+once on store.  Statistics accumulate in
 double.  Every kernel runs without the GIL; scratch is allocated per call
 (O(C x threads)), so concurrent calls are safe.
 
@@ -21,8 +22,10 @@ Reductions accumulate, in double and in blocks, the sums of ``d = x - ref``
 and ``d * d`` (statistics; ``ref`` is the channel's first value: exact for a
 constant channel, no cancellation when |mean| >> std), or of ``g`` and
 ``g * (x - mean)`` (backward; ``g`` is dy, zero where a ReLU output is <= 0).
-Outputs subtract the channel's center held as a ``hi + lo`` pair of the
-compute type before scaling: ``((x - hi) - lo) * scale + shift``.
+Outputs subtract the channel's center, rounded to the compute type, before
+scaling: ``(x - hi) * scale + shift'`` with the rest of the center folded into
+``shift'`` in double (_set_params).  The float64 sums of a float run are the C
+reduction primitives of _kernels_c.h (``omp simd``); everything else is here.
 
 This file is compiled twice on x86-64: ``_kernels`` (the portable baseline)
 and ``_kernels_avx2`` (AVX2 + FMA + F16C), chosen at import by cbn._dispatch.
