@@ -491,8 +491,8 @@ def plot(cells, all_threads, path):
 def markdown(record):
     """The README's tables from a results record."""
     s = record["summary"]
-    cells = [c for c in record["cells"] if c["threads"] == record["summary"].get("threads", 0)
-             or c["threads"] == max(x["threads"] for x in record["cells"])]
+    all_threads = max(c["threads"] for c in record["cells"])
+    cells = [c for c in record["cells"] if c["threads"] == all_threads]
     lines = ["| shape | layout | op | MB | roof us | cbn out= us | cbn us | NumPy us | PyTorch us "
              "| roof fraction | vs PyTorch |", "|" + "---|" * 11]
     for c in cells:

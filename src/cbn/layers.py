@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cbn._api import batch_norm, batch_norm_backward, fold, scale_shift
+from cbn._api import _invstd, batch_norm, batch_norm_backward, fold, scale_shift
 
 _DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -170,8 +170,7 @@ class BatchNorm:
                                "first, without out= overwriting its input")
         x, y, mean, invstd, batch = self._saved
         if invstd is None:  # folded forward: the running statistics
-            invstd = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
-            invstd[self.running_var.astype(np.float64) + self.eps == 0] = 0.0
+            invstd = _invstd(self.running_var, self.eps)
         dx, dw, db = batch_norm_backward(dy, x, mean, invstd, self.weight, training=batch,
                                          y=y, axis=self.axis, out=out)
         if self.affine:
