@@ -274,3 +274,19 @@ def test_backward_matches_finite_differences(dtype, rng):
             np.testing.assert_allclose(dx, num_dx, atol=tol * 10, rtol=tol)
             np.testing.assert_allclose(dw, num_dw, atol=tol * 10, rtol=tol)
             np.testing.assert_allclose(db, num_db, atol=tol * 10, rtol=tol)
+
+
+# Interleaved rows narrower than 256 values are processed R = ceil(256 / C) at a
+# time, with the rows % R left over summed on their own, and threads used only when
+# there are at least 2 * n_threads such groups (and 32768 values): shapes at each edge.
+FOLD_SHAPES = [(2, 5), (51, 5), (52, 5), (53, 5), (207, 5), (209, 5), (2001, 5),
+               (300, 1), (255, 1), (257, 1), (9, 255), (9, 256), (5, 300), (517, 32), (6557, 5), (1100, 33)]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", FOLD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_interleaved_row_groups(shape, dtype, n_threads, rng):
+    for check in (test_batch_norm_training, test_batch_norm_eval, test_backward,
+                  test_batch_stats, test_scale_shift):
+        check(dtype, shape, "C", n_threads, rng)

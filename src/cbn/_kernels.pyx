@@ -88,6 +88,7 @@ cdef enum:
     CTILE = 512         # channels per tile in interleaved reductions (block sums stay in L1)
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
+    WIDE = 256          # interleaved rows narrower than this are handled several at a time
 
 # Rows of the per-channel parameter table p (k * C + c): the outputs are
 # (x - hi) * scale + shift, plus g * gain in the backward pass.
@@ -544,26 +545,51 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
         c0 += w
 
 
+cdef inline Py_ssize_t _fold(Py_ssize_t C) noexcept nogil:
+    """Interleaved rows per step: R rows of C < WIDE channels are handled as one row of
+    R * C channels, with every per-channel array repeated R times, so that the per-row
+    loop overhead is paid once per WIDE values or more instead of once per C."""
+    return 1 if C >= WIDE else (WIDE + C - 1) // C
+
+
+cdef inline void _repeat(const real_t* a, Py_ssize_t C, Py_ssize_t W, real_t* aw) noexcept nogil:
+    """aw[0:W] = a[0:C] repeated W / C times."""
+    cdef Py_ssize_t r, c
+    for r in range(W // C):
+        for c in range(C):
+            aw[r * C + c] = a[c]
+
+
 cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                        bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
                        double* s1, double* s2, double* scratch, int T) noexcept nogil:
     """Interleaved reduction over all rows: statistics (grad False: sums of d, d*d about
-    ref) or backward sums (g, g*(x - ref)).  Per-thread partials are merged in
-    slot order, so the result depends only on T.  scratch: T * 4 * cpad doubles."""
+    ref) or backward sums (g, g*(x - ref)).  Rows are taken R at a time (_fold); the
+    last rows % R rows are summed on their own.  Per-thread partials are merged in slot
+    order, so the result depends only on T.  scratch: _reduce_scratch(C, T) doubles."""
+    cdef Py_ssize_t R = _fold(C)
+    cdef Py_ssize_t W = R * C, full = rows // R
+    cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    cdef Py_ssize_t t, c
-    if T > 1:
-        for t in prange(T, num_threads=T, schedule='static', chunksize=1):
-            _task_reduce(x, dy, y, grad, masked, rows, C, ref, scratch, t, T)
+    cdef double* refw = scratch
+    cdef double* rem = scratch + wpad
+    cdef double* part = rem + 4 * cpad
+    cdef Py_ssize_t t, c, j, off = full * W
+    cdef int Te = T if full >= 2 * T else 1
+    _repeat(ref, C, W, refw)
+    if Te > 1:
+        for t in prange(Te, num_threads=Te, schedule='static', chunksize=1):
+            _task_reduce(x, dy, y, grad, masked, full, W, refw, part, t, Te)
     else:
-        _task_reduce(x, dy, y, grad, masked, rows, C, ref, scratch, 0, 1)
+        _task_reduce(x, dy, y, grad, masked, full, W, refw, part, 0, 1)
+    _task_reduce(x + off, dy + off, y + off, grad, masked, rows - full * R, C, ref, rem, 0, 1)
     for c in range(C):
-        s1[c] = 0.0
-        s2[c] = 0.0
-    for t in range(T):
-        for c in range(C):
-            s1[c] += scratch[t * 4 * cpad + c]
-            s2[c] += scratch[t * 4 * cpad + cpad + c]
+        s1[c] = rem[c]
+        s2[c] = rem[cpad + c]
+    for t in range(Te):
+        for j in range(W):
+            s1[j % C] += part[t * 4 * wpad + j]
+            s2[j % C] += part[t * 4 * wpad + wpad + j]
 
 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
@@ -585,11 +611,27 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
 
 
 cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
-                 Py_ssize_t inner, const real_t* p, bint relu, int T) noexcept nogil:
+                 Py_ssize_t inner, const real_t* p, real_t* pw, bint relu, int T) noexcept nogil:
     """out = (x - hi) * scale + shift per channel (then max(., 0) with relu).
 
-    Planes (or rows) are contiguous and consecutive: they are split into nb
-    equal blocks of about TASK values or more (small planes share a task)."""
+    Narrow interleaved rows go R at a time (_fold) with the table repeated into pw
+    (N_PARAMS * R * C values); the last outer % R rows use p."""
+    cdef Py_ssize_t k, R = _fold(C) if inner == 1 else 1
+    cdef Py_ssize_t full = outer // R
+    if R == 1 or full == 0:
+        _apply_blocks(x, out, outer, C, inner, p, relu, T)
+        return
+    for k in range(N_PARAMS):
+        _repeat(p + k * C, C, R * C, pw + k * R * C)
+    _apply_blocks(x, out, full, R * C, 1, pw, relu, T)
+    _task_apply(x + full * R * C, out + full * R * C, C, 1, p, relu, 0, outer - full * R)
+
+
+cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
+                        Py_ssize_t inner, const real_t* p, bint relu, int T) noexcept nogil:
+    """_apply without folding: planes (or rows) are contiguous and consecutive; they
+    are split into nb equal blocks of about TASK values or more (small planes share a
+    task)."""
     cdef Py_ssize_t nq = outer * C if inner > 1 else outer
     cdef Py_ssize_t per = inner if inner > 1 else C
     cdef Py_ssize_t k, nb = nq * per // TASK
@@ -650,7 +692,7 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
         _stats(x, outer, C, inner, mean, var, scratch, T)
         for c in range(C):
             _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
-        _apply(x, out, outer, C, inner, p, relu, T)
+        _apply(x, out, outer, C, inner, p, <real_t*>scratch, relu, T)
 
 
 cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
@@ -711,7 +753,8 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
                     bint training, double* dweight, double* dbias, real_t* p,
                     double* scratch, int T) noexcept nogil:
     """OUT dx, dweight, dbias (see _set_grad_params)."""
-    cdef Py_ssize_t c, o
+    cdef Py_ssize_t c, o, R, full, off
+    cdef real_t* pw
     if inner > 1:
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -726,12 +769,21 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     for c in range(C):
         _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
                          <double>outer, training, &dweight[c], &dbias[c])
-    if T > 1:
-        for o in prange(outer, num_threads=T, schedule='static'):
-            _task_dx_row(dy, x, y, masked, dx, C, p, o)
+    # rows R at a time as in _apply, then the last outer % R rows
+    R = _fold(C)
+    full = outer // R
+    pw = <real_t*>scratch
+    for c in range(N_PARAMS):
+        _repeat(p + c * C, C, R * C, pw + c * R * C)
+    if T > 1 and full > 1:
+        for o in prange(full, num_threads=T, schedule='static'):
+            _task_dx_row(dy, x, y, masked, dx, R * C, pw, o)
     else:
-        for o in range(outer):
-            _task_dx_row(dy, x, y, masked, dx, C, p, o)
+        for o in range(full):
+            _task_dx_row(dy, x, y, masked, dx, R * C, pw, o)
+    off = full * R * C
+    for o in range(outer - full * R):
+        _task_dx_row(dy + off, x + off, y + off, masked, dx + off, C, p, o)
 
 
 # ----------------------------------------------------------- Python entries
@@ -750,9 +802,13 @@ cdef double* _work(Py_ssize_t C, int ncols, Py_ssize_t nscratch) except NULL:
 
 
 cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
-    """Doubles of interleaved-reduction scratch (pivots + padded per-thread partials)."""
+    """Doubles of interleaved scratch: pivots, then _rows_reduce's (repeated pivots,
+    padded partials of the last rows, padded per-thread partials), which also hold the
+    repeated parameter table of _apply (N_PARAMS * R * C values)."""
+    cdef Py_ssize_t W = _fold(C) * C
+    cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    return 0 if inner > 1 else C + T * 4 * cpad
+    return 0 if inner > 1 else C + wpad + 4 * cpad + T * 4 * wpad
 
 
 cdef void _gather(object a, double* dst, Py_ssize_t C, double default):
@@ -803,7 +859,7 @@ def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             bint relu, int n_threads):
     """OUT out: batch norm with running statistics."""
     cdef int kind = _kind(x)
-    cdef double* d = _work(C, 4, 0)
+    cdef double* d = _work(C, 4, _partials(inner, C, 1))
     cdef Py_ssize_t c
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
@@ -815,8 +871,8 @@ def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
         with nogil:
             for c in range(C):
                 d[2 * C + c] *= _invstd(d[C + c], eps)
-            _affine(kind, px, po, outer, C, inner, d, d + 2 * C, d + 3 * C, d + 4 * C, relu,
-                    n_threads)
+            _affine(kind, px, po, outer, C, inner, d, d + 2 * C, d + 3 * C, d + 4 * C,
+                    d + (4 + N_PARAMS) * C, relu, n_threads)
     finally:
         free(d)
 
@@ -825,7 +881,7 @@ def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
                 Py_ssize_t inner, scale, shift, bint relu, int n_threads):
     """OUT out = x * scale + shift per channel."""
     cdef int kind = _kind(x)
-    cdef double* d = _work(C, 3, 0)
+    cdef double* d = _work(C, 3, _partials(inner, C, 1))
     cdef Py_ssize_t c
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
@@ -835,28 +891,32 @@ def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
         _gather(scale, d + C, C, 1.0)
         _gather(shift, d + 2 * C, C, 0.0)
         with nogil:
-            _affine(kind, px, po, outer, C, inner, d, d + C, d + 2 * C, d + 3 * C, relu,
-                    n_threads)
+            _affine(kind, px, po, outer, C, inner, d, d + C, d + 2 * C, d + 3 * C,
+                    d + (3 + N_PARAMS) * C, relu, n_threads)
     finally:
         free(d)
 
 
 cdef void _affine(int kind, void* px, void* po, Py_ssize_t outer, Py_ssize_t C,
                   Py_ssize_t inner, const double* center, const double* scale,
-                  const double* shift, void* p, bint relu, int T) noexcept nogil:
+                  const double* shift, void* p, void* pw, bint relu, int T) noexcept nogil:
+    """out = (x - center) * scale + shift; p: the parameter table, pw: its repeated copy
+    (_apply)."""
     cdef Py_ssize_t c
     if kind == 1:
         for c in range(C):
             _set_params(<double*>p, C, c, center[c], scale[c], shift[c])
-        _apply(<const double*>px, <double*>po, outer, C, inner, <const double*>p, relu, T)
+        _apply(<const double*>px, <double*>po, outer, C, inner, <const double*>p,
+               <double*>pw, relu, T)
     else:
         for c in range(C):
             _set_params(<float*>p, C, c, center[c], scale[c], shift[c])
         if kind == 0:
-            _apply(<const float*>px, <float*>po, outer, C, inner, <const float*>p, relu, T)
+            _apply(<const float*>px, <float*>po, outer, C, inner, <const float*>p,
+                   <float*>pw, relu, T)
         else:
             _apply(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, <const float*>p,
-                   relu, T)
+                   <float*>pw, relu, T)
 
 
 def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
