@@ -263,7 +263,8 @@ def peak_alloc_bytes(fn):
 
 def run_cells(args, roof, torch, ort, all_threads):
     rng = np.random.default_rng(0)
-    shapes = [(2, 3, 4, 4)] if args.smoke else (QUICK_SHAPES if args.quick else SHAPES)
+    shapes = [(2, 3, 4, 4)] if args.smoke else (
+        args.shape or (QUICK_SHAPES if args.quick else SHAPES))
     cells = []
     for shape in shapes:
         for layout in layouts_for(shape):
@@ -529,6 +530,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (about a minute)")
     ap.add_argument("--smoke", action="store_true",
                     help="one tiny shape, one round, cbn and NumPy only (for the test suite)")
+    ap.add_argument("--shape", action="append", type=lambda s: tuple(map(int, s.split("x"))),
+                    help="only this shape's cells, e.g. 4x32x16x28x28 (repeatable; no ResNet, "
+                         "float16 or SIMD extras; results tagged 'subset')")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
     ap.add_argument("--budget", type=float, default=None, help="seconds per timing sample")
     ap.add_argument("--no-torch", action="store_true")
@@ -540,6 +544,7 @@ def main(argv=None):
         with open(args.report) as f:
             print(markdown(json.load(f)))
         return None
+    extras = not (args.smoke or args.shape)
     if args.smoke:
         args.quick = args.no_torch = args.no_ort = True
         args.rounds, args.budget = 1, 1e-4
@@ -568,17 +573,17 @@ def main(argv=None):
     print(HEADER)
     t0 = time.time()
     cells = run_cells(args, roof, torch, ort, all_threads)
-    resnet = run_resnet50(args, torch, ort, all_threads) if not args.smoke else {
+    resnet = run_resnet50(args, torch, ort, all_threads) if extras else {
         "layers": 0, "threads": all_threads, "seconds": {}}
     print(f"\nResNet-50 batch-1 BN inference, {resnet['layers']} layers summed, "
           f"{all_threads} threads: " + ", ".join(f"{k} {1e6 * v:.0f} us"
                                                   for k, v in resnet["seconds"].items())
           + (f"; cbn {resnet['vs_torch']:.2f}x faster than PyTorch" if "vs_torch" in resnet else ""))
-    f16 = run_float16(args, all_threads) if not args.smoke else []
+    f16 = run_float16(args, all_threads) if extras else []
     print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): " + ", ".join(
         f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['f16_over_f32_per_byte']:.2f}"
         for r in f16))
-    simd = run_simd(args, all_threads) if not args.smoke else []
+    simd = run_simd(args, all_threads) if extras else []
     if simd:
         print("\nportable baseline build time / AVX2 build time (cbn out=, all cores): " + ", ".join(
             f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['baseline_over_avx2']:.2f}"
@@ -587,7 +592,8 @@ def main(argv=None):
     print("\nSUMMARY " + json.dumps(summary, default=str))
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    tag = "smoke" if args.smoke else ("quick" if args.quick else "full")
+    tag = "smoke" if args.smoke else (
+        "subset" if args.shape else ("quick" if args.quick else "full"))
     record = {"when": stamp, "mode": tag, "seconds_total": time.time() - t0,
               "machine": machine(), "versions": {
                   "numpy": np.__version__, "torch": torch.__version__ if torch else None,

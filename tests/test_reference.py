@@ -277,10 +277,10 @@ def test_backward_matches_finite_differences(dtype, rng):
 
 
 # Interleaved rows narrower than 256 values are processed R = ceil(256 / C) at a
-# time, with the rows % R left over summed on their own, and threads used only when
-# there are at least 2 * n_threads such groups (and 32768 values): shapes at each edge.
-FOLD_SHAPES = [(2, 5), (51, 5), (52, 5), (53, 5), (207, 5), (209, 5), (2001, 5),
-               (300, 1), (255, 1), (257, 1), (9, 255), (9, 256), (5, 300), (517, 32), (6557, 5), (1100, 33)]
+# time once there are 2048 values or more, with the rows % R left over summed on
+# their own, and threads used above 32768 values: shapes at each of these edges.
+FOLD_SHAPES = [(409, 5), (410, 5), (416, 5), (417, 5), (6557, 5), (8, 255), (9, 255),
+               (10, 255), (9, 256), (5, 300), (517, 32), (1100, 33)]
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

@@ -131,8 +131,10 @@ def _check_out(out, x, name="out"):
     dt = out.dtype
     if dt is not x.dtype and dt != x.dtype:
         raise TypeError(f"{name}.dtype={_dtype_name(dt)}, expected {_dtype_name(x.dtype)}")
-    if not out.flags.writeable:
+    flags = out.flags
+    if not flags.writeable:
         raise ValueError(f"{name} is read-only")
+    return flags
 
 
 def _like_x(a, x, name):
@@ -158,13 +160,14 @@ def _invstd(var, eps):
 
 # ------------------------------------------------------------------ plumbing
 
-def _output(out, x, perm, reads):
+def _output(out, x, perm, reads, flags=None):
     """(result, target): the kernel writes target; _finish() copies it into result
     when they differ.  target is out itself when out is laid out like x and is
-    disjoint from, or identical to, every array the kernel reads."""
+    disjoint from, or identical to, every array the kernel reads.  flags: out.flags
+    (from _check_out)."""
     if out is None:
         return None, empty_like(x, perm)
-    if matches(out, perm):
+    if matches(out, perm, flags):
         overlap = _dispatch.kernels.overlap
         for r in reads:
             if r is not out and overlap(out, r) == 2:
@@ -244,12 +247,19 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     (array([0.2, 2. ], dtype=float32), array([ 1.1, 20.9], dtype=float32))
     """
     x = _as_data(x)
-    ax = _check_axis(axis, x.ndim)
+    # the common argument types are tested inline: this function's overhead is what
+    # small tensors pay
+    nd = x.ndim
+    ax = axis % nd if type(axis) is int and -nd <= axis < nd else _check_axis(axis, nd)
     C = x.shape[ax]
-    training = _check_bool(training, "training")
-    relu = _check_bool(relu, "relu")
-    return_stats = _check_bool(return_stats, "return_stats")
-    eps = _check_eps(eps)
+    if training is not False and training is not True:
+        training = _check_bool(training, "training")
+    if relu is not False and relu is not True:
+        relu = _check_bool(relu, "relu")
+    if return_stats is not False and return_stats is not True:
+        return_stats = _check_bool(return_stats, "return_stats")
+    if type(eps) is not float or not 0.0 <= eps <= _FMAX:
+        eps = _check_eps(eps)
     w = _channel(weight, "weight", C)
     b = _channel(bias, "bias", C)
     if training:
@@ -267,12 +277,11 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     else:
         rm = _channel(running_mean, "running_mean", C, required=True)
         rv = _channel(running_var, "running_var", C, required=True)
-    if out is not None:
-        _check_out(out, x)
+    oflags = None if out is None else _check_out(out, x)
 
     x, perm, (outer, _, inner) = canonical(x, ax)
     nt = resolve(n_threads, x.size)
-    result, target = _output(out, x, perm, (x,))
+    result, target = _output(out, x, perm, (x,), oflags)
     K = _dispatch.kernels
     if training:
         cdt = _compute_dtype(x.dtype)
@@ -353,15 +362,14 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     training = _check_bool(training, "training")
     if y is not None:
         y = _like_x(y, x, "y")
-    if out is not None:
-        _check_out(out, x)
+    oflags = None if out is None else _check_out(out, x)
 
     x, perm, (outer, _, inner) = canonical(x, ax)
     nt = resolve(n_threads, x.size)
     dy = adopt(dy, x, perm)
     if y is not None:
         y = adopt(y, x, perm)
-    result, target = _output(out, x, perm, (x, dy) if y is None else (x, dy, y))
+    result, target = _output(out, x, perm, (x, dy) if y is None else (x, dy, y), oflags)
     cdt = _compute_dtype(x.dtype)
     dweight, dbias = np.zeros(C, cdt), np.zeros(C, cdt)
     if x.size:
@@ -477,11 +485,10 @@ def scale_shift(x, scale, shift, *, axis=1, relu=False, out=None, n_threads=None
     s = _channel(scale, "scale", C, required=True)
     t = _channel(shift, "shift", C, required=True)
     relu = _check_bool(relu, "relu")
-    if out is not None:
-        _check_out(out, x)
+    oflags = None if out is None else _check_out(out, x)
     x, perm, (outer, _, inner) = canonical(x, ax)
     nt = resolve(n_threads, x.size)
-    result, target = _output(out, x, perm, (x,))
+    result, target = _output(out, x, perm, (x,), oflags)
     if x.size:
         _dispatch.kernels.scale_shift(x, target, outer, C, inner, s, t, relu, nt)
     return _finish(result, target)

@@ -545,11 +545,12 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
         c0 += w
 
 
-cdef inline Py_ssize_t _fold(Py_ssize_t C) noexcept nogil:
+cdef inline Py_ssize_t _fold(Py_ssize_t C, Py_ssize_t rows) noexcept nogil:
     """Interleaved rows per step: R rows of C < WIDE channels are handled as one row of
     R * C channels, with every per-channel array repeated R times, so that the per-row
-    loop overhead is paid once per WIDE values or more instead of once per C."""
-    return 1 if C >= WIDE else (WIDE + C - 1) // C
+    loop overhead is paid once per WIDE values or more instead of once per C.  Not
+    for fewer than 8 * WIDE values, where repeating the arrays costs more."""
+    return 1 if C >= WIDE or rows * C < 8 * WIDE else (WIDE + C - 1) // C
 
 
 cdef inline void _repeat(const real_t* a, Py_ssize_t C, Py_ssize_t W, real_t* aw) noexcept nogil:
@@ -567,7 +568,7 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
     ref) or backward sums (g, g*(x - ref)).  Rows are taken R at a time (_fold); the
     last rows % R rows are summed on their own.  Per-thread partials are merged in slot
     order, so the result depends only on T.  scratch: _reduce_scratch(C, T) doubles."""
-    cdef Py_ssize_t R = _fold(C)
+    cdef Py_ssize_t R = _fold(C, rows)
     cdef Py_ssize_t W = R * C, full = rows // R
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
@@ -587,9 +588,10 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
         s1[c] = rem[c]
         s2[c] = rem[cpad + c]
     for t in range(Te):
-        for j in range(W):
-            s1[j % C] += part[t * 4 * wpad + j]
-            s2[j % C] += part[t * 4 * wpad + wpad + j]
+        for j in range(R):
+            for c in range(C):
+                s1[c] += part[t * 4 * wpad + j * C + c]
+                s2[c] += part[t * 4 * wpad + wpad + j * C + c]
 
 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
@@ -616,7 +618,7 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
 
     Narrow interleaved rows go R at a time (_fold) with the table repeated into pw
     (N_PARAMS * R * C values); the last outer % R rows use p."""
-    cdef Py_ssize_t k, R = _fold(C) if inner == 1 else 1
+    cdef Py_ssize_t k, R = _fold(C, outer) if inner == 1 else 1
     cdef Py_ssize_t full = outer // R
     if R == 1 or full == 0:
         _apply_blocks(x, out, outer, C, inner, p, relu, T)
@@ -770,7 +772,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
         _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
                          <double>outer, training, &dweight[c], &dbias[c])
     # rows R at a time as in _apply, then the last outer % R rows
-    R = _fold(C)
+    R = _fold(C, outer)
     full = outer // R
     pw = <real_t*>scratch
     for c in range(N_PARAMS):
@@ -805,7 +807,7 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     """Doubles of interleaved scratch: pivots, then _rows_reduce's (repeated pivots,
     padded partials of the last rows, padded per-thread partials), which also hold the
     repeated parameter table of _apply (N_PARAMS * R * C values)."""
-    cdef Py_ssize_t W = _fold(C) * C
+    cdef Py_ssize_t W = (1 if C >= WIDE else (WIDE + C - 1) // C) * C   # _fold at most
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     return 0 if inner > 1 else C + wpad + 4 * cpad + T * 4 * wpad

@@ -46,9 +46,11 @@ def canonical(x, axis):
     return x, perm, (outer, C, inner)
 
 
-def matches(a, perm):
-    """Whether a is aligned and dense in x's axis order (then the kernels can use it as is)."""
-    flags = a.flags
+def matches(a, perm, flags=None):
+    """Whether a is aligned and dense in x's axis order (then the kernels can use it as
+    is).  flags: a.flags when the caller has it."""
+    if flags is None:
+        flags = a.flags
     if not flags.aligned:
         return False
     if perm is None:
