@@ -188,12 +188,13 @@ cdef inline void _set_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double cente
     """
     cdef real_t hi = <real_t>center
     cdef double lo = center - <double>hi
-    cdef double fixed
-    lo = 0.0 if lo != lo and center == center else lo   # center = +-inf: hi carries it
-    fixed = shift - lo * scale
+    cdef double corr
+    lo = lo if lo == lo else 0.0        # center = +-inf (or NaN): hi carries it
+    corr = lo * scale
+    corr = corr if lo != 0.0 else 0.0   # shift stays exact (even where scale is inf)
     p[P_HI * C + c] = hi
     p[P_SCALE * C + c] = <real_t>scale
-    p[P_SHIFT * C + c] = <real_t>fixed if lo != 0.0 else <real_t>shift
+    p[P_SHIFT * C + c] = <real_t>(shift - corr)
 
 
 cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double sg,
@@ -207,10 +208,9 @@ cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double 
     frozen statistics give dx = k * g.
     """
     cdef double k = w * invstd
-    if training:
-        _set_params(p, C, c, mean, -k * invstd * invstd * sgd / n, -k * sg / n)
-    else:
-        _set_params(p, C, c, mean, 0.0, 0.0)
+    cdef double scale = -k * invstd * invstd * sgd / n
+    cdef double shift = -k * sg / n
+    _set_params(p, C, c, mean, scale if training else 0.0, shift if training else 0.0)
     p[P_GAIN * C + c] = <real_t>k
     dweight[0] = sgd * invstd
     dbias[0] = sg
