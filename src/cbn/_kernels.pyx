@@ -827,8 +827,15 @@ cdef void _gather(object a, double* dst, Py_ssize_t C, double default):
     base = <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
     stride = cnp.PyArray_STRIDE(<cnp.ndarray>a, 0)
     if cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT:
+        if stride == sizeof(float):     # the common case, as a loop that vectorizes
+            for c in range(C):
+                dst[c] = (<float*>base)[c]
+        else:
+            for c in range(C):
+                dst[c] = (<float*>(base + c * stride))[0]
+    elif stride == sizeof(double):
         for c in range(C):
-            dst[c] = (<float*>(base + c * stride))[0]
+            dst[c] = (<double*>base)[c]
     else:
         for c in range(C):
             dst[c] = (<double*>(base + c * stride))[0]
