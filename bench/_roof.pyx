@@ -1,5 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The memory roof: a parallel copy, built by bench/run.py with the project's toolchain."""
+"""The memory roof (a parallel copy) and the accumulation floor (parallel float64 sums),
+built by bench/run.py with the project's toolchain."""
+
+import numpy as np
 
 from cython.parallel cimport prange
 from libc.string cimport memcpy
@@ -25,3 +28,60 @@ def copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
         else:   # the same pieces: memcpy of a whole large array would use streaming stores
             for k in range(nk):
                 memcpy(d + k * CHUNK, s + k * CHUNK, CHUNK if n - k * CHUNK > CHUNK else n - k * CHUNK)
+
+
+# The accumulation floor: what the float64 statistics of float32 data cost at
+# least, whatever the memory does.  The loops are cbn's (float64 sums of d and
+# d * d, or of g and g * (x - mean), lanes reordered by `omp simd`), written here
+# again, free-standing: no blocking, no parameters, no output.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define ROOF_SIMD _Pragma("omp simd reduction(+:a, q)")
+    #else
+    #define ROOF_SIMD
+    #endif
+    static void roof_sums(const float* x, Py_ssize_t n, double* acc) {
+        double a = 0.0, q = 0.0;
+        Py_ssize_t i;
+        ROOF_SIMD
+        for (i = 0; i < n; i++) { double d = (double)x[i] - 0.5; a += d; q += d * d; }
+        acc[0] = a;
+        acc[1] = q;
+    }
+    static void roof_gsums(const float* x, const float* g, Py_ssize_t n, double* acc) {
+        double a = 0.0, q = 0.0;
+        Py_ssize_t i;
+        ROOF_SIMD
+        for (i = 0; i < n; i++) { double v = g[i]; a += v; q += v * ((double)x[i] - 0.5); }
+        acc[0] = a;
+        acc[1] = q;
+    }
+    """
+    void roof_sums(const float* x, Py_ssize_t n, double* acc) noexcept nogil
+    void roof_gsums(const float* x, const float* g, Py_ssize_t n, double* acc) noexcept nogil
+
+
+def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
+    """The float64 sums of a float32 array (dy None: statistics; else backward sums),
+    in CHUNK-byte pieces split statically over n_threads threads.  Returns their total."""
+    cdef const float* px = <const float*>cnp.PyArray_DATA(x)
+    cdef const float* pg = NULL if dy is None else <const float*>cnp.PyArray_DATA(dy)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x), m = CHUNK // 4, k, nk = (n + m - 1) // m
+    cdef double[:, ::1] part = np.zeros((nk, 2))
+    with nogil:
+        if n_threads > 1:
+            for k in prange(nk, num_threads=n_threads, schedule='static'):
+                if pg == NULL:
+                    roof_sums(px + k * m, m if n - k * m > m else n - k * m, &part[k, 0])
+                else:
+                    roof_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
+                               &part[k, 0])
+        else:
+            for k in range(nk):
+                if pg == NULL:
+                    roof_sums(px + k * m, m if n - k * m > m else n - k * m, &part[k, 0])
+                else:
+                    roof_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
+                               &part[k, 0])
+    return float(np.asarray(part).sum())
