@@ -103,16 +103,31 @@ class BuildExt(build_ext):
                 return False
         return True
 
+    def _accepts(self, flag):
+        """Whether the compiler takes flag without a warning (older clangs ignore some)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "flag.c")
+            with open(src, "w") as f:
+                f.write("int cbn_flag_probe(int x) { return x + 1; }\n")
+            try:
+                self.compiler.compile([src], output_dir=tmp, extra_postargs=[flag, "-Werror"])
+            except Exception:
+                return False
+        return True
+
     def _base_flags(self):
         if self.compiler.compiler_type == "msvc":
             return ["/O2"], []
         # Portable code only: no -march=native in anything that ships.  -fopenmp-simd
-        # honours the `omp simd` reductions of _kernels_c.h in serial builds too;
+        # honours the `omp simd` loops of _kernels_c.h in serial builds too;
         # -g0 drops the debug information Python's CFLAGS ask for (5x the binary).
         # -fno-trapping-math: no code here unmasks FP exceptions, and it lets the
         # per-channel loops (1 / sqrt with a select for var + eps == 0) vectorize.
+        # -falign-loops=32: the short streaming loops run up to 1.3x slower when they
+        # straddle a 32-byte boundary (measured on Zen 4).
         return (["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                  "-Wno-unused-function"]
+                + [f for f in ["-falign-loops=32"] if self._accepts(f)]
                 + ([] if DEBUG else ["-g0"])), []
 
     def build_extensions(self):

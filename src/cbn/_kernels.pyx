@@ -24,8 +24,12 @@ constant channel, no cancellation when |mean| >> std), or of ``g`` and
 ``g * (x - mean)`` (backward; ``g`` is dy, zero where a ReLU output is <= 0).
 Outputs subtract the channel's center, rounded to the compute type, before
 scaling: ``(x - hi) * scale + shift'`` with the rest of the center folded into
-``shift'`` in double (_set_params).  The float64 sums of a float run are the C
-reduction primitives of _kernels_c.h (``omp simd``); everything else is here.
+``shift'`` in double (_set_params).
+
+The innermost loops over one float32/float64 run or row (the float64 sums, the
+output passes) are the C primitives of _kernels_c.h, compiled as functions of
+their own (``omp simd``); how the work is split, blocked and merged, every
+per-channel computation and the float16 block conversions are here.
 
 This file is compiled twice on x86-64: ``_kernels`` (the portable baseline)
 and ``_kernels_avx2`` (AVX2 + FMA + F16C), chosen at import by cbn._dispatch.
@@ -56,6 +60,31 @@ cdef extern from "_kernels_c.h":
     unsigned short cbn_f2h_soft(float f) noexcept nogil
     int cbn_cpu_has_avx2() noexcept nogil
     enum: CBN_HCHUNK
+    void cbn_run_affine_f32(const float*, float*, Py_ssize_t, float, float, float,
+                            int) noexcept nogil
+    void cbn_run_affine_f64(const double*, double*, Py_ssize_t, double, double, double,
+                            int) noexcept nogil
+    void cbn_row_affine_f32(const float*, float*, Py_ssize_t, const float*, const float*,
+                            const float*, int) noexcept nogil
+    void cbn_row_affine_f64(const double*, double*, Py_ssize_t, const double*, const double*,
+                            const double*, int) noexcept nogil
+    void cbn_run_dx_f32(const float*, const float*, const float*, float*, Py_ssize_t, float,
+                        float, float, float) noexcept nogil
+    void cbn_run_dx_f64(const double*, const double*, const double*, double*, Py_ssize_t,
+                        double, double, double, double) noexcept nogil
+    void cbn_row_dx_f32(const float*, const float*, const float*, float*, Py_ssize_t,
+                        const float*, const float*, const float*, const float*) noexcept nogil
+    void cbn_row_dx_f64(const double*, const double*, const double*, double*, Py_ssize_t,
+                        const double*, const double*, const double*,
+                        const double*) noexcept nogil
+    void cbn_rows_sums_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
+                           double*, double*) noexcept nogil
+    void cbn_rows_sums_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
+                           double*, double*) noexcept nogil
+    void cbn_rows_gsums_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
+                            Py_ssize_t, const double*, double*, double*) noexcept nogil
+    void cbn_rows_gsums_f64(const double*, const double*, const double*, Py_ssize_t,
+                            Py_ssize_t, Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_h2f_n(const cbn_half* src, float* dst, Py_ssize_t n) noexcept nogil
     void cbn_f2h_n(const float* src, cbn_half* dst, Py_ssize_t n) noexcept nogil
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
@@ -262,7 +291,11 @@ cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t 
             _run_affine(<const float*>buf, <float*>buf, m, hi, s, t, relu)
             cbn_f2h_n(buf, out + b, m)
             b += m
-    else:
+    elif data_t is float and real_t is float:
+        cbn_run_affine_f32(x, out, n, hi, s, t, relu)
+    elif data_t is double and real_t is double:
+        cbn_run_affine_f64(x, out, n, hi, s, t, relu)
+    else:       # type pairs no entry passes
         for i in range(n):
             v = (x[i] - hi) * s + t
             if relu:
@@ -291,7 +324,11 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
                     <float*>bx, m, hi, s, t, k)
             cbn_f2h_n(bx, dx + b, m)
             b += m
-    else:
+    elif data_t is float and real_t is float:
+        cbn_run_dx_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
+    elif data_t is double and real_t is double:
+        cbn_run_dx_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
+    else:       # type pairs no entry passes
         for i in range(n):
             g = dy[i]
             if masked:
@@ -348,89 +385,40 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 # One row of `m` channels (the loops run along the channels; per-channel arrays
 # come from L1).  float16 rows go through float blocks.
 
-cdef inline void _row_stats(const data_t* x, Py_ssize_t m, const double* ref, double* s1,
-                            double* s2) noexcept nogil:
-    """s1[c] += d, s2[c] += d * d, d = x[c] - ref[c]."""
-    cdef float buf[CBN_HCHUNK]
-    cdef Py_ssize_t c, b, w
-    cdef double d
-    if data_t is cbn_half:
-        b = 0
-        while b < m:
-            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
-            cbn_h2f_n(x + b, buf, w)
-            _row_stats(<const float*>buf, w, ref + b, s1 + b, s2 + b)
-            b += w
-    else:
-        for c in range(m):
-            d = <double>x[c] - ref[c]
-            s1[c] += d
-            s2[c] += d * d
-
-
-cdef inline void _row_pair_stats(const data_t* x, Py_ssize_t ld, Py_ssize_t m,
-                                 const double* ref, double* s1, double* s2) noexcept nogil:
-    """_row_stats of x[0:m] and x[ld:ld+m] (two rows) in one pass: half the partials' traffic."""
-    cdef Py_ssize_t c
-    cdef double d, e
-    if data_t is cbn_half:
-        _row_stats(x, m, ref, s1, s2)
-        _row_stats(x + ld, m, ref, s1, s2)
-    else:
-        for c in range(m):
-            d = <double>x[c] - ref[c]
-            e = <double>x[ld + c] - ref[c]
-            s1[c] += d + e
-            s2[c] += d * d + e * e
-
-
-cdef inline void _row_grad(const data_t* x, const data_t* dy, const data_t* y, bint masked,
-                           Py_ssize_t m, const double* mean, double* s1,
-                           double* s2) noexcept nogil:
-    """s1[c] += g, s2[c] += g * (x[c] - mean[c]), g = dy (0 where masked and y <= 0)."""
+cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                            bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                            const double* ref, double* s1, double* s2) noexcept nogil:
+    """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
+    statistics about ref (grad False) or backward sums about the mean ref (the C
+    primitives of _kernels_c.h).  float16 rows go through float blocks."""
     cdef float bx[CBN_HCHUNK]
     cdef float bg[CBN_HCHUNK]
     cdef float by[CBN_HCHUNK]
-    cdef Py_ssize_t c, b, w
-    cdef double g
-    if data_t is cbn_half:
-        b = 0
-        while b < m:
-            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
-            cbn_h2f_n(x + b, bx, w)
-            cbn_h2f_n(dy + b, bg, w)
-            if masked:
-                cbn_h2f_n(y + b, by, w)
-            _row_grad(<const float*>bx, <const float*>bg, <const float*>by, masked, w,
-                      mean + b, s1 + b, s2 + b)
-            b += w
+    cdef Py_ssize_t r, b, w, off
+    if data_t is float:
+        if grad:
+            cbn_rows_gsums_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+        else:
+            cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2)
+    elif data_t is double:
+        if grad:
+            cbn_rows_gsums_f64(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+        else:
+            cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2)
     else:
-        for c in range(m):
-            g = dy[c]
-            if masked:
-                g = 0.0 if y[c] <= 0 else g
-            s1[c] += g
-            s2[c] += g * (<double>x[c] - mean[c])
-
-
-cdef inline void _row_pair_grad(const data_t* x, const data_t* dy, const data_t* y,
-                                bint masked, Py_ssize_t ld, Py_ssize_t m, const double* mean,
-                                double* s1, double* s2) noexcept nogil:
-    """_row_grad of two rows ld apart in one pass (half the partials' traffic)."""
-    cdef Py_ssize_t c
-    cdef double g, h
-    if data_t is cbn_half:
-        _row_grad(x, dy, y, masked, m, mean, s1, s2)
-        _row_grad(x + ld, dy + ld, y + ld, masked, m, mean, s1, s2)
-    else:
-        for c in range(m):
-            g = dy[c]
-            h = dy[ld + c]
-            if masked:
-                g = 0.0 if y[c] <= 0 else g
-                h = 0.0 if y[ld + c] <= 0 else h
-            s1[c] += g + h
-            s2[c] += g * (<double>x[c] - mean[c]) + h * (<double>x[ld + c] - mean[c])
+        for r in range(n):
+            b = 0
+            while b < m:
+                w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
+                off = r * ld + b
+                cbn_h2f_n(x + off, bx, w)
+                if grad:
+                    cbn_h2f_n(dy + off, bg, w)
+                    if masked:
+                        cbn_h2f_n(y + off, by, w)
+                _rows_sums(<const float*>bx, <const float*>bg, <const float*>by, grad, masked,
+                           w, 1, w, ref + b, s1 + b, s2 + b)
+                b += w
 
 
 cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t m, const real_t* p,
@@ -451,7 +439,11 @@ cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t m, const r
             _row_affine(<const float*>buf, <float*>buf, w, p + b, C, relu)
             cbn_f2h_n(buf, out + b, w)
             b += w
-    else:
+    elif data_t is float and real_t is float:
+        cbn_row_affine_f32(x, out, m, hi, s, t, relu)
+    elif data_t is double and real_t is double:
+        cbn_row_affine_f64(x, out, m, hi, s, t, relu)
+    else:       # type pairs no entry passes
         for c in range(m):
             v = (x[c] - hi[c]) * s[c] + t[c]
             if relu:
@@ -483,7 +475,11 @@ cdef inline void _row_dx(const data_t* x, const data_t* dy, const data_t* y, bin
                     <float*>bx, w, p + b, C)
             cbn_f2h_n(bx, dx + b, w)
             b += w
-    else:
+    elif data_t is float and real_t is float:
+        cbn_row_dx_f32(x, dy, y if masked else NULL, dx, m, hi, s, t, k)
+    elif data_t is double and real_t is double:
+        cbn_row_dx_f64(x, dy, y if masked else NULL, dx, m, hi, s, t, k)
+    else:       # type pairs no entry passes
         for c in range(m):
             g = dy[c]
             if masked:
@@ -510,12 +506,12 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
 
     Wide rows are split into tiles of CTILE channels so that a tile's block sums
     stay in L1 while its rows stream past; each tile's block is flushed into the
-    totals every ROW_BLOCK rows, two rows at a time where possible."""
+    totals every ROW_BLOCK rows."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef double* part = scratch + t * 4 * cpad
     cdef double* b1 = part + 2 * cpad
     cdef double* b2 = part + 3 * cpad
-    cdef Py_ssize_t r, c, c0, w, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
+    cdef Py_ssize_t r, c, c0, w, n, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     for c in range(4 * cpad):
         part[c] = 0.0
     c0 = 0
@@ -523,28 +519,13 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
         w = C - c0 if C - c0 < CTILE else CTILE
         r = r0
         while r < r1:
+            n = r1 - r if r1 - r < ROW_BLOCK else ROW_BLOCK
             off = r * C + c0
-            if r + 1 < r1 and (r + 1 - r0) % ROW_BLOCK != 0:       # two rows at once
-                if not grad:
-                    _row_pair_stats(x + off, C, w, ref + c0, b1 + c0, b2 + c0)
-                elif masked:
-                    _row_pair_grad(x + off, dy + off, y + off, True, C, w, ref + c0, b1 + c0,
-                                   b2 + c0)
-                else:
-                    _row_pair_grad(x + off, dy + off, y + off, False, C, w, ref + c0, b1 + c0,
-                                   b2 + c0)
-                r += 2
-            else:
-                if not grad:
-                    _row_stats(x + off, w, ref + c0, b1 + c0, b2 + c0)
-                elif masked:
-                    _row_grad(x + off, dy + off, y + off, True, w, ref + c0, b1 + c0, b2 + c0)
-                else:
-                    _row_grad(x + off, dy + off, y + off, False, w, ref + c0, b1 + c0, b2 + c0)
-                r += 1
-            if (r - r0) % ROW_BLOCK == 0 or r >= r1:
-                _flush(part + c0, b1 + c0, w)
-                _flush(part + cpad + c0, b2 + c0, w)
+            _rows_sums(x + off, dy + off, y + off, grad, masked, C, n, w, ref + c0, b1 + c0,
+                       b2 + c0)
+            _flush(part + c0, b1 + c0, w)
+            _flush(part + cpad + c0, b2 + c0, w)
+            r += n
         c0 += w
 
 
