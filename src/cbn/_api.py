@@ -95,9 +95,9 @@ def _check_eps(eps):
 def _channel(a, name, C, required=False):
     """A per-channel array: 1-D of length C, float dtype.  Returns it as float32 or
     float64 (other float dtypes are converted), or None when absent and optional."""
-    if type(a) is _ndarray and a.ndim == 1 and a.shape[0] == C:
-        dt = a.dtype
-        if dt is _F32 or dt is _F64 or dt in _PARAM:
+    if type(a) is _ndarray:
+        dt = a.dtype    # the dtype singletons first: the cheapest test that fails
+        if (dt is _F32 or dt is _F64 or dt in _PARAM) and a.ndim == 1 and a.shape[0] == C:
             return a
     if a is None:
         if required:
