@@ -276,11 +276,11 @@ def test_backward_matches_finite_differences(dtype, rng):
             np.testing.assert_allclose(db, num_db, atol=tol * 10, rtol=tol)
 
 
-# Interleaved rows narrower than 256 values are processed R = ceil(256 / C) at a
-# time once there are 2048 values or more, with the rows % R left over summed on
-# their own, and threads used above 32768 values: shapes at each of these edges.
-FOLD_SHAPES = [(409, 5), (410, 5), (416, 5), (417, 5), (6557, 5), (8, 255), (9, 255),
-               (10, 255), (9, 256), (5, 300), (517, 32), (1100, 33)]
+# Interleaved rows narrower than 64 values are processed R = ceil(64 / C) at a time
+# once there are 512 values or more, with the rows % R left over summed on their own,
+# and threads used above 32768 values: shapes at each of these edges.
+FOLD_SHAPES = [(102, 5), (103, 5), (104, 5), (105, 5), (6557, 5), (8, 63), (9, 63),
+               (10, 63), (9, 64), (5, 300), (517, 32), (1100, 33), (40000, 3)]
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

@@ -64,19 +64,20 @@ cdef extern from "_kernels_c.h":
                             int) noexcept nogil
     void cbn_run_affine_f64(const double*, double*, Py_ssize_t, double, double, double,
                             int) noexcept nogil
-    void cbn_row_affine_f32(const float*, float*, Py_ssize_t, const float*, const float*,
-                            const float*, int) noexcept nogil
-    void cbn_row_affine_f64(const double*, double*, Py_ssize_t, const double*, const double*,
-                            const double*, int) noexcept nogil
+    void cbn_rows_affine_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             const float*, const float*, const float*, int) noexcept nogil
+    void cbn_rows_affine_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             const double*, const double*, const double*, int) noexcept nogil
     void cbn_run_dx_f32(const float*, const float*, const float*, float*, Py_ssize_t, float,
                         float, float, float) noexcept nogil
     void cbn_run_dx_f64(const double*, const double*, const double*, double*, Py_ssize_t,
                         double, double, double, double) noexcept nogil
-    void cbn_row_dx_f32(const float*, const float*, const float*, float*, Py_ssize_t,
-                        const float*, const float*, const float*, const float*) noexcept nogil
-    void cbn_row_dx_f64(const double*, const double*, const double*, double*, Py_ssize_t,
-                        const double*, const double*, const double*,
-                        const double*) noexcept nogil
+    void cbn_rows_dx_f32(const float*, const float*, const float*, float*, Py_ssize_t,
+                         Py_ssize_t, Py_ssize_t, const float*, const float*, const float*,
+                         const float*) noexcept nogil
+    void cbn_rows_dx_f64(const double*, const double*, const double*, double*, Py_ssize_t,
+                         Py_ssize_t, Py_ssize_t, const double*, const double*, const double*,
+                         const double*) noexcept nogil
     void cbn_rows_sums_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                            double*, double*) noexcept nogil
     void cbn_rows_sums_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
@@ -117,7 +118,7 @@ cdef enum:
     CTILE = 512         # channels per tile in interleaved reductions (block sums stay in L1)
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
-    WIDE = 256          # interleaved rows narrower than this are handled several at a time
+    WIDE = 64           # interleaved rows narrower than this are handled several at a time
 
 # Rows of the per-channel parameter table p (k * C + c): the outputs are
 # (x - hi) * scale + shift, plus g * gain in the backward pass.
@@ -421,39 +422,44 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
                 b += w
 
 
-cdef inline void _row_affine(const data_t* x, data_t* out, Py_ssize_t m, const real_t* p,
-                             Py_ssize_t C, bint relu) noexcept nogil:
-    """out[c] = (x[c] - hi[c]) * scale[c] + shift[c] (p: the parameter table, rows of
-    length C, from this row's first channel)."""
+cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ssize_t n,
+                              Py_ssize_t m, const real_t* p, Py_ssize_t C,
+                              bint relu) noexcept nogil:
+    """out[c] = (x[c] - hi[c]) * scale[c] + shift[c] over n rows of m channels, ld values
+    apart (p: the parameter table, rows of length C, from the rows' first channel)."""
     cdef float buf[CBN_HCHUNK]
     cdef const real_t* hi = p + P_HI * C
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
-    cdef Py_ssize_t c, b, w
+    cdef Py_ssize_t r, c, b, w
     cdef real_t v
     if data_t is cbn_half:
-        b = 0
-        while b < m:
-            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
-            cbn_h2f_n(x + b, buf, w)
-            _row_affine(<const float*>buf, <float*>buf, w, p + b, C, relu)
-            cbn_f2h_n(buf, out + b, w)
-            b += w
+        for r in range(n):
+            b = 0
+            while b < m:
+                w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
+                cbn_h2f_n(x + r * ld + b, buf, w)
+                _rows_affine(<const float*>buf, <float*>buf, w, 1, w, p + b, C, relu)
+                cbn_f2h_n(buf, out + r * ld + b, w)
+                b += w
     elif data_t is float and real_t is float:
-        cbn_row_affine_f32(x, out, m, hi, s, t, relu)
+        cbn_rows_affine_f32(x, out, ld, n, m, hi, s, t, relu)
     elif data_t is double and real_t is double:
-        cbn_row_affine_f64(x, out, m, hi, s, t, relu)
+        cbn_rows_affine_f64(x, out, ld, n, m, hi, s, t, relu)
     else:       # type pairs no entry passes
-        for c in range(m):
-            v = (x[c] - hi[c]) * s[c] + t[c]
-            if relu:
-                v = 0 if v < 0 else v
-            out[c] = v
+        for r in range(n):
+            for c in range(m):
+                v = (x[r * ld + c] - hi[c]) * s[c] + t[c]
+                if relu:
+                    v = 0 if v < 0 else v
+                out[r * ld + c] = v
 
 
-cdef inline void _row_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
-                         data_t* dx, Py_ssize_t m, const real_t* p, Py_ssize_t C) noexcept nogil:
-    """dx[c] = (x[c] - hi[c]) * scale[c] + g * gain[c] + shift[c]."""
+cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
+                          data_t* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                          const real_t* p, Py_ssize_t C) noexcept nogil:
+    """dx[c] = (x[c] - hi[c]) * scale[c] + g * gain[c] + shift[c] over n rows of m
+    channels, ld values apart."""
     cdef float bx[CBN_HCHUNK]
     cdef float bg[CBN_HCHUNK]
     cdef float by[CBN_HCHUNK]
@@ -461,30 +467,33 @@ cdef inline void _row_dx(const data_t* x, const data_t* dy, const data_t* y, bin
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
     cdef const real_t* k = p + P_GAIN * C
-    cdef Py_ssize_t c, b, w
+    cdef Py_ssize_t r, c, b, w, off
     cdef real_t g
     if data_t is cbn_half:
-        b = 0
-        while b < m:
-            w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
-            cbn_h2f_n(x + b, bx, w)
-            cbn_h2f_n(dy + b, bg, w)
-            if masked:
-                cbn_h2f_n(y + b, by, w)
-            _row_dx(<const float*>bx, <const float*>bg, <const float*>by, masked,
-                    <float*>bx, w, p + b, C)
-            cbn_f2h_n(bx, dx + b, w)
-            b += w
+        for r in range(n):
+            b = 0
+            while b < m:
+                w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
+                off = r * ld + b
+                cbn_h2f_n(x + off, bx, w)
+                cbn_h2f_n(dy + off, bg, w)
+                if masked:
+                    cbn_h2f_n(y + off, by, w)
+                _rows_dx(<const float*>bx, <const float*>bg, <const float*>by, masked,
+                         <float*>bx, w, 1, w, p + b, C)
+                cbn_f2h_n(bx, dx + off, w)
+                b += w
     elif data_t is float and real_t is float:
-        cbn_row_dx_f32(x, dy, y if masked else NULL, dx, m, hi, s, t, k)
+        cbn_rows_dx_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
     elif data_t is double and real_t is double:
-        cbn_row_dx_f64(x, dy, y if masked else NULL, dx, m, hi, s, t, k)
+        cbn_rows_dx_f64(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
     else:       # type pairs no entry passes
-        for c in range(m):
-            g = dy[c]
-            if masked:
-                g = 0 if y[c] <= 0 else g
-            dx[c] = (x[c] - hi[c]) * s[c] + g * k[c] + t[c]
+        for r in range(n):
+            for c in range(m):
+                g = dy[r * ld + c]
+                if masked:
+                    g = 0 if y[r * ld + c] <= 0 else g
+                dx[r * ld + c] = (x[r * ld + c] - hi[c]) * s[c] + g * k[c] + t[c]
 
 
 # Tasks: each parallel loop below runs one of these per index, on an OpenMP team
@@ -583,10 +592,10 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
                              Py_ssize_t q1) noexcept nogil:
     """Planes [q0, q1) (planar) or rows [q0, q1) (interleaved) of the output."""
     cdef Py_ssize_t q, c = q0 % C
+    if inner == 1:
+        _rows_affine(x + q0 * C, out + q0 * C, C, q1 - q0, C, p, C, relu)
+        return
     for q in range(q0, q1):
-        if inner == 1:
-            _row_affine(x + q * C, out + q * C, C, p, C, relu)
-            continue
         if relu:
             _run_affine(x + q * inner, out + q * inner, inner, p[P_HI * C + c],
                         p[P_SCALE * C + c], p[P_SHIFT * C + c], True)
@@ -723,14 +732,28 @@ cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t*
             _run_dx(x + off, dy + off, y + off, False, dx + off, inner, hi, s, t, k)
 
 
-cdef inline void _task_dx_row(const data_t* dy, const data_t* x, const data_t* y,
-                              bint masked, data_t* dx, Py_ssize_t C, const real_t* p,
-                              Py_ssize_t o) noexcept nogil:
-    """Row o of dx (interleaved)."""
+cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bint masked,
+                          data_t* dx, Py_ssize_t C, const real_t* p, Py_ssize_t o0,
+                          Py_ssize_t o1) noexcept nogil:
+    """Rows [o0, o1) of dx (interleaved)."""
+    cdef Py_ssize_t off = o0 * C
     if masked:
-        _row_dx(x + o * C, dy + o * C, y + o * C, True, dx + o * C, C, p, C)
+        _rows_dx(x + off, dy + off, y + off, True, dx + off, C, o1 - o0, C, p, C)
     else:
-        _row_dx(x + o * C, dy + o * C, y + o * C, False, dx + o * C, C, p, C)
+        _rows_dx(x + off, dy + off, y + off, False, dx + off, C, o1 - o0, C, p, C)
+
+
+cdef void _dx_rows(const data_t* dy, const data_t* x, const data_t* y, bint masked,
+                   data_t* dx, Py_ssize_t rows, Py_ssize_t C, const real_t* p,
+                   int T) noexcept nogil:
+    """dx over rows of C channels, in nb equal blocks of about TASK values or more."""
+    cdef Py_ssize_t k, nb = rows * C // TASK
+    nb = 1 if nb < 1 else (rows if nb > rows else nb)
+    if T > 1 and nb > 1:
+        for k in prange(nb, num_threads=T, schedule='static'):
+            _task_dx(dy, x, y, masked, dx, C, p, rows * k // nb, rows * (k + 1) // nb)
+    else:
+        _task_dx(dy, x, y, masked, dx, C, p, 0, rows)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -739,7 +762,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
                     bint training, double* dweight, double* dbias, real_t* p,
                     double* scratch, int T) noexcept nogil:
     """OUT dx, dweight, dbias (see _set_grad_params)."""
-    cdef Py_ssize_t c, o, R, full, off
+    cdef Py_ssize_t c, R, full, off
     cdef real_t* pw
     if inner > 1:
         if T > 1:
@@ -761,15 +784,9 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     pw = <real_t*>scratch
     for c in range(N_PARAMS):
         _repeat(p + c * C, C, R * C, pw + c * R * C)
-    if T > 1 and full > 1:
-        for o in prange(full, num_threads=T, schedule='static'):
-            _task_dx_row(dy, x, y, masked, dx, R * C, pw, o)
-    else:
-        for o in range(full):
-            _task_dx_row(dy, x, y, masked, dx, R * C, pw, o)
+    _dx_rows(dy, x, y, masked, dx, full, R * C, pw, T)
     off = full * R * C
-    for o in range(outer - full * R):
-        _task_dx_row(dy + off, x + off, y + off, masked, dx + off, C, p, o)
+    _task_dx(dy + off, x + off, y + off, masked, dx + off, C, p, 0, outer - full * R)
 
 
 # ----------------------------------------------------------- Python entries

@@ -207,10 +207,11 @@ CBN_DEFINE_REDUCTIONS(f64, double, CBN_LOAD_REAL)
  * there GCC spills the loops' pointers and bounds (measured 10-30% slower).
  *
  *   cbn_run_affine_T(x, out, n, hi, s, t, relu):   out = (x - hi) * s + t   (max(., 0) with relu)
- *   cbn_row_affine_T(x, out, m, hi, s, t, relu):   the same with per-channel arrays
+ *   cbn_rows_affine_T(x, out, ld, n, m, hi, s, t, relu):  the same over n rows of m
+ *                                                  channels, ld apart, per-channel arrays
  *   cbn_run_dx_T(x, dy, y, dx, n, hi, s, t, k):    dx = (x - hi) * s + g * k + t, g = dy,
  *                                                  or 0 where y <= 0 (y not NULL)
- *   cbn_row_dx_T(...):                             the same with per-channel arrays
+ *   cbn_rows_dx_T(x, dy, y, dx, ld, n, m, ...):   the same over n rows, per-channel arrays
  *
  * relu keeps NaN (the comparison is false).  `omp simd`: element i is computed from
  * element i only, so out may be x itself and dx may be x or dy (the API never passes
@@ -238,14 +239,19 @@ CBN_PASS void cbn_run_affine_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R 
         CBN_SIMD_LANES for (i = 0; i < n; i++) { CBN_AFFINE(v, i, hi, s, t) out[i] = v; }                  \
     }                                                                                       \
 }                                                                                           \
-CBN_PASS void cbn_row_affine_##SUFFIX(const R* x, R* out, Py_ssize_t m, const R* hi,        \
-                                      const R* s, const R* t, int relu) {                   \
-    Py_ssize_t i;                                                                           \
+CBN_PASS void cbn_rows_affine_##SUFFIX(const R* x, R* out, Py_ssize_t ld, Py_ssize_t n,    \
+                                       Py_ssize_t m, const R* hi, const R* s, const R* t,   \
+                                       int relu) {                                          \
+    Py_ssize_t r, i;                                                                        \
     R v;                                                                                    \
-    if (relu) {                                                                             \
-        CBN_SIMD_LANES for (i = 0; i < m; i++) { CBN_AFFINE(v, i, hi[i], s[i], t[i]) out[i] = v < 0 ? 0 : v; } \
-    } else {                                                                                \
-        CBN_SIMD_LANES for (i = 0; i < m; i++) { CBN_AFFINE(v, i, hi[i], s[i], t[i]) out[i] = v; }         \
+    for (r = 0; r < n; r++, x += ld, out += ld) {                                           \
+        if (relu) {                                                                         \
+            CBN_SIMD_LANES for (i = 0; i < m; i++) {                                        \
+                CBN_AFFINE(v, i, hi[i], s[i], t[i]) out[i] = v < 0 ? 0 : v;                 \
+            }                                                                               \
+        } else {                                                                            \
+            CBN_SIMD_LANES for (i = 0; i < m; i++) { CBN_AFFINE(v, i, hi[i], s[i], t[i]) out[i] = v; } \
+        }                                                                                   \
     }                                                                                       \
 }                                                                                           \
 CBN_PASS void cbn_run_dx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx, Py_ssize_t n, \
@@ -257,13 +263,19 @@ CBN_PASS void cbn_run_dx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx, Py
         CBN_SIMD_LANES for (i = 0; i < n; i++) { CBN_DX(dy[i], i, hi, s, k, t) }                           \
     }                                                                                       \
 }                                                                                           \
-CBN_PASS void cbn_row_dx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx, Py_ssize_t m, \
-                                  const R* hi, const R* s, const R* t, const R* k) {        \
-    Py_ssize_t i;                                                                           \
-    if (y) {                                                                                \
-        CBN_SIMD_LANES for (i = 0; i < m; i++) { CBN_DX(y[i] <= 0 ? 0 : dy[i], i, hi[i], s[i], k[i], t[i]) } \
-    } else {                                                                                \
-        CBN_SIMD_LANES for (i = 0; i < m; i++) { CBN_DX(dy[i], i, hi[i], s[i], k[i], t[i]) }              \
+CBN_PASS void cbn_rows_dx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx, Py_ssize_t ld, \
+                                   Py_ssize_t n, Py_ssize_t m, const R* hi, const R* s,     \
+                                   const R* t, const R* k) {                                \
+    Py_ssize_t r, i;                                                                        \
+    for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld) {                                  \
+        if (y) {                                                                            \
+            CBN_SIMD_LANES for (i = 0; i < m; i++) {                                        \
+                CBN_DX(y[i] <= 0 ? 0 : dy[i], i, hi[i], s[i], k[i], t[i])                   \
+            }                                                                               \
+            y += ld;                                                                        \
+        } else {                                                                            \
+            CBN_SIMD_LANES for (i = 0; i < m; i++) { CBN_DX(dy[i], i, hi[i], s[i], k[i], t[i]) } \
+        }                                                                                   \
     }                                                                                       \
 }
 CBN_DEFINE_PASSES(f32, float)
