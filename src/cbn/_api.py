@@ -16,7 +16,7 @@ import numpy as np
 
 from cbn import _dispatch
 from cbn._layout import adopt, canonical, empty_like, matches
-from cbn._threads import resolve
+from cbn._threads import SERIAL_BELOW, resolve
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _DATA = frozenset((_F16, _F32, _F64))      # data dtypes
@@ -280,7 +280,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     oflags = None if out is None else _check_out(out, x)
 
     x, perm, (outer, _, inner) = canonical(x, ax)
-    nt = resolve(n_threads, x.size)
+    size = x.size
+    nt = 1 if n_threads is None and size < SERIAL_BELOW else resolve(n_threads, size)
     result, target = _output(out, x, perm, (x,), oflags)
     K = _dispatch.kernels
     if training:
@@ -291,7 +292,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
         rm, rv = running_mean, running_var
         if rm is not None and not (rm.dtype in _PARAM and rv.dtype in _PARAM):
             rm, rv = rm.astype(np.float64), rv.astype(np.float64)   # updated, then copied back
-        if x.size:
+        if size:
             K.bn_train(x, target, outer, C, inner, w, b, eps, relu, rm, rv, momentum, mean,
                        invstd, nt)
         elif return_stats:
@@ -301,12 +302,12 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
             running_mean[...] = rm
             running_var[...] = rv
     else:
-        if x.size:
+        if size:
             K.bn_eval(x, target, outer, C, inner, rm, rv, w, b, eps, relu, nt)
         if return_stats:
             cdt = _compute_dtype(x.dtype)
             mean, invstd = rm.astype(cdt), _invstd(rv, eps).astype(cdt)
-    y = _finish(result, target)
+    y = target if result is None else _finish(result, target)
     if return_stats:
         return y, mean, invstd
     return y
