@@ -46,6 +46,17 @@ ROOF_FACTOR = {"inference": 1.0, "training": 1.5, "backward": 2.5}   # op bytes 
 # on all threads), then its output pass at the copy's speed: training writes y from x
 # (one copy), backward writes dx from x and dy (1.5 copies).
 OUTPUT_PASS = {"training": 1.0, "backward": 1.5}
+# The fused floor's bytes in copies (DESIGN section 3): inference 2X, training 2X
+# (x read once while a channel's slab stays in cache), backward 3X.
+FUSED_FACTOR = {"inference": 1.0, "training": 1.0, "backward": 1.5}
+
+
+def floor_seconds(cell):
+    """The least time this machine allows a float64-accumulating kernel for the cell: the
+    copy roof for the fused bytes, or the float64 sums plus the output pass, whichever
+    is longer."""
+    t, op = cell["seconds"], cell["op"]
+    return max(FUSED_FACTOR[op] * t["roof"], t.get("acc", 0.0) + OUTPUT_PASS.get(op, 1.0) * t["roof"])
 
 
 def resnet50_bn_shapes(n=1):
@@ -412,6 +423,17 @@ def run_float16(args, nt):
     return rows
 
 
+def on_kernels(variant, fn):
+    """fn run on the given build of the kernels (so that both builds time interleaved)."""
+    def run():
+        old = _dispatch.use(variant)
+        try:
+            return fn()
+        finally:
+            _dispatch.use(old)
+    return run
+
+
 def run_simd(args, nt):
     """The kernels this process picked against the portable baseline build (x86-64)."""
     if len(_dispatch.VARIANTS) < 2:
@@ -424,13 +446,10 @@ def run_simd(args, nt):
         x, dy, axis, p, _, _ = make_case(shape, layout, rng)
         ops = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
         for op in OPS:
-            t = {}
-            for variant in ("baseline", "avx2"):
-                old = _dispatch.use(variant)
-                t[variant] = time_interleaved([ops[op]], args.rounds, args.budget)[0]
-                _dispatch.use(old)
+            base, avx2 = time_interleaved([on_kernels("baseline", ops[op]),
+                                           on_kernels("avx2", ops[op])], args.rounds, args.budget)
             rows.append({"shape": list(shape), "layout": layout, "op": op,
-                         "baseline_over_avx2": t["baseline"] / t["avx2"]})
+                         "baseline_over_avx2": base / avx2})
     return rows
 
 
@@ -470,6 +489,10 @@ def summarize(cells, resnet, f16, all_threads):
     s = {
         "cells": len(full),
         "geomean_vs_torch": math.exp(np.mean(np.log(vs_torch))) if vs_torch else None,
+        # what the geomean would be with cbn at floor_seconds in every cell
+        "geomean_vs_torch_at_floor": math.exp(np.mean(np.log(
+            [c["seconds"]["torch"] / floor_seconds(c) for c in full if "vs_torch" in c])))
+        if vs_torch else None,
         "worst_vs_torch": min(vs_torch) if vs_torch else None,
         "worst_vs_torch_cell": cell_name(min(full, key=lambda c: c.get("vs_torch", 1e9)))
         if vs_torch else None,
@@ -515,6 +538,9 @@ def plot(cells, all_threads, path):
         axes[0].set_ylabel("speed vs PyTorch (x)")
         axes[0].set_yscale("log")
     axes[1].bar(xs, [min(c["roof_fraction"], 2.0) for c in full], color=col)
+    axes[1].plot(xs, [min(c.get("floor_fraction", c["roof_fraction"]), 2.0) for c in full],
+                 "k_", ms=12, mew=2, label="floor fraction (float64 sums + output pass)")
+    axes[1].legend(loc="upper right", fontsize=8)
     axes[1].set_ylim(0, 2.0)   # in-cache cells can exceed the DRAM-sized copy: clipped
     axes[1].axhline(0.85, color="r", lw=0.8, ls="--")
     axes[1].axhline(1.0, color="k", lw=0.8)
@@ -552,8 +578,21 @@ def markdown(record):
         if r.get(tag + "seconds"):
             lines.append(f"ResNet-50 batch 1, inference of its {r['layers']} BN layers summed "
                          f"({what}): " + ", ".join(f"{k} {1e6 * v:.0f} us"
-                                                   for k, v in r[tag + "seconds"].items()))
+                                                   for k, v in r[tag + "seconds"].items())
+                         + (f"; cbn {r[tag + 'vs_torch']:.2f}x faster than PyTorch, PyTorch "
+                            f"at {r[tag + 'torch_over_roof']:.2f}x the roof's time"
+                            if tag + "vs_torch" in r else ""))
             lines.append("")
+    if record.get("float16"):
+        lines.append("float16 time per byte / float32 time per byte (cbn `out=`): " + ", ".join(
+            f"{'x'.join(map(str, f['shape']))} {f['layout']} {f['op']} "
+            f"{f['f16_over_f32_per_byte']:.2f}" for f in record["float16"]) + ".")
+        lines.append("")
+    if record.get("simd"):
+        lines.append("Portable baseline (SSE2) build time / AVX2 build time: " + ", ".join(
+            f"{'x'.join(map(str, f['shape']))} {f['layout']} {f['op']} "
+            f"{f['baseline_over_avx2']:.2f}" for f in record["simd"]) + ".")
+        lines.append("")
     return "\n".join(lines)
 
 
