@@ -390,10 +390,17 @@ static inline void cbn_gsums_masked_f16(const cbn_half* x, const cbn_half* dy,
  * 1 when this CPU (and OS) can run the AVX2 + FMA + F16C build of the kernels.
  */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+/* cpuid directly: __builtin_cpu_supports("f16c") is unknown to some clang versions. */
+#include <cpuid.h>
 static int cbn_cpu_has_avx2(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-        && __builtin_cpu_supports("f16c");
+    unsigned int a, b, c, d, lo, hi;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!((c >> 12) & 1) || !((c >> 27) & 1) || !((c >> 28) & 1) || !((c >> 29) & 1))
+        return 0;                                          /* FMA, OSXSAVE, AVX, F16C */
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6) != 6) return 0;                           /* OS saves YMM state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 5) & 1;                                   /* AVX2 */
 }
 #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
 #include <intrin.h>
