@@ -10,10 +10,10 @@ planar       ``inner > 1``: each ``(o, c)`` run of ``inner`` values is contiguou
 interleaved  ``inner == 1``: row ``o`` holds the C channels; loops run along C
              with per-channel arrays.
 
-Data types: float32 and float64 are computed in their own type; float16 runs
-are converted to float32 in blocks of CBN_HCHUNK values, computed, and rounded
-once on store.  Statistics accumulate in
-double.  Every kernel runs without the GIL; scratch is allocated per call
+Data types: float32 and float64 are computed in their own type; float16 is
+computed in float32 and rounded once on store (the C primitives convert 8 values
+at a time in registers with F16C, else blocks of CBN_HCHUNK values).  Statistics
+accumulate in double.  Every kernel runs without the GIL; scratch is allocated per call
 (O(C x threads)), so concurrent calls are safe.
 
 Numerics
@@ -38,7 +38,7 @@ and ``_kernels_avx2`` (AVX2 + FMA + F16C), chosen at import by cbn._dispatch.
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport sqrt
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport abort, free, malloc
 
 from cbn._openmp cimport CBN_HAVE_OPENMP, CBN_OPENMP_DATE, omp_get_max_threads
 
@@ -59,7 +59,6 @@ cdef extern from "_kernels_c.h":
     float cbn_h2f_soft(unsigned short h) noexcept nogil
     unsigned short cbn_f2h_soft(float f) noexcept nogil
     int cbn_cpu_has_avx2() noexcept nogil
-    enum: CBN_HCHUNK
     void cbn_run_affine_f32(const float*, float*, Py_ssize_t, float, float, float,
                             int) noexcept nogil
     void cbn_run_affine_f64(const double*, double*, Py_ssize_t, double, double, double,
@@ -86,8 +85,19 @@ cdef extern from "_kernels_c.h":
                             Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_rows_gsums_f64(const double*, const double*, const double*, Py_ssize_t,
                             Py_ssize_t, Py_ssize_t, const double*, double*, double*) noexcept nogil
-    void cbn_h2f_n(const cbn_half* src, float* dst, Py_ssize_t n) noexcept nogil
-    void cbn_f2h_n(const float* src, cbn_half* dst, Py_ssize_t n) noexcept nogil
+    void cbn_run_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, float, float, float,
+                            int) noexcept nogil
+    void cbn_rows_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             const float*, const float*, const float*, int) noexcept nogil
+    void cbn_run_dx_f16(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
+                        Py_ssize_t, float, float, float, float) noexcept nogil
+    void cbn_rows_dx_f16(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
+                         Py_ssize_t, Py_ssize_t, Py_ssize_t, const float*, const float*,
+                         const float*, const float*) noexcept nogil
+    void cbn_rows_sums_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
+                           double*, double*) noexcept nogil
+    void cbn_rows_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
+                            Py_ssize_t, Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
@@ -188,6 +198,13 @@ cdef inline double _ldd(const data_t* p, Py_ssize_t i) noexcept nogil:
         return p[i]
 
 
+cdef inline void _unreachable() noexcept nogil:
+    """Fused-type pairs that no entry passes (float data with a double parameter table,
+    and the like): the entries pair float16 and float32 data with float tables, float64
+    data with double ones."""
+    abort()
+
+
 # ------------------------------------------------------------ per channel
 
 cdef inline void _finish_stats(double s1, double s2, double ref, double n,
@@ -247,8 +264,7 @@ cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double 
 
 
 # ---------------------------------------------------------- planar runs
-# A run is `n` contiguous values of one channel.  float16 runs go through float
-# blocks of CBN_HCHUNK values (converted 8 at a time where the CPU can).
+# A run is `n` contiguous values of one channel.
 
 cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                            bint masked, Py_ssize_t m, double ref, double* acc) noexcept nogil:
@@ -281,60 +297,28 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
                              real_t t, bint relu) noexcept nogil:
     """out = (x - hi) * s + t over one run (then max(., 0) with relu; NaN stays NaN)."""
-    cdef float buf[CBN_HCHUNK]
-    cdef Py_ssize_t i, b, m
-    cdef real_t v
-    if data_t is cbn_half:
-        b = 0
-        while b < n:
-            m = n - b if n - b < CBN_HCHUNK else CBN_HCHUNK
-            cbn_h2f_n(x + b, buf, m)
-            _run_affine(<const float*>buf, <float*>buf, m, hi, s, t, relu)
-            cbn_f2h_n(buf, out + b, m)
-            b += m
+    if data_t is cbn_half and real_t is float:
+        cbn_run_affine_f16(x, out, n, hi, s, t, relu)
     elif data_t is float and real_t is float:
         cbn_run_affine_f32(x, out, n, hi, s, t, relu)
     elif data_t is double and real_t is double:
         cbn_run_affine_f64(x, out, n, hi, s, t, relu)
-    else:       # type pairs no entry passes
-        for i in range(n):
-            v = (x[i] - hi) * s + t
-            if relu:
-                v = 0 if v < 0 else v
-            out[i] = v
+    else:
+        _unreachable()
 
 
 cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
                          data_t* dx, Py_ssize_t n, real_t hi, real_t s, real_t t,
                          real_t k) noexcept nogil:
     """dx = (x - hi) * s + g * k + t over one run, g = dy (0 where masked and y <= 0)."""
-    cdef float bx[CBN_HCHUNK]
-    cdef float bg[CBN_HCHUNK]
-    cdef float by[CBN_HCHUNK]
-    cdef Py_ssize_t i, b, m
-    cdef real_t g
-    if data_t is cbn_half:
-        b = 0
-        while b < n:
-            m = n - b if n - b < CBN_HCHUNK else CBN_HCHUNK
-            cbn_h2f_n(x + b, bx, m)
-            cbn_h2f_n(dy + b, bg, m)
-            if masked:
-                cbn_h2f_n(y + b, by, m)
-            _run_dx(<const float*>bx, <const float*>bg, <const float*>by, masked,
-                    <float*>bx, m, hi, s, t, k)
-            cbn_f2h_n(bx, dx + b, m)
-            b += m
+    if data_t is cbn_half and real_t is float:
+        cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
     elif data_t is float and real_t is float:
         cbn_run_dx_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
     elif data_t is double and real_t is double:
         cbn_run_dx_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
-    else:       # type pairs no entry passes
-        for i in range(n):
-            g = dy[i]
-            if masked:
-                g = 0 if y[i] <= 0 else g
-            dx[i] = (x[i] - hi) * s + g * k + t
+    else:
+        _unreachable()
 
 
 cdef struct Sums:
@@ -391,11 +375,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
                             const double* ref, double* s1, double* s2) noexcept nogil:
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
-    primitives of _kernels_c.h).  float16 rows go through float blocks."""
-    cdef float bx[CBN_HCHUNK]
-    cdef float bg[CBN_HCHUNK]
-    cdef float by[CBN_HCHUNK]
-    cdef Py_ssize_t r, b, w, off
+    primitives of _kernels_c.h)."""
     if data_t is float:
         if grad:
             cbn_rows_gsums_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
@@ -407,19 +387,10 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2)
     else:
-        for r in range(n):
-            b = 0
-            while b < m:
-                w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
-                off = r * ld + b
-                cbn_h2f_n(x + off, bx, w)
-                if grad:
-                    cbn_h2f_n(dy + off, bg, w)
-                    if masked:
-                        cbn_h2f_n(y + off, by, w)
-                _rows_sums(<const float*>bx, <const float*>bg, <const float*>by, grad, masked,
-                           w, 1, w, ref + b, s1 + b, s2 + b)
-                b += w
+        if grad:
+            cbn_rows_gsums_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+        else:
+            cbn_rows_sums_f16(x, ld, n, m, ref, s1, s2)
 
 
 cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ssize_t n,
@@ -427,32 +398,17 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
                               bint relu) noexcept nogil:
     """out[c] = (x[c] - hi[c]) * scale[c] + shift[c] over n rows of m channels, ld values
     apart (p: the parameter table, rows of length C, from the rows' first channel)."""
-    cdef float buf[CBN_HCHUNK]
     cdef const real_t* hi = p + P_HI * C
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
-    cdef Py_ssize_t r, c, b, w
-    cdef real_t v
-    if data_t is cbn_half:
-        for r in range(n):
-            b = 0
-            while b < m:
-                w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
-                cbn_h2f_n(x + r * ld + b, buf, w)
-                _rows_affine(<const float*>buf, <float*>buf, w, 1, w, p + b, C, relu)
-                cbn_f2h_n(buf, out + r * ld + b, w)
-                b += w
+    if data_t is cbn_half and real_t is float:
+        cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu)
     elif data_t is float and real_t is float:
         cbn_rows_affine_f32(x, out, ld, n, m, hi, s, t, relu)
     elif data_t is double and real_t is double:
         cbn_rows_affine_f64(x, out, ld, n, m, hi, s, t, relu)
-    else:       # type pairs no entry passes
-        for r in range(n):
-            for c in range(m):
-                v = (x[r * ld + c] - hi[c]) * s[c] + t[c]
-                if relu:
-                    v = 0 if v < 0 else v
-                out[r * ld + c] = v
+    else:
+        _unreachable()
 
 
 cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
@@ -460,40 +416,18 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
                           const real_t* p, Py_ssize_t C) noexcept nogil:
     """dx[c] = (x[c] - hi[c]) * scale[c] + g * gain[c] + shift[c] over n rows of m
     channels, ld values apart."""
-    cdef float bx[CBN_HCHUNK]
-    cdef float bg[CBN_HCHUNK]
-    cdef float by[CBN_HCHUNK]
     cdef const real_t* hi = p + P_HI * C
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
     cdef const real_t* k = p + P_GAIN * C
-    cdef Py_ssize_t r, c, b, w, off
-    cdef real_t g
-    if data_t is cbn_half:
-        for r in range(n):
-            b = 0
-            while b < m:
-                w = m - b if m - b < CBN_HCHUNK else CBN_HCHUNK
-                off = r * ld + b
-                cbn_h2f_n(x + off, bx, w)
-                cbn_h2f_n(dy + off, bg, w)
-                if masked:
-                    cbn_h2f_n(y + off, by, w)
-                _rows_dx(<const float*>bx, <const float*>bg, <const float*>by, masked,
-                         <float*>bx, w, 1, w, p + b, C)
-                cbn_f2h_n(bx, dx + off, w)
-                b += w
+    if data_t is cbn_half and real_t is float:
+        cbn_rows_dx_f16(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
     elif data_t is float and real_t is float:
         cbn_rows_dx_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
     elif data_t is double and real_t is double:
         cbn_rows_dx_f64(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
-    else:       # type pairs no entry passes
-        for r in range(n):
-            for c in range(m):
-                g = dy[r * ld + c]
-                if masked:
-                    g = 0 if y[r * ld + c] <= 0 else g
-                dx[r * ld + c] = (x[r * ld + c] - hi[c]) * s[c] + g * k[c] + t[c]
+    else:
+        _unreachable()
 
 
 # Tasks: each parallel loop below runs one of these per index, on an OpenMP team

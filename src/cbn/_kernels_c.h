@@ -349,42 +349,178 @@ CBN_PASS void cbn_rows_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ss
 CBN_DEFINE_ROW_SUMS(f32, float)
 CBN_DEFINE_ROW_SUMS(f64, double)
 
-/* float16: blocks converted to float32, then the float32 loops. */
+/* ------------------------------------------------------------------ float16
+ * The same primitives for float16 data, computed in float32 (rounded once on store):
+ * blocks of up to CBN_HCHUNK values are converted to float32 and given to the float32
+ * primitive.  With F16C and FMA (the AVX2 build) the output passes convert 8 values
+ * at a time in registers instead, with no block buffer.
+ */
+#define CBN_HBLOCKS(n, BODY)                                                                \
+    {                                                                                       \
+        Py_ssize_t b_, w_;                                                                  \
+        for (b_ = 0; b_ < (n); b_ += w_) {                                                  \
+            w_ = (n) - b_ < CBN_HCHUNK ? (n) - b_ : CBN_HCHUNK;                             \
+            BODY                                                                            \
+        }                                                                                   \
+    }
+
 static inline void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
     float bx[CBN_HCHUNK];
-    Py_ssize_t b, m;
-    for (b = 0; b < n; b += m) {
-        m = n - b < CBN_HCHUNK ? n - b : CBN_HCHUNK;
-        cbn_h2f_n(x + b, bx, m);
-        cbn_sums_f32(bx, m, ref, acc);
-    }
+    CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_sums_f32(bx, w_, ref, acc);)
 }
 
 static inline void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, Py_ssize_t n,
                                  double mean, double* acc) {
     float bx[CBN_HCHUNK], bg[CBN_HCHUNK];
-    Py_ssize_t b, m;
-    for (b = 0; b < n; b += m) {
-        m = n - b < CBN_HCHUNK ? n - b : CBN_HCHUNK;
-        cbn_h2f_n(x + b, bx, m);
-        cbn_h2f_n(dy + b, bg, m);
-        cbn_gsums_f32(bx, bg, m, mean, acc);
-    }
+    CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
+                   cbn_gsums_f32(bx, bg, w_, mean, acc);)
 }
 
 static inline void cbn_gsums_masked_f16(const cbn_half* x, const cbn_half* dy,
                                         const cbn_half* y, Py_ssize_t n, double mean,
                                         double* acc) {
     float bx[CBN_HCHUNK], bg[CBN_HCHUNK], by[CBN_HCHUNK];
-    Py_ssize_t b, m;
-    for (b = 0; b < n; b += m) {
-        m = n - b < CBN_HCHUNK ? n - b : CBN_HCHUNK;
-        cbn_h2f_n(x + b, bx, m);
-        cbn_h2f_n(dy + b, bg, m);
-        cbn_h2f_n(y + b, by, m);
-        cbn_gsums_masked_f32(bx, bg, by, m, mean, acc);
+    CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
+                   cbn_h2f_n(y + b_, by, w_); cbn_gsums_masked_f32(bx, bg, by, w_, mean, acc);)
+}
+
+CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                                const double* ref, double* s1, double* s2) {
+    float bx[CBN_HCHUNK];
+    Py_ssize_t r;
+    for (r = 0; r < n; r++, x += ld) {
+        CBN_HBLOCKS(m, cbn_h2f_n(x + b_, bx, w_);
+                       cbn_rows_sums_f32(bx, w_, 1, w_, ref + b_, s1 + b_, s2 + b_);)
     }
 }
+
+CBN_PASS void cbn_rows_gsums_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                                 Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m, const double* mean,
+                                 double* s1, double* s2) {
+    float bx[CBN_HCHUNK], bg[CBN_HCHUNK], by[CBN_HCHUNK];
+    Py_ssize_t r;
+    for (r = 0; r < n; r++, x += ld, dy += ld) {
+        CBN_HBLOCKS(m, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
+                       if (y) cbn_h2f_n(y + b_, by, w_);
+                       cbn_rows_gsums_f32(bx, bg, y ? by : NULL, w_, 1, w_, mean + b_, s1 + b_,
+                                          s2 + b_);)
+        if (y) y += ld;
+    }
+}
+
+#if defined(__F16C__) && defined(__FMA__)
+static inline __m256 cbn_ld8h(const cbn_half* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
+}
+static inline void cbn_st8h(cbn_half* p, __m256 v) {
+    _mm_storeu_si128((__m128i*)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+/* g: dy, or 0 where y <= 0 (NaN y keeps dy, as the scalar comparison does) */
+static inline __m256 cbn_g8h(const cbn_half* dy, const cbn_half* y) {
+    __m256 g = cbn_ld8h(dy);
+    return y ? _mm256_and_ps(_mm256_cmp_ps(cbn_ld8h(y), _mm256_setzero_ps(), _CMP_NLE_UQ), g) : g;
+}
+/* relu: max(0, v) returns v when v is NaN, as v < 0 ? 0 : v does */
+#define CBN_RELU8(v) (relu ? _mm256_max_ps(_mm256_setzero_ps(), (v)) : (v))
+#define CBN_RELU1(v) (relu && (v) < 0 ? 0.0f : (v))
+#define CBN_G1(i) (y && cbn_h2f(y[i]) <= 0 ? 0.0f : cbn_h2f(dy[i]))
+
+CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n, float hi,
+                                 float s, float t, int relu) {
+    const __m256 H = _mm256_set1_ps(hi), S = _mm256_set1_ps(s), T = _mm256_set1_ps(t);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), H), S, T);
+        cbn_st8h(out + i, CBN_RELU8(v));
+    }
+    for (; i < n; i++) { float v = (cbn_h2f(x[i]) - hi) * s + t; out[i] = cbn_f2h(CBN_RELU1(v)); }
+}
+
+CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t ld, Py_ssize_t n,
+                                  Py_ssize_t m, const float* hi, const float* s, const float* t,
+                                  int relu) {
+    Py_ssize_t r, i;
+    for (r = 0; r < n; r++, x += ld, out += ld) {
+        for (i = 0; i + 8 <= m; i += 8) {
+            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), _mm256_loadu_ps(hi + i)),
+                                       _mm256_loadu_ps(s + i), _mm256_loadu_ps(t + i));
+            cbn_st8h(out + i, CBN_RELU8(v));
+        }
+        for (; i < m; i++) {
+            float v = (cbn_h2f(x[i]) - hi[i]) * s[i] + t[i];
+            out[i] = cbn_f2h(CBN_RELU1(v));
+        }
+    }
+}
+
+CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                             cbn_half* dx, Py_ssize_t n, float hi, float s, float t, float k) {
+    const __m256 H = _mm256_set1_ps(hi), S = _mm256_set1_ps(s), T = _mm256_set1_ps(t),
+                 K = _mm256_set1_ps(k);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        cbn_st8h(dx + i, _mm256_add_ps(_mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), H), S,
+                                                       _mm256_mul_ps(cbn_g8h(dy + i, y ? y + i : NULL), K)), T));
+    for (; i < n; i++) dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);
+}
+
+CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                              cbn_half* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                              const float* hi, const float* s, const float* t, const float* k) {
+    Py_ssize_t r, i;
+    for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld, y = y ? y + ld : NULL) {
+        for (i = 0; i + 8 <= m; i += 8) {
+            __m256 g = _mm256_mul_ps(cbn_g8h(dy + i, y ? y + i : NULL), _mm256_loadu_ps(k + i));
+            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), _mm256_loadu_ps(hi + i)),
+                                       _mm256_loadu_ps(s + i), g);
+            cbn_st8h(dx + i, _mm256_add_ps(v, _mm256_loadu_ps(t + i)));
+        }
+        for (; i < m; i++) dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[i]) * s[i] + CBN_G1(i) * k[i] + t[i]);
+    }
+}
+#else
+CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n, float hi,
+                                 float s, float t, int relu) {
+    float bx[CBN_HCHUNK];
+    CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_run_affine_f32(bx, bx, w_, hi, s, t, relu);
+                   cbn_f2h_n(bx, out + b_, w_);)
+}
+
+CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t ld, Py_ssize_t n,
+                                  Py_ssize_t m, const float* hi, const float* s, const float* t,
+                                  int relu) {
+    float bx[CBN_HCHUNK];
+    Py_ssize_t r;
+    for (r = 0; r < n; r++, x += ld, out += ld) {
+        CBN_HBLOCKS(m, cbn_h2f_n(x + b_, bx, w_);
+                       cbn_rows_affine_f32(bx, bx, w_, 1, w_, hi + b_, s + b_, t + b_, relu);
+                       cbn_f2h_n(bx, out + b_, w_);)
+    }
+}
+
+CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                             cbn_half* dx, Py_ssize_t n, float hi, float s, float t, float k) {
+    float bx[CBN_HCHUNK], bg[CBN_HCHUNK], by[CBN_HCHUNK];
+    CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
+                   if (y) cbn_h2f_n(y + b_, by, w_);
+                   cbn_run_dx_f32(bx, bg, y ? by : NULL, bx, w_, hi, s, t, k);
+                   cbn_f2h_n(bx, dx + b_, w_);)
+}
+
+CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                              cbn_half* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                              const float* hi, const float* s, const float* t, const float* k) {
+    float bx[CBN_HCHUNK], bg[CBN_HCHUNK], by[CBN_HCHUNK];
+    Py_ssize_t r;
+    for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld, y = y ? y + ld : NULL) {
+        CBN_HBLOCKS(m, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
+                       if (y) cbn_h2f_n(y + b_, by, w_);
+                       cbn_rows_dx_f32(bx, bg, y ? by : NULL, bx, w_, 1, w_, hi + b_, s + b_,
+                                       t + b_, k + b_);
+                       cbn_f2h_n(bx, dx + b_, w_);)
+    }
+}
+#endif
 
 /* ------------------------------------------------------------ CPU features
  * 1 when this CPU (and OS) can run the AVX2 + FMA + F16C build of the kernels.
