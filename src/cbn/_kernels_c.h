@@ -364,6 +364,81 @@ CBN_DEFINE_ROW_SUMS(f64, double)
         }                                                                                   \
     }
 
+#if defined(__F16C__) && defined(__FMA__)
+/* 8 float16 values as two vectors of 4 doubles */
+#define CBN_LD8HD(p, lo, hi)                                                                \
+    {                                                                                       \
+        __m256 f_ = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p)));                  \
+        lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f_));                                   \
+        hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f_, 1));                                 \
+    }
+static inline double cbn_hsum4(__m256d v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
+    const __m256d R = _mm256_set1_pd(ref);
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0, d0, d1;
+    double a, q, d;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        CBN_LD8HD(x + i, d0, d1)
+        d0 = _mm256_sub_pd(d0, R);
+        d1 = _mm256_sub_pd(d1, R);
+        a0 = _mm256_add_pd(a0, d0);
+        a1 = _mm256_add_pd(a1, d1);
+        q0 = _mm256_fmadd_pd(d0, d0, q0);
+        q1 = _mm256_fmadd_pd(d1, d1, q1);
+    }
+    a = cbn_hsum4(_mm256_add_pd(a0, a1));
+    q = cbn_hsum4(_mm256_add_pd(q0, q1));
+    for (; i < n; i++) { d = (double)cbn_h2f(x[i]) - ref; a += d; q += d * d; }
+    acc[0] += a;
+    acc[1] += q;
+}
+
+/* g = dy, or 0 where y <= 0 (y not NULL; NaN y keeps dy) */
+static inline void cbn_gsums_h(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                               Py_ssize_t n, double mean, double* acc) {
+    const __m256d M = _mm256_set1_pd(mean), Z = _mm256_setzero_pd();
+    __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, g0, g1, x0, x1, y0, y1;
+    double a, q, g;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        CBN_LD8HD(dy + i, g0, g1)
+        CBN_LD8HD(x + i, x0, x1)
+        if (y) {
+            CBN_LD8HD(y + i, y0, y1)
+            g0 = _mm256_and_pd(_mm256_cmp_pd(y0, Z, _CMP_NLE_UQ), g0);
+            g1 = _mm256_and_pd(_mm256_cmp_pd(y1, Z, _CMP_NLE_UQ), g1);
+        }
+        a0 = _mm256_add_pd(a0, g0);
+        a1 = _mm256_add_pd(a1, g1);
+        q0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(x0, M), q0);
+        q1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(x1, M), q1);
+    }
+    a = cbn_hsum4(_mm256_add_pd(a0, a1));
+    q = cbn_hsum4(_mm256_add_pd(q0, q1));
+    for (; i < n; i++) {
+        g = y && cbn_h2f(y[i]) <= 0 ? 0.0 : (double)cbn_h2f(dy[i]);
+        a += g;
+        q += g * ((double)cbn_h2f(x[i]) - mean);
+    }
+    acc[0] += a;
+    acc[1] += q;
+}
+
+CBN_REDUCER void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, Py_ssize_t n,
+                               double mean, double* acc) {
+    cbn_gsums_h(x, dy, NULL, n, mean, acc);
+}
+
+CBN_REDUCER void cbn_gsums_masked_f16(const cbn_half* x, const cbn_half* dy,
+                                      const cbn_half* y, Py_ssize_t n, double mean,
+                                      double* acc) {
+    cbn_gsums_h(x, dy, y, n, mean, acc);
+}
+#else
 static inline void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
     float bx[CBN_HCHUNK];
     CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_sums_f32(bx, w_, ref, acc);)
@@ -383,6 +458,7 @@ static inline void cbn_gsums_masked_f16(const cbn_half* x, const cbn_half* dy,
     CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
                    cbn_h2f_n(y + b_, by, w_); cbn_gsums_masked_f32(bx, bg, by, w_, mean, acc);)
 }
+#endif
 
 CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                 const double* ref, double* s1, double* s2) {
