@@ -110,10 +110,11 @@ def test_eps_zero_zero_variance_gives_zero_invstd(layout, rng):
     assert np.all(dx[tuple(idx)] == 0) and np.isfinite(dx).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_inf_stay_in_their_channel(layout, bad, rng):
-    x, axis = _data(layout, rng, 0.0, 1.0)
+def test_nan_inf_stay_in_their_channel(layout, bad, dtype, rng):
+    x, axis = _data(layout, rng, 0.0, 1.0, dtype)
     idx = [0] * x.ndim
     idx[axis] = 2
     x_bad = x.copy()
@@ -153,6 +154,16 @@ def test_nan_inf_stay_in_their_channel(layout, bad, rng):
     dx0 = cbn.batch_norm_backward(np.ones_like(x), x, m, inv, axis=axis)[0]
     np.testing.assert_array_equal(dx[tuple(others)], dx0[tuple(others)])
     assert np.isfinite(dw[:2]).all() and np.isfinite(db[:2]).all()
+    # the ReLU mask of the backward pass: a NaN output keeps its gradient (NaN <= 0 is
+    # false, as in the oracle); the frozen-statistics gradient is then exact to check
+    y_nan = yr.copy()
+    dxr = cbn.batch_norm_backward(np.ones_like(x), x, rm, oracle.invstd(rv, 1e-5),
+                                  training=False, y=y_nan, axis=axis)[0]
+    want = oracle.batch_norm_backward(np.ones_like(x), x, rm, oracle.invstd(rv, 1e-5),
+                                      training=False, y=y_nan, axis=axis)[0]
+    assert np.array_equal(dxr == 0, want == 0)
+    if np.isnan(bad):
+        assert (dxr[bad_mask] != 0).all()
 
 
 def test_float16_computed_in_float32_and_rounded_once(rng):
