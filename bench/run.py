@@ -288,6 +288,30 @@ def peak_alloc_bytes(fn):
 
 # ------------------------------------------------------------------ the suite
 
+def derive(cell):
+    """The cell's ratios from its times (in place; returns it)."""
+    t, op = cell["seconds"], cell["op"]
+    cell["roof_fraction"] = ROOF_FACTOR[op] * t["roof"] / t["cbn_out"]
+    cell["floor_fraction"] = (t.get("acc", 0.0) + OUTPUT_PASS.get(op, 1.0) * t["roof"]) / t["cbn_out"]
+    cell["vs_numpy"] = t["numpy"] / t["cbn"]
+    for k in ("torch", "onnxruntime"):
+        if k in t:
+            cell["vs_" + k] = t[k] / t["cbn"]
+    return cell
+
+
+def merge_runs(runs):
+    """One record from several runs of the same cells: each time the median over runs."""
+    merged = []
+    for same in zip(*runs):
+        cell = {k: v for k, v in same[0].items() if k != "seconds"}
+        cell["seconds"] = {k: float(np.median([c["seconds"][k] for c in same]))
+                           for k in same[0]["seconds"]}
+        cell["runs"] = len(same)
+        merged.append(derive(cell))
+    return merged
+
+
 def run_cells(args, roof, torch, ort, all_threads):
     rng = np.random.default_rng(0)
     shapes = [(2, 3, 4, 4)] if args.smoke else (
@@ -321,18 +345,9 @@ def run_cells(args, roof, torch, ort, all_threads):
                         fns.append(ort_fn)
                     secs = time_interleaved(fns, args.rounds, args.budget)
                     t = dict(zip(names, secs))
-                    cell = {
-                        "shape": list(shape), "layout": layout, "op": op, "threads": nt,
-                        "dtype": "float32", "x_bytes": x.nbytes, "seconds": t,
-                        "roof_fraction": ROOF_FACTOR[op] * t["roof"] / t["cbn_out"],
-                        "floor_fraction": (t.get("acc", 0.0) + OUTPUT_PASS.get(op, 1.0)
-                                           * t["roof"]) / t["cbn_out"],
-                        "vs_numpy": t["numpy"] / t["cbn"],
-                    }
-                    if "torch" in t:
-                        cell["vs_torch"] = t["torch"] / t["cbn"]
-                    if "onnxruntime" in t:
-                        cell["vs_onnxruntime"] = t["onnxruntime"] / t["cbn"]
+                    cell = derive({"shape": list(shape), "layout": layout, "op": op,
+                                   "threads": nt, "dtype": "float32", "x_bytes": x.nbytes,
+                                   "seconds": t})
                     if nt == all_threads:
                         peak = peak_alloc_bytes(contenders["cbn_out"][op])
                         cell["peak_alloc_bytes"] = peak
@@ -392,8 +407,13 @@ def run_resnet50(args, roof, torch, ort, nt):
         for k, v in zip(names, time_interleaved([layer[k] for k in names], args.rounds,
                                                 args.budget / 4)):
             hot[k] += v
-    res = {"layers": len(per_layer), "threads": nt, "seconds": cold, "hot_seconds": hot}
-    for tag, secs in (("", cold), ("hot_", hot)):
+    return resnet_ratios({"layers": len(per_layer), "threads": nt, "seconds": cold,
+                          "hot_seconds": hot})
+
+
+def resnet_ratios(res):
+    for tag in ("", "hot_"):
+        secs = res[tag + "seconds"]
         if "torch" in secs:
             res[tag + "vs_torch"] = secs["torch"] / secs["cbn"]
             res[tag + "torch_over_roof"] = secs["torch"] / secs["roof"]
@@ -618,6 +638,9 @@ def main(argv=None):
                     help="only this shape's cells, e.g. 4x32x16x28x28 (repeatable; no ResNet, "
                          "float16 or SIMD extras; results tagged 'subset')")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the cells and the ResNet sums this many times and keep each "
+                         "time's median over the runs (the machine's slow phases last minutes)")
     ap.add_argument("--budget", type=float, default=None, help="seconds per timing sample")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-ort", action="store_true")
@@ -632,7 +655,7 @@ def main(argv=None):
     if args.smoke:
         args.quick = args.no_torch = args.no_ort = True
         args.rounds, args.budget = 1, 1e-4
-    args.rounds = args.rounds or (5 if args.quick else 11)
+    args.rounds = args.rounds or (5 if args.quick else 15)
     args.budget = args.budget or (0.004 if args.quick else 0.01)
 
     torch = ort = None
@@ -657,9 +680,25 @@ def main(argv=None):
           "cbn out= time; xNumPy, xTorch = their time / cbn's (both allocating)")
     print(HEADER)
     t0 = time.time()
-    cells = run_cells(args, roof, torch, ort, all_threads)
-    resnet = run_resnet50(args, roof, torch, ort, all_threads) if extras else {
-        "layers": 0, "threads": all_threads, "seconds": {}, "hot_seconds": {}}
+    runs, resnets = [], []
+    for k in range(args.repeat):
+        if args.repeat > 1:
+            print(f"-- run {k + 1} of {args.repeat}", flush=True)
+        runs.append(run_cells(args, roof, torch, ort, all_threads))
+        if extras:
+            resnets.append(run_resnet50(args, roof, torch, ort, all_threads))
+    cells = merge_runs(runs) if args.repeat > 1 else runs[0]
+    if args.repeat > 1:
+        print(f"-- medians of the {args.repeat} runs")
+        print(HEADER)
+        for c in cells:
+            print_cell(c)
+    resnet = {"layers": 0, "threads": all_threads, "seconds": {}, "hot_seconds": {}}
+    if resnets:
+        resnet = resnets[0] if len(resnets) == 1 else resnet_ratios({
+            "layers": resnets[0]["layers"], "threads": all_threads, "runs": len(resnets),
+            **{tag: {k: float(np.median([r[tag][k] for r in resnets])) for k in resnets[0][tag]}
+               for tag in ("seconds", "hot_seconds")}})
     for tag, what in (("", "cold (inputs from memory)"), ("hot_", "hot (each input in cache)")):
         secs = resnet[tag + "seconds"]
         print(f"\nResNet-50 batch-1 BN inference, {resnet['layers']} layers summed, "
