@@ -81,6 +81,11 @@ cdef extern from "_kernels_c.h":
                            double*, double*) noexcept nogil
     void cbn_rows_sums_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                            double*, double*) noexcept nogil
+    void cbn_rows_sums_tiled_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                 const double*, double*, double*) noexcept nogil
+    void cbn_rows_gsums_tiled_f32(const float*, const float*, const float*, Py_ssize_t,
+                                  Py_ssize_t, Py_ssize_t, const double*, double*,
+                                  double*) noexcept nogil
     void cbn_rows_gsums_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
                             Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_rows_gsums_f64(const double*, const double*, const double*, Py_ssize_t,
@@ -128,7 +133,9 @@ cdef enum:
     CTILE = 512         # channels per tile in interleaved reductions (block sums stay in L1)
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
+    SLOT = 6            # rows of partials per thread in interleaved reductions
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
+    TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
 
 # Rows of the per-channel parameter table p (k * C + c): the outputs are
 # (x - hi) * scale + shift, plus g * gain in the backward pass.
@@ -372,13 +379,18 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 
 cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                             bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                            const double* ref, double* s1, double* s2) noexcept nogil:
+                            const double* ref, double* s1, double* s2,
+                            bint tiles) noexcept nogil:
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
-    primitives of _kernels_c.h)."""
+    primitives of _kernels_c.h; tiles: the register-tiled float32 ones)."""
     if data_t is float:
-        if grad:
+        if grad and tiles:
+            cbn_rows_gsums_tiled_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+        elif grad:
             cbn_rows_gsums_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+        elif tiles:
+            cbn_rows_sums_tiled_f32(x, ld, n, m, ref, s1, s2)
         else:
             cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2)
     elif data_t is double:
@@ -445,30 +457,40 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
                               bint masked, Py_ssize_t rows, Py_ssize_t C, const double* ref,
                               double* scratch, Py_ssize_t t, Py_ssize_t T) noexcept nogil:
     """Thread slot t of an interleaved reduction: rows [rows*t/T, rows*(t+1)/T) into
-    its own padded partials (totals of both sums, then the current block's).
+    its own padded partials (SLOT rows of cpad: totals, mid-block and block sums).
 
     Wide rows are split into tiles of CTILE channels so that a tile's block sums
-    stay in L1 while its rows stream past; each tile's block is flushed into the
-    totals every ROW_BLOCK rows."""
+    stay in L1 while its rows stream past.  A tile's block (ROW_BLOCK rows) is added
+    into the mid-block, the mid-block into the totals every ROW_BLOCK blocks, so that
+    rounding grows like 2 * ROW_BLOCK + rows / ROW_BLOCK**2, not rows / ROW_BLOCK."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    cdef double* part = scratch + t * 4 * cpad
-    cdef double* b1 = part + 2 * cpad
-    cdef double* b2 = part + 3 * cpad
-    cdef Py_ssize_t r, c, c0, w, n, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
-    for c in range(4 * cpad):
+    cdef double* part = scratch + t * SLOT * cpad
+    cdef double* m1 = part + 2 * cpad
+    cdef double* m2 = part + 3 * cpad
+    cdef double* b1 = part + 4 * cpad
+    cdef double* b2 = part + 5 * cpad
+    cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
+    cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
+    for c in range(SLOT * cpad):
         part[c] = 0.0
     c0 = 0
     while c0 < C:
         w = C - c0 if C - c0 < CTILE else CTILE
         r = r0
+        k = 0
         while r < r1:
             n = r1 - r if r1 - r < ROW_BLOCK else ROW_BLOCK
             off = r * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, n, w, ref + c0, b1 + c0,
-                       b2 + c0)
-            _flush(part + c0, b1 + c0, w)
-            _flush(part + cpad + c0, b2 + c0, w)
+                       b2 + c0, tiles)
+            _flush(m1 + c0, b1 + c0, w)
+            _flush(m2 + c0, b2 + c0, w)
             r += n
+            k += 1
+            if k == ROW_BLOCK or r >= r1:
+                _flush(part + c0, m1 + c0, w)
+                _flush(part + cpad + c0, m2 + c0, w)
+                k = 0
         c0 += w
 
 
@@ -494,14 +516,14 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
     """Interleaved reduction over all rows: statistics (grad False: sums of d, d*d about
     ref) or backward sums (g, g*(x - ref)).  Rows are taken R at a time (_fold); the
     last rows % R rows are summed on their own.  Per-thread partials are merged in slot
-    order, so the result depends only on T.  scratch: _reduce_scratch(C, T) doubles."""
+    order, so the result depends only on T.  scratch: _partials(1, C, T) - C doubles."""
     cdef Py_ssize_t R = _fold(C, rows)
     cdef Py_ssize_t W = R * C, full = rows // R
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef double* refw = scratch
     cdef double* rem = scratch + wpad
-    cdef double* part = rem + 4 * cpad
+    cdef double* part = rem + SLOT * cpad
     cdef Py_ssize_t t, c, j, off = full * W
     cdef int Te = T if full >= 2 * T else 1
     _repeat(ref, C, W, refw)
@@ -517,8 +539,8 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
     for t in range(Te):
         for j in range(R):
             for c in range(C):
-                s1[c] += part[t * 4 * wpad + j * C + c]
-                s2[c] += part[t * 4 * wpad + wpad + j * C + c]
+                s1[c] += part[t * SLOT * wpad + j * C + c]
+                s2[c] += part[t * SLOT * wpad + wpad + j * C + c]
 
 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
@@ -745,7 +767,7 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     cdef Py_ssize_t W = (1 if C >= WIDE else (WIDE + C - 1) // C) * C   # _fold at most
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    return 0 if inner > 1 else C + wpad + 4 * cpad + T * 4 * wpad
+    return 0 if inner > 1 else C + wpad + SLOT * cpad + T * SLOT * wpad
 
 
 cdef void _gather(object a, double* dst, Py_ssize_t C, double default):

@@ -349,6 +349,80 @@ CBN_PASS void cbn_rows_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ss
 CBN_DEFINE_ROW_SUMS(f32, float)
 CBN_DEFINE_ROW_SUMS(f64, double)
 
+#if defined(__AVX2__) && defined(__FMA__)
+/* float32 with AVX2: tiles of 8 channels whose sums stay in registers while the n rows
+ * go past (no per-row loads and stores of the partial sums).  Measured against the
+ * lanes loop: 1.1-1.4x faster on data in cache, 0.6x on data from memory (the tile
+ * walks the rows with a stride, which the prefetchers follow worse), so the kernels
+ * choose them by size.  Rows of 512 floats or more keep the lanes loop: a tile's
+ * rows, 2 KB or more apart, would meet in the same L1 sets. */
+#define CBN_TILED_LD 512
+#define CBN_LD4D(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
+static inline void cbn_add4(double* s, __m256d v) {
+    _mm256_storeu_pd(s, _mm256_add_pd(_mm256_loadu_pd(s), v));
+}
+
+CBN_PASS void cbn_rows_sums_tiled_f32(const float* x, Py_ssize_t ld, Py_ssize_t n,
+                                      Py_ssize_t m, const double* ref, double* s1, double* s2) {
+    Py_ssize_t c = 0, r;
+    if (ld < CBN_TILED_LD) {
+        for (; c + 8 <= m; c += 8) {
+            const __m256d R0 = _mm256_loadu_pd(ref + c), R1 = _mm256_loadu_pd(ref + c + 4);
+            __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0, d0, d1;
+            const float* p = x + c;
+            for (r = 0; r < n; r++, p += ld) {
+                d0 = _mm256_sub_pd(CBN_LD4D(p), R0);
+                d1 = _mm256_sub_pd(CBN_LD4D(p + 4), R1);
+                a0 = _mm256_add_pd(a0, d0);
+                a1 = _mm256_add_pd(a1, d1);
+                q0 = _mm256_fmadd_pd(d0, d0, q0);
+                q1 = _mm256_fmadd_pd(d1, d1, q1);
+            }
+            cbn_add4(s1 + c, a0);
+            cbn_add4(s1 + c + 4, a1);
+            cbn_add4(s2 + c, q0);
+            cbn_add4(s2 + c + 4, q1);
+        }
+    }
+    if (c < m) cbn_rows_sums_f32(x + c, ld, n, m - c, ref + c, s1 + c, s2 + c);
+}
+
+CBN_PASS void cbn_rows_gsums_tiled_f32(const float* x, const float* dy, const float* y,
+                                       Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                                       const double* mean, double* s1, double* s2) {
+    Py_ssize_t c = 0, r, o;
+    if (ld < CBN_TILED_LD) {
+        const __m256d Z = _mm256_setzero_pd();
+        for (; c + 8 <= m; c += 8) {
+            const __m256d M0 = _mm256_loadu_pd(mean + c), M1 = _mm256_loadu_pd(mean + c + 4);
+            __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, g0, g1;
+            for (r = 0, o = c; r < n; r++, o += ld) {
+                g0 = CBN_LD4D(dy + o);
+                g1 = CBN_LD4D(dy + o + 4);
+                if (y) {        /* g = 0 where y <= 0 (NaN y keeps dy) */
+                    g0 = _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(y + o), Z, _CMP_NLE_UQ), g0);
+                    g1 = _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(y + o + 4), Z, _CMP_NLE_UQ), g1);
+                }
+                a0 = _mm256_add_pd(a0, g0);
+                a1 = _mm256_add_pd(a1, g1);
+                q0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(CBN_LD4D(x + o), M0), q0);
+                q1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(CBN_LD4D(x + o + 4), M1), q1);
+            }
+            cbn_add4(s1 + c, a0);
+            cbn_add4(s1 + c + 4, a1);
+            cbn_add4(s2 + c, q0);
+            cbn_add4(s2 + c + 4, q1);
+        }
+    }
+    if (c < m)
+        cbn_rows_gsums_f32(x + c, dy + c, y ? y + c : NULL, ld, n, m - c, mean + c, s1 + c,
+                           s2 + c);
+}
+#else
+#define cbn_rows_sums_tiled_f32 cbn_rows_sums_f32
+#define cbn_rows_gsums_tiled_f32 cbn_rows_gsums_f32
+#endif
+
 /* ------------------------------------------------------------------ float16
  * The same primitives for float16 data, computed in float32 (rounded once on store):
  * blocks of up to CBN_HCHUNK values are converted to float32 and given to the float32
