@@ -16,7 +16,7 @@ import numpy as np
 
 from cbn import _dispatch
 from cbn._layout import adopt, canonical, empty_like, matches
-from cbn._threads import SERIAL_BELOW, resolve
+from cbn._threads import resolve
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _DATA = frozenset((_F16, _F32, _F64))      # data dtypes
@@ -281,7 +281,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
 
     x, perm, (outer, _, inner) = canonical(x, ax)
     size = x.size
-    nt = 1 if n_threads is None and size < SERIAL_BELOW else resolve(n_threads, size)
+    nt = resolve(n_threads, size)
     result, target = _output(out, x, perm, (x,), oflags)
     K = _dispatch.kernels
     if training:
@@ -307,7 +307,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
         if return_stats:
             cdt = _compute_dtype(x.dtype)
             mean, invstd = rm.astype(cdt), _invstd(rv, eps).astype(cdt)
-    y = target if result is None else _finish(result, target)
+    y = _finish(result, target)
     if return_stats:
         return y, mean, invstd
     return y

@@ -106,16 +106,12 @@ cdef extern from "_kernels_c.h":
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
-    void cbn_gsums_f32(const float*, const float*, Py_ssize_t, double, double*) noexcept nogil
-    void cbn_gsums_f64(const double*, const double*, Py_ssize_t, double, double*) noexcept nogil
-    void cbn_gsums_f16(const cbn_half*, const cbn_half*, Py_ssize_t, double,
+    void cbn_gsums_f32(const float*, const float*, const float*, Py_ssize_t, double,
                        double*) noexcept nogil
-    void cbn_gsums_masked_f32(const float*, const float*, const float*, Py_ssize_t, double,
-                              double*) noexcept nogil
-    void cbn_gsums_masked_f64(const double*, const double*, const double*, Py_ssize_t,
-                              double, double*) noexcept nogil
-    void cbn_gsums_masked_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
-                              double, double*) noexcept nogil
+    void cbn_gsums_f64(const double*, const double*, const double*, Py_ssize_t, double,
+                       double*) noexcept nogil
+    void cbn_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t, double,
+                       double*) noexcept nogil
 
 
 ctypedef fused data_t:      # what the arrays hold
@@ -278,27 +274,22 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
     """acc[0], acc[1] += the two sums over one run (the reduction primitives of
     _kernels_c.h): statistics about ref (grad False), or backward sums about the
     mean ref."""
+    cdef const data_t* mask = y if masked else NULL
     if data_t is float:
-        if not grad:
+        if grad:
+            cbn_gsums_f32(x, dy, mask, m, ref, acc)
+        else:
             cbn_sums_f32(x, m, ref, acc)
-        elif masked:
-            cbn_gsums_masked_f32(x, dy, y, m, ref, acc)
-        else:
-            cbn_gsums_f32(x, dy, m, ref, acc)
     elif data_t is double:
-        if not grad:
+        if grad:
+            cbn_gsums_f64(x, dy, mask, m, ref, acc)
+        else:
             cbn_sums_f64(x, m, ref, acc)
-        elif masked:
-            cbn_gsums_masked_f64(x, dy, y, m, ref, acc)
-        else:
-            cbn_gsums_f64(x, dy, m, ref, acc)
     else:
-        if not grad:
-            cbn_sums_f16(x, m, ref, acc)
-        elif masked:
-            cbn_gsums_masked_f16(x, dy, y, m, ref, acc)
+        if grad:
+            cbn_gsums_f16(x, dy, mask, m, ref, acc)
         else:
-            cbn_gsums_f16(x, dy, m, ref, acc)
+            cbn_sums_f16(x, m, ref, acc)
 
 
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
@@ -764,7 +755,7 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     """Doubles of interleaved scratch: pivots, then _rows_reduce's (repeated pivots,
     padded partials of the last rows, padded per-thread partials), which also hold the
     repeated parameter table of _apply (N_PARAMS * R * C values)."""
-    cdef Py_ssize_t W = (1 if C >= WIDE else (WIDE + C - 1) // C) * C   # _fold at most
+    cdef Py_ssize_t W = _fold(C, 8 * WIDE) * C     # the widest row _fold makes
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     return 0 if inner > 1 else C + wpad + SLOT * cpad + T * SLOT * wpad
