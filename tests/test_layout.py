@@ -173,6 +173,30 @@ def test_read_only_and_memmap_inputs(rng, tmp_path):
     _close(var, rvar)
 
 
+def test_arguments_beside_the_fast_path(rng, tmp_path):
+    """Arguments just outside the common form (tested in C by cbn._kernels.plain_params,
+    like and c_dims) take the validating path and still give the oracle's answer:
+    byte-swapped, float16 and strided parameters, out as an ndarray subclass (a
+    writeable memmap), one channel, a Fortran-ordered x."""
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    rm, rv = rng.standard_normal(4), rng.random(4) + 0.5
+    w, b = rng.standard_normal(4), rng.standard_normal(4)
+    ref = oracle.batch_norm(x, rm, rv, w, b)[0]
+    for params in ((rm.astype(">f4"), rv.astype(">f8"), w.astype(">f4"), b),
+                   (rm.astype(np.float16), rv, w, b.astype(np.float16)),
+                   (np.repeat(rm, 2)[::2], rv, np.repeat(w, 3)[1::3], b)):
+        expect = oracle.batch_norm(x, *[np.asarray(p, np.float64) for p in params])[0]
+        _close(cbn.batch_norm(x, *params), expect)
+    out = np.lib.format.open_memmap(tmp_path / "y.npy", mode="w+", dtype=np.float32,
+                                    shape=x.shape)
+    assert cbn.batch_norm(x, rm, rv, w, b, out=out) is out
+    _close(np.asarray(out), ref)
+    one = x[:, :1]
+    _close(cbn.batch_norm(one, rm[:1], rv[:1], w[:1], b[:1]),
+           oracle.batch_norm(one, rm[:1], rv[:1], w[:1], b[:1])[0])
+    _close(cbn.batch_norm(np.asfortranarray(x), rm, rv, w, b), ref)
+
+
 def test_non_native_byte_order_and_lists(rng):
     x = rng.standard_normal((5, 3)).astype(">f4")
     ref = oracle.batch_norm(x, training=True)[0]

@@ -60,6 +60,8 @@ BATCH_NORM_CASES = [
     ("None eps", dict(eps=None), TypeError, "eps must be a real number"),
     ("out shape", dict(out=np.zeros((4, C, 5, 4), np.float32)), ValueError, "out.shape=(4, 3, 5, 4), expected (4, 3, 5, 5)"),
     ("out dtype", dict(out=np.zeros(X.shape, np.float64)), TypeError, "out.dtype=float64, expected float32"),
+    ("out byte-swapped", dict(out=np.zeros(X.shape, ">f4")), TypeError, "out.dtype=>f4, expected float32"),
+    ("out ndim", dict(out=np.zeros(X.shape[:3], np.float32)), ValueError, "out.shape=(4, 3, 5), expected"),
     ("out read-only", dict(out=_read_only(np.zeros(X.shape, np.float32))), ValueError, "out is read-only"),
     ("out list", dict(out=[0.0]), TypeError, "out must be a NumPy array"),
     ("n_threads 0", dict(n_threads=0), ValueError, "n_threads must be None or an integer >= 1"),

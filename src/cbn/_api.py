@@ -18,6 +18,9 @@ from cbn import _dispatch
 from cbn._layout import adopt, canonical, empty_like, matches
 from cbn._threads import resolve
 
+_k = _dispatch.baseline      # the fast-path predicates (the same in every build)
+_WRITEABLE = _k.FLAG_WRITEABLE
+
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _DATA = frozenset((_F16, _F32, _F64))      # data dtypes
 _PARAM = frozenset((_F32, _F64))            # per-channel dtypes the kernels read directly
@@ -123,22 +126,27 @@ def _running(a, name, C):
 
 
 def _check_out(out, x, name="out"):
-    if type(out) is not _ndarray:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"{name} must be a NumPy array or None, got {type(out).__name__}")
+    """out's flag bits (cbn._kernels.flags) once it is a writeable array of x's shape
+    and dtype."""
+    flags = _k.like(out, x)     # the common case, tested in C
+    if flags >= 0 and flags & _WRITEABLE:
+        return flags
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array or None, got {type(out).__name__}")
     if out.shape != x.shape:
         raise ValueError(f"{name}.shape={out.shape}, expected {x.shape}")
     dt = out.dtype
-    if dt is not x.dtype and dt != x.dtype:
+    if dt != x.dtype:
         raise TypeError(f"{name}.dtype={_dtype_name(dt)}, expected {_dtype_name(x.dtype)}")
-    flags = out.flags
-    if not flags.writeable:
+    if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
-    return flags
+    return _k.flags(out)
 
 
 def _like_x(a, x, name):
     """An array that must match x in shape and dtype (dy, y)."""
+    if _k.like(a, x) >= 0:      # the common case, tested in C
+        return a
     a = _as_data(a, name)
     if a.shape != x.shape:
         raise ValueError(f"{name}.shape={a.shape}, expected x.shape={x.shape}")
@@ -163,8 +171,8 @@ def _invstd(var, eps):
 def _output(out, x, perm, reads, flags=None):
     """(result, target): the kernel writes target; _finish() copies it into result
     when they differ.  target is out itself when out is laid out like x and is
-    disjoint from, or identical to, every array the kernel reads.  flags: out.flags
-    (from _check_out)."""
+    disjoint from, or identical to, every array the kernel reads.  flags: out's flag
+    bits (from _check_out)."""
     if out is None:
         return None, empty_like(x, perm)
     if matches(out, perm, flags):
@@ -260,8 +268,12 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
         return_stats = _check_bool(return_stats, "return_stats")
     if type(eps) is not float or not 0.0 <= eps <= _FMAX:
         eps = _check_eps(eps)
-    w = _channel(weight, "weight", C)
-    b = _channel(bias, "bias", C)
+    plain = _k.plain_params(C, weight, bias, running_mean, running_var)
+    if plain:
+        w, b = weight, bias
+    else:
+        w = _channel(weight, "weight", C)
+        b = _channel(bias, "bias", C)
     if training:
         momentum = _check_number(momentum, "momentum", 0.0, 1.0, "in [0, 1]")
         if (running_mean is None) != (running_var is None):
@@ -275,8 +287,10 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
             raise ValueError(f"training needs more than 1 value per channel, got x.shape="
                              f"{x.shape} with channel axis {ax}")
     else:
-        rm = _channel(running_mean, "running_mean", C, required=True)
-        rv = _channel(running_var, "running_var", C, required=True)
+        rm, rv = running_mean, running_var
+        if not plain or rm is None or rv is None:
+            rm = _channel(running_mean, "running_mean", C, required=True)
+            rv = _channel(running_var, "running_var", C, required=True)
     oflags = None if out is None else _check_out(out, x)
 
     x, perm, (outer, _, inner) = canonical(x, ax)
@@ -357,9 +371,11 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     dy = _like_x(dy, x, "dy")
     ax = _check_axis(axis, x.ndim)
     C = x.shape[ax]
-    m = _channel(mean, "mean", C, required=True)
-    inv = _channel(invstd, "invstd", C, required=True)
-    w = _channel(weight, "weight", C)
+    m, inv, w = mean, invstd, weight
+    if not _k.plain_params(C, m, inv, w, None) or m is None or inv is None:
+        m = _channel(mean, "mean", C, required=True)
+        inv = _channel(invstd, "invstd", C, required=True)
+        w = _channel(weight, "weight", C)
     training = _check_bool(training, "training")
     if y is not None:
         y = _like_x(y, x, "y")
@@ -483,8 +499,10 @@ def scale_shift(x, scale, shift, *, axis=1, relu=False, out=None, n_threads=None
     x = _as_data(x)
     ax = _check_axis(axis, x.ndim)
     C = x.shape[ax]
-    s = _channel(scale, "scale", C, required=True)
-    t = _channel(shift, "shift", C, required=True)
+    s, t = scale, shift
+    if not _k.plain_params(C, s, t, None, None) or s is None or t is None:
+        s = _channel(scale, "scale", C, required=True)
+        t = _channel(shift, "shift", C, required=True)
     relu = _check_bool(relu, "relu")
     oflags = None if out is None else _check_out(out, x)
     x, perm, (outer, _, inner) = canonical(x, ax)

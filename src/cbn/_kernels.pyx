@@ -181,6 +181,75 @@ def overlap(cnp.ndarray a, cnp.ndarray b):
     return 1 if a0 == b0 and a1 == b1 else 2
 
 
+# ------------------------------------------- fast paths of the Python layer
+# Predicates, not checks: each answers whether arguments already have the common
+# form, with C-level tests (a call on a (1, 16, 8, 8) tensor pays for every Python
+# attribute it reads).  Whenever one says no, cbn._api validates in Python and
+# words the error.
+
+cdef inline bint _plain_param(object a, Py_ssize_t C) noexcept:
+    """a is None or a native-endian float32/float64 ndarray of shape (C,)."""
+    if a is None:
+        return True
+    if type(a) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int tn = cnp.PyArray_TYPE(arr)
+    return (cnp.PyArray_NDIM(arr) == 1 and cnp.PyArray_DIM(arr, 0) == C
+            and (tn == cnp.NPY_FLOAT or tn == cnp.NPY_DOUBLE) and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+def plain_params(Py_ssize_t C, a, b, c, d):
+    """Whether each of a, b, c, d is None or a native float32/float64 ndarray of
+    shape (C,) (what the kernels read as they are)."""
+    return _plain_param(a, C) and _plain_param(b, C) and _plain_param(c, C) and \
+        _plain_param(d, C)
+
+
+FLAG_C_CONTIGUOUS = cnp.NPY_ARRAY_C_CONTIGUOUS
+FLAG_ALIGNED = cnp.NPY_ARRAY_ALIGNED
+FLAG_WRITEABLE = cnp.NPY_ARRAY_WRITEABLE
+
+
+def flags(cnp.ndarray a):
+    """NumPy's flag bits of a (NPY_ARRAY_C_CONTIGUOUS, _ALIGNED, _WRITEABLE, ...)."""
+    return cnp.PyArray_FLAGS(a)
+
+
+def like(a, cnp.ndarray x):
+    """a's flag bits when a is an ndarray of x's shape and dtype (of the same byte
+    order), else -1."""
+    if type(a) is not cnp.ndarray:
+        return -1
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    if (cnp.PyArray_NDIM(arr) != nd or cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(x)
+            or cnp.PyArray_ISNOTSWAPPED(arr) != cnp.PyArray_ISNOTSWAPPED(x)):
+        return -1
+    for k in range(nd):
+        if cnp.PyArray_DIM(arr, k) != cnp.PyArray_DIM(x, k):
+            return -1
+    return cnp.PyArray_FLAGS(arr)
+
+
+def c_dims(cnp.ndarray x, int axis):
+    """(outer, C, inner) of x around axis (0 <= axis < x.ndim) when x is C-contiguous
+    and aligned (as cbn._layout.canonical describes it), else None."""
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    cdef Py_ssize_t outer = 1, inner = 1, C
+    if cnp.PyArray_FLAGS(x) & (cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED) != \
+            (cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED):
+        return None
+    C = cnp.PyArray_DIM(x, axis)
+    for k in range(axis):
+        outer *= cnp.PyArray_DIM(x, k)
+    for k in range(axis + 1, nd):
+        inner *= cnp.PyArray_DIM(x, k)
+    if C == 1:
+        return 1, 1, outer * inner
+    return outer, C, inner
+
+
 def half_soft_roundtrip(const unsigned short[::1] h, const float[::1] f,
                         float[::1] h_as_float, unsigned short[::1] f_as_half):
     """Test hook: the software float16 conversions, whichever the build uses."""

@@ -17,19 +17,22 @@ used in place when it is dense in the same order.
 
 import numpy as np
 
+from cbn._dispatch import baseline as _k
+
+_ALIGNED, _C_CONTIGUOUS = _k.FLAG_ALIGNED, _k.FLAG_C_CONTIGUOUS
+
 
 def canonical(x, axis):
     """(x, perm, (outer, C, inner)): x itself when it is dense in some axis order,
     else a C-ordered copy."""
+    dims = _k.c_dims(x, axis)  # the common case, tested in C
+    if dims is not None:
+        return x, None, dims
     shape = x.shape
-    flags = x.flags
-    if flags.c_contiguous and flags.aligned:
+    perm = tuple(sorted(range(x.ndim), key=lambda k: -x.strides[k]))
+    if not (x.flags.aligned and x.transpose(perm).flags.c_contiguous):
+        x = np.array(x, order="C")     # aligned, dense
         perm = None
-    else:
-        perm = tuple(sorted(range(x.ndim), key=lambda k: -x.strides[k]))
-        if not (flags.aligned and x.transpose(perm).flags.c_contiguous):
-            x = np.array(x, order="C")     # aligned, dense
-            perm = None
     C = shape[axis]
     order = range(len(shape)) if perm is None else perm
     outer = inner = 1
@@ -48,13 +51,13 @@ def canonical(x, axis):
 
 def matches(a, perm, flags=None):
     """Whether a is aligned and dense in x's axis order (then the kernels can use it as
-    is).  flags: a.flags when the caller has it."""
+    is).  flags: a's flag bits (cbn._kernels.flags) when the caller has them."""
     if flags is None:
-        flags = a.flags
-    if not flags.aligned:
+        flags = _k.flags(a)
+    if not flags & _ALIGNED:
         return False
     if perm is None:
-        return flags.c_contiguous
+        return flags & _C_CONTIGUOUS != 0
     return a.transpose(perm).flags.c_contiguous
 
 
