@@ -112,3 +112,14 @@ def kernels(request):
     old = _dispatch.use(request.param)
     yield request.param
     _dispatch.use(old)
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "streamed"])
+def streaming(request, kernels):
+    """Run a test with the output passes' plain stores, and again with streaming
+    (non-temporal) stores forced on: by default they serve only passes over as much
+    data as the last-level cache holds, too large for the test matrix."""
+    from cbn import _dispatch
+    old = _dispatch.kernels.stream_from(0 if request.param else None)
+    yield request.param
+    _dispatch.kernels.stream_from(old)

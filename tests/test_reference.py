@@ -1,7 +1,7 @@
 """Every public function against its slow float64 twin (tests/oracle.py).
 
 Matrix: dtype x logical shape x memory layout x n_threads, with and without
-ReLU.  Error bounds are per element: k roundoffs of the result dtype times the
+ReLU; the output passes with plain and with streaming stores.  Error bounds are per element: k roundoffs of the result dtype times the
 magnitude of the terms the result is made of (so cancellation is allowed for),
 plus the float64 accumulation allowance where batch statistics enter.
 """
@@ -70,6 +70,7 @@ def _check_layout_kept(x, y):
         assert np.argsort(x.strides).tolist() == np.argsort(y.strides).tolist()
 
 
+@pytest.mark.usefixtures("streaming")
 @full_matrix
 def test_batch_norm_training(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
@@ -112,6 +113,7 @@ def test_batch_norm_training(dtype, shape, layout, n_threads, rng):
                       "running_var")
 
 
+@pytest.mark.usefixtures("streaming")
 @full_matrix
 def test_batch_norm_eval(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
@@ -133,6 +135,7 @@ def test_batch_norm_eval(dtype, shape, layout, n_threads, rng):
         assert_within(invstd, rinv, cr * rinv, "invstd")
 
 
+@pytest.mark.usefixtures("streaming")
 @full_matrix
 def test_backward(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
@@ -191,6 +194,7 @@ def test_batch_stats(dtype, shape, layout, n_threads, rng):
     assert_within(var, rvar, cr * rvar + ACC * U64 * (rvar + dev2), "var")
 
 
+@pytest.mark.usefixtures("streaming")
 @full_matrix
 def test_scale_shift(dtype, shape, layout, n_threads, rng):
     x, axis, C, _ = _data(shape, layout, dtype, rng)
@@ -296,3 +300,63 @@ def test_interleaved_row_groups(shape, dtype, n_threads, rng):
     for check in (test_batch_norm_training, test_batch_norm_eval, test_backward,
                   test_batch_stats, test_scale_shift):
         check(dtype, shape, "C", n_threads, rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,axis", [((3, 5, 37), 1), ((50, 7), 1), ((4, 9, 9, 67), -1),
+                                        ((2, 3, 1000), 1), ((20, 300), 1), ((4, 3000), 1)],
+                         ids=str)
+def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
+    """Streaming stores start at the first vector-aligned element of each run or row:
+    for every start offset the outputs equal the plain passes' (inference, training,
+    unmasked backward: the same arithmetic); the ReLU-masked dx may differ by the
+    compiler's choice of fused multiply-adds (a roundoff)."""
+    from cbn import _dispatch
+    K = _dispatch.kernels
+    n = int(np.prod(shape))
+    C = shape[axis]
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    dy = rng.standard_normal(shape).astype(dtype)
+    base = rng.standard_normal(n + 8).astype(dtype)
+    old = K.stream_from()
+    try:
+        for off in range(4):
+            x = base[off:off + n].reshape(shape)
+            got = {}
+            for streamed in (False, True):
+                K.stream_from(0 if streamed else None)
+                y, m, inv = cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis,
+                                           relu=True, return_stats=True, n_threads=2)
+                got[streamed] = (cbn.batch_norm(x, rm, rv, w, b, axis=axis, n_threads=2), y,
+                                 *cbn.batch_norm_backward(dy, x, m, inv, w, axis=axis),
+                                 *cbn.batch_norm_backward(dy, x, m, inv, w, y=y, axis=axis))
+            plain, streamed = got[False], got[True]
+            for k in (0, 1, 2, 3, 4, 6, 7):
+                np.testing.assert_array_equal(streamed[k], plain[k], f"output {k}, offset {off}")
+            # masked dx: its bound against the oracle is test_backward's (streamed too)
+            np.testing.assert_allclose(streamed[5], plain[5], rtol=0,
+                                       atol=8 * roundoff(dtype) * np.abs(plain[5]).max(),
+                                       err_msg=f"masked dx, offset {off}")
+    finally:
+        K.stream_from(old)
+
+
+def test_stream_threshold_api(kernels):
+    from cbn import _dispatch
+    K = _dispatch.kernels
+    old = K.stream_from()
+    llc = K.llc_bytes()
+    assert old == (llc or None) or old is None
+    try:
+        assert K.stream_from(123) == old
+        assert K.stream_from() == 123
+        assert K.stream_from(None) == 123
+        assert K.stream_from() is None
+        with pytest.raises(TypeError):
+            K.stream_from("big")
+    finally:
+        K.stream_from(old)
+    assert K.stream_from() == old
+    cfg = cbn.show_config(print_out=False)
+    assert cfg["streaming_stores_from_bytes"] == _dispatch.kernels.stream_from()

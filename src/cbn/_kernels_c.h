@@ -271,6 +271,120 @@ CBN_PASS void cbn_rows_dx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx, P
 CBN_DEFINE_PASSES(f32, float)
 CBN_DEFINE_PASSES(f64, double)
 
+/* Streamed passes: cbn_*_nt_T, the same passes with non-temporal stores, for outputs
+ * too large to stay in the last-level cache (the stores skip reading the output's
+ * lines from memory first).  Written with GCC/clang vector extensions (the same
+ * arithmetic as the `omp simd` loops, hence the same results) up to the first
+ * vector-aligned element of each run or row, then whole vectors, then the rest.
+ * The caller ends each task with cbn_stream_fence().  Elsewhere (MSVC, non-x86)
+ * they are the plain passes. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__x86_64__))
+#include <immintrin.h>
+#define CBN_CAN_STREAM 1
+#if defined(__AVX__)
+#define CBN_VBYTES 32
+#define CBN_VSTREAM(p, v) _mm256_stream_si256((__m256i*)(void*)(p), (__m256i)(v))
+#else
+#define CBN_VBYTES 16
+#define CBN_VSTREAM(p, v) _mm_stream_si128((__m128i*)(void*)(p), (__m128i)(v))
+#endif
+static inline void cbn_stream_fence(void) { _mm_sfence(); }
+
+/* i over [0, N): SCALAR until DST + i is vector-aligned, VECTOR a vector at a time, SCALAR */
+#define CBN_STREAMED(R, DST, N, SCALAR, VECTOR)                                              \
+    {                                                                                        \
+        const Py_ssize_t L_ = CBN_VBYTES / (Py_ssize_t)sizeof(R);                            \
+        Py_ssize_t i = 0;                                                                    \
+        for (; i < (N) && ((uintptr_t)((DST) + i) & (CBN_VBYTES - 1)); i++) { SCALAR }       \
+        for (; i + L_ <= (N); i += L_) { VECTOR }                                            \
+        for (; i < (N); i++) { SCALAR }                                                      \
+    }
+/* relu and the ReLU mask on vectors: lanes where the comparison holds become +0.0 */
+#define CBN_VZERO_WHERE(M, v, cond) ((v) = (__typeof__(v))((M)(v) & ~(M)(cond)))
+
+#define CBN_DEFINE_STREAMED(SUFFIX, R, I)                                                   \
+typedef R cbn_v_##SUFFIX __attribute__((vector_size(CBN_VBYTES)));                          \
+typedef I cbn_m_##SUFFIX __attribute__((vector_size(CBN_VBYTES)));                          \
+static inline cbn_v_##SUFFIX cbn_vld_##SUFFIX(const R* p) {                                 \
+    cbn_v_##SUFFIX v;                                                                       \
+    memcpy(&v, p, sizeof v);                                                                \
+    return v;                                                                               \
+}                                                                                           \
+static inline cbn_v_##SUFFIX cbn_vset_##SUFFIX(R a) {                                       \
+    cbn_v_##SUFFIX v;                                                                       \
+    int k;                                                                                  \
+    for (k = 0; k < (int)(sizeof v / sizeof a); k++) v[k] = a;                              \
+    return v;                                                                               \
+}                                                                                           \
+CBN_PASS void cbn_run_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s, R t,  \
+                                         int relu) {                                        \
+    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
+                         T = cbn_vset_##SUFFIX(t);                                          \
+    cbn_v_##SUFFIX w;                                                                       \
+    R v;                                                                                    \
+    CBN_STREAMED(R, out, n,                                                                 \
+                 CBN_AFFINE(v, i, hi, s, t) out[i] = relu && v < 0 ? 0 : v;,                \
+                 w = (cbn_vld_##SUFFIX(x + i) - H) * S + T;                                 \
+                 if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                       \
+                 CBN_VSTREAM(out + i, w);)                                                  \
+}                                                                                           \
+CBN_PASS void cbn_rows_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t ld, Py_ssize_t n,  \
+                                          Py_ssize_t m, const R* hi, const R* s,            \
+                                          const R* t, int relu) {                           \
+    const cbn_v_##SUFFIX Z = {0};                                                           \
+    cbn_v_##SUFFIX w;                                                                       \
+    Py_ssize_t r;                                                                           \
+    R v;                                                                                    \
+    for (r = 0; r < n; r++, x += ld, out += ld)                                             \
+        CBN_STREAMED(R, out, m,                                                             \
+                     CBN_AFFINE(v, i, hi[i], s[i], t[i]) out[i] = relu && v < 0 ? 0 : v;,  \
+                     w = (cbn_vld_##SUFFIX(x + i) - cbn_vld_##SUFFIX(hi + i)) *             \
+                         cbn_vld_##SUFFIX(s + i) + cbn_vld_##SUFFIX(t + i);                 \
+                     if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                   \
+                     CBN_VSTREAM(out + i, w);)                                              \
+}                                                                                           \
+CBN_PASS void cbn_run_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,            \
+                                     Py_ssize_t n, R hi, R s, R t, R k) {                   \
+    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
+                         T = cbn_vset_##SUFFIX(t), K = cbn_vset_##SUFFIX(k);                \
+    cbn_v_##SUFFIX g;                                                                       \
+    CBN_STREAMED(R, dx, n,                                                                  \
+                 CBN_DX(y && y[i] <= 0 ? 0 : dy[i], i, hi, s, k, t),                        \
+                 g = cbn_vld_##SUFFIX(dy + i);                                              \
+                 if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + i) <= Z);   \
+                 CBN_VSTREAM(dx + i, (cbn_vld_##SUFFIX(x + i) - H) * S + g * K + T);)       \
+}                                                                                           \
+CBN_PASS void cbn_rows_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,           \
+                                      Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,            \
+                                      const R* hi, const R* s, const R* t, const R* k) {    \
+    const cbn_v_##SUFFIX Z = {0};                                                           \
+    cbn_v_##SUFFIX g;                                                                       \
+    Py_ssize_t r;                                                                           \
+    for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld, y = y ? y + ld : NULL)             \
+        CBN_STREAMED(R, dx, m,                                                              \
+                     CBN_DX(y && y[i] <= 0 ? 0 : dy[i], i, hi[i], s[i], k[i], t[i]),        \
+                     g = cbn_vld_##SUFFIX(dy + i);                                          \
+                     if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + i) <= Z); \
+                     CBN_VSTREAM(dx + i, (cbn_vld_##SUFFIX(x + i) - cbn_vld_##SUFFIX(hi + i)) \
+                                         * cbn_vld_##SUFFIX(s + i)                          \
+                                         + g * cbn_vld_##SUFFIX(k + i)                      \
+                                         + cbn_vld_##SUFFIX(t + i));)                       \
+}
+CBN_DEFINE_STREAMED(f32, float, int32_t)
+CBN_DEFINE_STREAMED(f64, double, int64_t)
+#else
+#define CBN_CAN_STREAM 0
+static inline void cbn_stream_fence(void) {}
+#define cbn_run_affine_nt_f32 cbn_run_affine_f32
+#define cbn_run_affine_nt_f64 cbn_run_affine_f64
+#define cbn_rows_affine_nt_f32 cbn_rows_affine_f32
+#define cbn_rows_affine_nt_f64 cbn_rows_affine_f64
+#define cbn_run_dx_nt_f32 cbn_run_dx_f32
+#define cbn_run_dx_nt_f64 cbn_run_dx_f64
+#define cbn_rows_dx_nt_f32 cbn_rows_dx_f32
+#define cbn_rows_dx_nt_f64 cbn_rows_dx_f64
+#endif
+
 /* Interleaved reductions: n rows of m channels, ld values apart, into per-channel sums
  * (s1[c], s2[c] += the sums above), two rows per step; the channel loop is vectorized
  * (`omp simd`: the sums of channel c never touch another channel's).
@@ -682,5 +796,53 @@ static int cbn_cpu_has_avx2(void) {
 #else
 static int cbn_cpu_has_avx2(void) { return 0; }
 #endif
+
+/* The last-level cache's size in bytes from cpuid's deterministic cache parameters
+ * (leaf 0x8000001D on AMD, 4 on Intel: ways * partitions * line * sets of the
+ * highest level listed); 0 where unknown. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+static int cbn_cpuid(unsigned int leaf, unsigned int sub, unsigned int* r) {
+    if ((unsigned int)__get_cpuid_max(leaf & 0x80000000u, NULL) < leaf) return 0;
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+    return 1;
+}
+#define CBN_HAVE_CPUID 1
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+static int cbn_cpuid(unsigned int leaf, unsigned int sub, unsigned int* r) {
+    int v[4];
+    __cpuid(v, (int)(leaf & 0x80000000u));
+    if ((unsigned int)v[0] < leaf) return 0;
+    __cpuidex(v, (int)leaf, (int)sub);
+    r[0] = (unsigned int)v[0]; r[1] = (unsigned int)v[1];
+    r[2] = (unsigned int)v[2]; r[3] = (unsigned int)v[3];
+    return 1;
+}
+#define CBN_HAVE_CPUID 1
+#endif
+
+static Py_ssize_t cbn_llc_bytes(void) {
+#ifdef CBN_HAVE_CPUID
+    static const unsigned int leaves[2] = {0x8000001Du, 4u};
+    unsigned int r[4], sub;
+    int k, level, best = 0;
+    Py_ssize_t size, best_size = 0;
+    for (k = 0; k < 2 && best_size == 0; k++) {
+        for (sub = 0; sub < 16 && cbn_cpuid(leaves[k], sub, r); sub++) {
+            if ((r[0] & 31) == 0) break;                  /* no more caches */
+            if ((r[0] & 31) == 1) continue;               /* data caches and unified ones */
+            level = (r[0] >> 5) & 7;
+            size = (Py_ssize_t)((r[1] >> 22) + 1) * (((r[1] >> 12) & 1023) + 1) *
+                   ((r[1] & 4095) + 1) * ((Py_ssize_t)r[2] + 1);
+            if (level > best || (level == best && size > best_size)) {
+                best = level;
+                best_size = size;
+            }
+        }
+    }
+    return best_size;
+#else
+    return 0;
+#endif
+}
 
 #endif /* CBN_KERNELS_C_H */

@@ -141,7 +141,8 @@ def show_config(print_out=True):
     dict
         version, OpenMP on or off (and its version date), the OpenMP runtime the
         build links (and the runtimes loaded in this process where the platform
-        tells), threads, compiler and flags, and the SIMD level the build targets.
+        tells), threads, compiler and flags, the SIMD level the build targets, and
+        from how many bytes touched an output pass writes with streaming stores.
     """
     from cbn import __version__
     import numpy
@@ -165,6 +166,8 @@ def show_config(print_out=True):
         "simd_builds": sorted(_dispatch.VARIANTS),
         "float16": info["float16"],
         "serial_below_elements": SERIAL_BELOW,
+        "last_level_cache_bytes": _dispatch.kernels.llc_bytes() or None,
+        "streaming_stores_from_bytes": _dispatch.kernels.stream_from(),
     }
     if print_out:
         width = max(map(len, cfg))
