@@ -87,6 +87,10 @@ cdef extern from "_kernels_c.h":
                             int) noexcept nogil
     void cbn_run_affine_nt_f64(const double*, double*, Py_ssize_t, double, double, double,
                             int) noexcept nogil
+    void cbn_rows_affine_tiled_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   const float*, const float*, const float*, int) noexcept nogil
+    void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   const double*, const double*, const double*, int) noexcept nogil
     void cbn_rows_affine_nt_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                              const float*, const float*, const float*, int) noexcept nogil
     void cbn_rows_affine_nt_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -156,6 +160,14 @@ cdef enum:
     SLOT = 6            # rows of partials per thread in interleaved reductions
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
+    TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
+
+# How an output pass stores (interleaved rows): plainly, with streaming stores, or
+# with register-tiled parameters (data in L2: a tile walks down rows).
+cdef enum:
+    STORE_PLAIN = 0
+    STORE_STREAM = 1
+    STORE_TILED = 2
 
 # Rows of the per-channel parameter table p (k * C + c): the outputs are
 # (x - hi) * scale + shift, plus g * gain in the backward pass.
@@ -532,7 +544,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
 
 cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ssize_t n,
                               Py_ssize_t m, const real_t* p, Py_ssize_t C, bint relu,
-                              bint stream) noexcept nogil:
+                              int store) noexcept nogil:
     """out[c] = (x[c] - hi[c]) * scale[c] + shift[c] over n rows of m channels, ld values
     apart (p: the parameter table, rows of length C, from the rows' first channel)."""
     cdef const real_t* hi = p + P_HI * C
@@ -541,13 +553,17 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
     if data_t is cbn_half and real_t is float:
         cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu)
     elif data_t is float and real_t is float:
-        if stream:
+        if store == STORE_STREAM:
             cbn_rows_affine_nt_f32(x, out, ld, n, m, hi, s, t, relu)
+        elif store == STORE_TILED:
+            cbn_rows_affine_tiled_f32(x, out, ld, n, m, hi, s, t, relu)
         else:
             cbn_rows_affine_f32(x, out, ld, n, m, hi, s, t, relu)
     elif data_t is double and real_t is double:
-        if stream:
+        if store == STORE_STREAM:
             cbn_rows_affine_nt_f64(x, out, ld, n, m, hi, s, t, relu)
+        elif store == STORE_TILED:
+            cbn_rows_affine_tiled_f64(x, out, ld, n, m, hi, s, t, relu)
         else:
             cbn_rows_affine_f64(x, out, ld, n, m, hi, s, t, relu)
     else:
@@ -688,17 +704,17 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
                              const real_t* p, bint relu, Py_ssize_t q0, Py_ssize_t q1,
-                             bint stream) noexcept nogil:
+                             int store) noexcept nogil:
     """Planes [q0, q1) (planar) or rows [q0, q1) (interleaved) of the output."""
     cdef Py_ssize_t q, c = q0 % C
     if inner == 1:
-        _rows_affine(x + q0 * C, out + q0 * C, C, q1 - q0, C, p, C, relu, stream)
+        _rows_affine(x + q0 * C, out + q0 * C, C, q1 - q0, C, p, C, relu, store)
     else:
         for q in range(q0, q1):
             _run_affine(x + q * inner, out + q * inner, inner, p[P_HI * C + c],
-                        p[P_SCALE * C + c], p[P_SHIFT * C + c], relu, stream)
+                        p[P_SCALE * C + c], p[P_SHIFT * C + c], relu, store == STORE_STREAM)
             c = c + 1 if c + 1 < C else 0
-    if stream:
+    if store == STORE_STREAM:
         cbn_stream_fence()
 
 
@@ -710,19 +726,24 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     (N_PARAMS * R * C values); the last outer % R rows use p."""
     cdef Py_ssize_t k, R = _fold(C, outer) if inner == 1 else 1
     cdef Py_ssize_t full = outer // R
-    cdef bint stream = _streams(outer * C * inner, sizeof(data_t), 2)
+    cdef Py_ssize_t nbytes = outer * C * inner * <Py_ssize_t>sizeof(data_t)
+    cdef int store = STORE_PLAIN
+    if _streams(outer * C * inner, sizeof(data_t), 2):
+        store = STORE_STREAM
+    elif nbytes <= TILED_OUT * T:
+        store = STORE_TILED
     if R == 1 or full == 0:
-        _apply_blocks(x, out, outer, C, inner, p, relu, stream, T)
+        _apply_blocks(x, out, outer, C, inner, p, relu, store, T)
         return
     for k in range(N_PARAMS):
         _repeat(p + k * C, C, R * C, pw + k * R * C)
-    _apply_blocks(x, out, full, R * C, 1, pw, relu, stream, T)
+    _apply_blocks(x, out, full, R * C, 1, pw, relu, store, T)
     _task_apply(x + full * R * C, out + full * R * C, C, 1, p, relu, 0, outer - full * R,
-                stream)
+                store)
 
 
 cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
-                        Py_ssize_t inner, const real_t* p, bint relu, bint stream,
+                        Py_ssize_t inner, const real_t* p, bint relu, int store,
                         int T) noexcept nogil:
     """_apply without folding: planes (or rows) are contiguous and consecutive; they
     are split into nb equal blocks of about TASK values or more (small planes share a
@@ -731,13 +752,13 @@ cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize
     cdef Py_ssize_t per = inner if inner > 1 else C
     cdef Py_ssize_t k, nb = nq * per // TASK
     nb = 1 if nb < 1 else (nq if nb > nq else nb)
-    if stream and nb > T:
+    if store == STORE_STREAM and nb > T:
         nb = T      # one task (one fence) per thread
     if T > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
-            _task_apply(x, out, C, inner, p, relu, nq * k // nb, nq * (k + 1) // nb, stream)
+            _task_apply(x, out, C, inner, p, relu, nq * k // nb, nq * (k + 1) // nb, store)
     else:
-        _task_apply(x, out, C, inner, p, relu, 0, nq, stream)
+        _task_apply(x, out, C, inner, p, relu, 0, nq, store)
 
 
 cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
