@@ -91,6 +91,12 @@ cdef extern from "_kernels_c.h":
                                    const float*, const float*, const float*, int) noexcept nogil
     void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const double*, const double*, const double*, int) noexcept nogil
+    void cbn_rows_dx_tiled_f32(const float*, const float*, const float*, float*, Py_ssize_t,
+                               Py_ssize_t, Py_ssize_t, const float*, const float*, const float*,
+                               const float*) noexcept nogil
+    void cbn_rows_dx_tiled_f64(const double*, const double*, const double*, double*,
+                               Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
+                               const double*, const double*, const double*) noexcept nogil
     void cbn_rows_affine_nt_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                              const float*, const float*, const float*, int) noexcept nogil
     void cbn_rows_affine_nt_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -572,7 +578,7 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
 
 cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
                           data_t* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                          const real_t* p, Py_ssize_t C, bint stream) noexcept nogil:
+                          const real_t* p, Py_ssize_t C, int store) noexcept nogil:
     """dx[c] = (x[c] - hi[c]) * scale[c] + g * gain[c] + shift[c] over n rows of m
     channels, ld values apart."""
     cdef const real_t* hi = p + P_HI * C
@@ -582,13 +588,17 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
     if data_t is cbn_half and real_t is float:
         cbn_rows_dx_f16(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
     elif data_t is float and real_t is float:
-        if stream:
+        if store == STORE_STREAM:
             cbn_rows_dx_nt_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
+        elif store == STORE_TILED:
+            cbn_rows_dx_tiled_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
         else:
             cbn_rows_dx_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
     elif data_t is double and real_t is double:
-        if stream:
+        if store == STORE_STREAM:
             cbn_rows_dx_nt_f64(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
+        elif store == STORE_TILED:
+            cbn_rows_dx_tiled_f64(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
         else:
             cbn_rows_dx_f64(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
     else:
@@ -857,27 +867,27 @@ cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t*
 
 cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bint masked,
                           data_t* dx, Py_ssize_t C, const real_t* p, Py_ssize_t o0,
-                          Py_ssize_t o1, bint stream) noexcept nogil:
+                          Py_ssize_t o1, int store) noexcept nogil:
     """Rows [o0, o1) of dx (interleaved)."""
     cdef Py_ssize_t off = o0 * C
-    _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, o1 - o0, C, p, C, stream)
-    if stream:
+    _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, o1 - o0, C, p, C, store)
+    if store == STORE_STREAM:
         cbn_stream_fence()
 
 
 cdef void _dx_rows(const data_t* dy, const data_t* x, const data_t* y, bint masked,
                    data_t* dx, Py_ssize_t rows, Py_ssize_t C, const real_t* p,
-                   bint stream, int T) noexcept nogil:
+                   int store, int T) noexcept nogil:
     """dx over rows of C channels, in nb equal blocks of about TASK values or more."""
     cdef Py_ssize_t k, nb = rows * C // TASK
     nb = 1 if nb < 1 else (rows if nb > rows else nb)
-    if stream and nb > T:
+    if store == STORE_STREAM and nb > T:
         nb = T      # one task (one fence) per thread
     if T > 1 and nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
-            _task_dx(dy, x, y, masked, dx, C, p, rows * k // nb, rows * (k + 1) // nb, stream)
+            _task_dx(dy, x, y, masked, dx, C, p, rows * k // nb, rows * (k + 1) // nb, store)
     else:
-        _task_dx(dy, x, y, masked, dx, C, p, 0, rows, stream)
+        _task_dx(dy, x, y, masked, dx, C, p, 0, rows, store)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -889,6 +899,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     cdef Py_ssize_t c, R, full, off
     cdef real_t* pw
     cdef bint stream = _streams(outer * C * inner, sizeof(data_t), 4 if masked else 3)
+    cdef int store
     if inner > 1:
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -909,9 +920,11 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     pw = <real_t*>scratch
     for c in range(N_PARAMS):
         _repeat(p + c * C, C, R * C, pw + c * R * C)
-    _dx_rows(dy, x, y, masked, dx, full, R * C, pw, stream, T)
+    store = STORE_STREAM if stream else (
+        STORE_TILED if outer * C * <Py_ssize_t>sizeof(data_t) <= TILED_OUT * T else STORE_PLAIN)
+    _dx_rows(dy, x, y, masked, dx, full, R * C, pw, store, T)
     off = full * R * C
-    _task_dx(dy + off, x + off, y + off, masked, dx + off, C, p, 0, outer - full * R, stream)
+    _task_dx(dy + off, x + off, y + off, masked, dx + off, C, p, 0, outer - full * R, store)
 
 
 # ----------------------------------------------------------- Python entries

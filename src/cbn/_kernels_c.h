@@ -422,6 +422,48 @@ CBN_PASS void cbn_rows_affine_tiled_##SUFFIX(const R* x, R* out, Py_ssize_t ld, 
 }
 CBN_DEFINE_TILED(f32, float)
 CBN_DEFINE_TILED(f64, double)
+
+/* The same for dx: CBN_TVD vectors of channels (four parameters each) at a time. */
+#define CBN_TVD 2
+#define CBN_DEFINE_TILED_DX(SUFFIX, R)                                                      \
+CBN_PASS void cbn_rows_dx_tiled_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,        \
+                                         Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,         \
+                                         const R* hi, const R* s, const R* t, const R* kk) { \
+    const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R), W = CBN_TVD * L;               \
+    const cbn_v_##SUFFIX Z = {0};                                                           \
+    cbn_v_##SUFFIX H[CBN_TVD], S[CBN_TVD], T[CBN_TVD], K[CBN_TVD], g;                       \
+    Py_ssize_t rb = 4096 / (ld * (Py_ssize_t)sizeof(R)) - 1, r0, nb, r, c, j, o;            \
+    if (rb < 2) {                                                                           \
+        cbn_rows_dx_##SUFFIX(x, dy, y, dx, ld, n, m, hi, s, t, kk);                         \
+        return;                                                                             \
+    }                                                                                       \
+    for (r0 = 0; r0 < n; r0 += rb) {                                                        \
+        nb = n - r0 < rb ? n - r0 : rb;                                                     \
+        for (c = 0; c + W <= m; c += W) {                                                   \
+            for (j = 0; j < CBN_TVD; j++) {                                                 \
+                H[j] = cbn_vld_##SUFFIX(hi + c + j * L);                                    \
+                S[j] = cbn_vld_##SUFFIX(s + c + j * L);                                     \
+                T[j] = cbn_vld_##SUFFIX(t + c + j * L);                                     \
+                K[j] = cbn_vld_##SUFFIX(kk + c + j * L);                                    \
+            }                                                                               \
+            for (r = 0; r < nb; r++)                                                        \
+                for (j = 0; j < CBN_TVD; j++) {                                             \
+                    o = (r0 + r) * ld + c + j * L;                                          \
+                    g = cbn_vld_##SUFFIX(dy + o);                                           \
+                    if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + o) <= Z); \
+                    cbn_vst_##SUFFIX(dx + o, (cbn_vld_##SUFFIX(x + o) - H[j]) * S[j]         \
+                                             + g * K[j] + T[j]);                            \
+                }                                                                           \
+        }                                                                                   \
+        if (c < m) {                                                                        \
+            o = r0 * ld + c;                                                                \
+            cbn_rows_dx_##SUFFIX(x + o, dy + o, y ? y + o : NULL, dx + o, ld, nb, m - c,    \
+                                 hi + c, s + c, t + c, kk + c);                             \
+        }                                                                                   \
+    }                                                                                       \
+}
+CBN_DEFINE_TILED_DX(f32, float)
+CBN_DEFINE_TILED_DX(f64, double)
 #else
 #define CBN_CAN_STREAM 0
 static inline void cbn_stream_fence(void) {}
@@ -435,6 +477,8 @@ static inline void cbn_stream_fence(void) {}
 #define cbn_rows_dx_nt_f64 cbn_rows_dx_f64
 #define cbn_rows_affine_tiled_f32 cbn_rows_affine_f32
 #define cbn_rows_affine_tiled_f64 cbn_rows_affine_f64
+#define cbn_rows_dx_tiled_f32 cbn_rows_dx_f32
+#define cbn_rows_dx_tiled_f64 cbn_rows_dx_f64
 #endif
 
 /* Interleaved reductions: n rows of m channels, ld values apart, into per-channel sums
