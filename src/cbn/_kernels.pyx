@@ -30,8 +30,8 @@ The innermost loops over one float32/float64 run or row (the float64 sums, the
 output passes) are the C primitives of _kernels_c.h, compiled as functions of
 their own (``omp simd``); how the work is split, blocked and merged, every
 per-channel computation and the float16 block conversions are here.  Output
-passes over at least as much data as the last-level cache holds write float32
-and float64 outputs with streaming stores (stream_from).
+passes over at least as much data as the last-level cache holds write their
+outputs with streaming stores (stream_from; float16 ones only with F16C).
 
 This file is compiled twice on x86-64: ``_kernels`` (the portable baseline)
 and ``_kernels_avx2`` (AVX2 + FMA + F16C), chosen at import by cbn._dispatch.
@@ -125,14 +125,14 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_gsums_f64(const double*, const double*, const double*, Py_ssize_t,
                             Py_ssize_t, Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_run_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, float, float, float,
-                            int) noexcept nogil
+                            int, int) noexcept nogil
     void cbn_rows_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                             const float*, const float*, const float*, int) noexcept nogil
+                             const float*, const float*, const float*, int, int) noexcept nogil
     void cbn_run_dx_f16(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
-                        Py_ssize_t, float, float, float, float) noexcept nogil
+                        Py_ssize_t, float, float, float, float, int) noexcept nogil
     void cbn_rows_dx_f16(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
                          Py_ssize_t, Py_ssize_t, Py_ssize_t, const float*, const float*,
-                         const float*, const float*) noexcept nogil
+                         const float*, const float*, int) noexcept nogil
     void cbn_rows_sums_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                            double*, double*) noexcept nogil
     void cbn_rows_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
@@ -434,9 +434,9 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
                              real_t t, bint relu, bint stream) noexcept nogil:
     """out = (x - hi) * s + t over one run (then max(., 0) with relu; NaN stays NaN);
-    stream: with streaming stores (float16 outputs are never streamed)."""
+    stream: with streaming stores (float16 ones only with F16C)."""
     if data_t is cbn_half and real_t is float:
-        cbn_run_affine_f16(x, out, n, hi, s, t, relu)
+        cbn_run_affine_f16(x, out, n, hi, s, t, relu, stream)
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_affine_nt_f32(x, out, n, hi, s, t, relu)
@@ -456,7 +456,7 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
                          real_t k, bint stream) noexcept nogil:
     """dx = (x - hi) * s + g * k + t over one run, g = dy (0 where masked and y <= 0)."""
     if data_t is cbn_half and real_t is float:
-        cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
+        cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k, stream)
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_dx_nt_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
@@ -557,7 +557,7 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
     if data_t is cbn_half and real_t is float:
-        cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu)
+        cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu, store == STORE_STREAM)
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_affine_nt_f32(x, out, ld, n, m, hi, s, t, relu)
@@ -586,7 +586,8 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
     cdef const real_t* t = p + P_SHIFT * C
     cdef const real_t* k = p + P_GAIN * C
     if data_t is cbn_half and real_t is float:
-        cbn_rows_dx_f16(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
+        cbn_rows_dx_f16(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k,
+                        store == STORE_STREAM)
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_dx_nt_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)

@@ -751,9 +751,18 @@ CBN_PASS void cbn_rows_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
 static inline __m256 cbn_ld8h(const cbn_half* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
 }
-static inline void cbn_st8h(cbn_half* p, __m256 v) {
-    _mm_storeu_si128((__m128i*)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+/* stream: a non-temporal store (p 16-byte aligned: see CBN_HEAD16) */
+static inline void cbn_st8h(cbn_half* p, __m256 v, int stream) {
+    __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+    if (stream)
+        _mm_stream_si128((__m128i*)p, h);
+    else
+        _mm_storeu_si128((__m128i*)p, h);
 }
+/* with stream, element by element (BODY) until OUT + i is 16-byte aligned */
+#define CBN_HEAD16(OUT, N, BODY)                                                            \
+    if (stream)                                                                             \
+        for (; i < (N) && ((uintptr_t)((OUT) + i) & 15); i++) { BODY }
 /* g: dy, or 0 where y <= 0 (NaN y keeps dy, as the scalar comparison does) */
 static inline __m256 cbn_g8h(const cbn_half* dy, const cbn_half* y) {
     __m256 g = cbn_ld8h(dy);
@@ -764,62 +773,70 @@ static inline __m256 cbn_g8h(const cbn_half* dy, const cbn_half* y) {
 #define CBN_RELU1(v) (relu && (v) < 0 ? 0.0f : (v))
 #define CBN_G1(i) (y && cbn_h2f(y[i]) <= 0 ? 0.0f : cbn_h2f(dy[i]))
 
+#define CBN_AFFINE1H(HI, S, T) { float v = (cbn_h2f(x[i]) - (HI)) * (S) + (T); out[i] = cbn_f2h(CBN_RELU1(v)); }
 CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n, float hi,
-                                 float s, float t, int relu) {
+                                 float s, float t, int relu, int stream) {
     const __m256 H = _mm256_set1_ps(hi), S = _mm256_set1_ps(s), T = _mm256_set1_ps(t);
     Py_ssize_t i = 0;
+    CBN_HEAD16(out, n, CBN_AFFINE1H(hi, s, t))
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), H), S, T);
-        cbn_st8h(out + i, CBN_RELU8(v));
+        cbn_st8h(out + i, CBN_RELU8(v), stream);
     }
-    for (; i < n; i++) { float v = (cbn_h2f(x[i]) - hi) * s + t; out[i] = cbn_f2h(CBN_RELU1(v)); }
+    for (; i < n; i++) CBN_AFFINE1H(hi, s, t)
 }
 
 CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t ld, Py_ssize_t n,
                                   Py_ssize_t m, const float* hi, const float* s, const float* t,
-                                  int relu) {
+                                  int relu, int stream) {
     Py_ssize_t r, i;
     for (r = 0; r < n; r++, x += ld, out += ld) {
-        for (i = 0; i + 8 <= m; i += 8) {
+        i = 0;
+        CBN_HEAD16(out, m, CBN_AFFINE1H(hi[i], s[i], t[i]))
+        for (; i + 8 <= m; i += 8) {
             __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), _mm256_loadu_ps(hi + i)),
                                        _mm256_loadu_ps(s + i), _mm256_loadu_ps(t + i));
-            cbn_st8h(out + i, CBN_RELU8(v));
+            cbn_st8h(out + i, CBN_RELU8(v), stream);
         }
-        for (; i < m; i++) {
-            float v = (cbn_h2f(x[i]) - hi[i]) * s[i] + t[i];
-            out[i] = cbn_f2h(CBN_RELU1(v));
-        }
+        for (; i < m; i++) CBN_AFFINE1H(hi[i], s[i], t[i])
     }
 }
 
 CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
-                             cbn_half* dx, Py_ssize_t n, float hi, float s, float t, float k) {
+                             cbn_half* dx, Py_ssize_t n, float hi, float s, float t, float k,
+                             int stream) {
     const __m256 H = _mm256_set1_ps(hi), S = _mm256_set1_ps(s), T = _mm256_set1_ps(t),
                  K = _mm256_set1_ps(k);
     Py_ssize_t i = 0;
+    CBN_HEAD16(dx, n, dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);)
     for (; i + 8 <= n; i += 8)
         cbn_st8h(dx + i, _mm256_add_ps(_mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), H), S,
-                                                       _mm256_mul_ps(cbn_g8h(dy + i, y ? y + i : NULL), K)), T));
+                                                       _mm256_mul_ps(cbn_g8h(dy + i, y ? y + i : NULL), K)), T),
+                 stream);
     for (; i < n; i++) dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);
 }
 
 CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                               cbn_half* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                              const float* hi, const float* s, const float* t, const float* k) {
+                              const float* hi, const float* s, const float* t, const float* k,
+                              int stream) {
     Py_ssize_t r, i;
     for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld, y = y ? y + ld : NULL) {
-        for (i = 0; i + 8 <= m; i += 8) {
+        i = 0;
+        CBN_HEAD16(dx, m, dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[i]) * s[i] + CBN_G1(i) * k[i] + t[i]);)
+        for (; i + 8 <= m; i += 8) {
             __m256 g = _mm256_mul_ps(cbn_g8h(dy + i, y ? y + i : NULL), _mm256_loadu_ps(k + i));
             __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), _mm256_loadu_ps(hi + i)),
                                        _mm256_loadu_ps(s + i), g);
-            cbn_st8h(dx + i, _mm256_add_ps(v, _mm256_loadu_ps(t + i)));
+            cbn_st8h(dx + i, _mm256_add_ps(v, _mm256_loadu_ps(t + i)), stream);
         }
         for (; i < m; i++) dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[i]) * s[i] + CBN_G1(i) * k[i] + t[i]);
     }
 }
 #else
+/* Without F16C: float32 blocks, stored plainly (stream is ignored). */
 CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n, float hi,
-                                 float s, float t, int relu) {
+                                 float s, float t, int relu, int stream) {
     float bx[CBN_HCHUNK];
     CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_run_affine_f32(bx, bx, w_, hi, s, t, relu);
                    cbn_f2h_n(bx, out + b_, w_);)
@@ -827,7 +844,7 @@ CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n,
 
 CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t ld, Py_ssize_t n,
                                   Py_ssize_t m, const float* hi, const float* s, const float* t,
-                                  int relu) {
+                                  int relu, int stream) {
     float bx[CBN_HCHUNK];
     Py_ssize_t r;
     for (r = 0; r < n; r++, x += ld, out += ld) {
@@ -838,7 +855,8 @@ CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t l
 }
 
 CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
-                             cbn_half* dx, Py_ssize_t n, float hi, float s, float t, float k) {
+                             cbn_half* dx, Py_ssize_t n, float hi, float s, float t, float k,
+                             int stream) {
     float bx[CBN_HCHUNK], bg[CBN_HCHUNK], by[CBN_HCHUNK];
     CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
                    if (y) cbn_h2f_n(y + b_, by, w_);
@@ -848,7 +866,8 @@ CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_ha
 
 CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                               cbn_half* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                              const float* hi, const float* s, const float* t, const float* k) {
+                              const float* hi, const float* s, const float* t, const float* k,
+                              int stream) {
     float bx[CBN_HCHUNK], bg[CBN_HCHUNK], by[CBN_HCHUNK];
     Py_ssize_t r;
     for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld, y = y ? y + ld : NULL) {
