@@ -31,35 +31,13 @@ def copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
 
 
 # The accumulation floor: what the float64 statistics of float32 data cost at
-# least, whatever the memory does.  The loops are cbn's (float64 sums of d and
-# d * d, or of g and g * (x - mean), lanes reordered by `omp simd`), written here
-# again, free-standing: no blocking, no parameters, no output.
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define ROOF_SIMD _Pragma("omp simd reduction(+:a, q)")
-    #else
-    #define ROOF_SIMD
-    #endif
-    static void roof_sums(const float* x, Py_ssize_t n, double* acc) {
-        double a = 0.0, q = 0.0;
-        Py_ssize_t i;
-        ROOF_SIMD
-        for (i = 0; i < n; i++) { double d = (double)x[i] - 0.5; a += d; q += d * d; }
-        acc[0] = a;
-        acc[1] = q;
-    }
-    static void roof_gsums(const float* x, const float* g, Py_ssize_t n, double* acc) {
-        double a = 0.0, q = 0.0;
-        Py_ssize_t i;
-        ROOF_SIMD
-        for (i = 0; i < n; i++) { double v = g[i]; a += v; q += v * ((double)x[i] - 0.5); }
-        acc[0] = a;
-        acc[1] = q;
-    }
-    """
-    void roof_sums(const float* x, Py_ssize_t n, double* acc) noexcept nogil
-    void roof_gsums(const float* x, const float* g, Py_ssize_t n, double* acc) noexcept nogil
+# least, whatever the memory does.  The loops are cbn's own C primitives (float64
+# sums of d and d * d, or of g and g * (x - mean)), compiled here with the same
+# instruction set and called free-standing: no blocking, no parameters, no output.
+cdef extern from "_kernels_c.h":
+    void cbn_sums_f32(const float* x, Py_ssize_t n, double ref, double* acc) noexcept nogil
+    void cbn_gsums_f32(const float* x, const float* dy, const float* y, Py_ssize_t n,
+                       double mean, double* acc) noexcept nogil
 
 
 def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
@@ -73,15 +51,17 @@ def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
         if n_threads > 1:
             for k in prange(nk, num_threads=n_threads, schedule='static'):
                 if pg == NULL:
-                    roof_sums(px + k * m, m if n - k * m > m else n - k * m, &part[k, 0])
+                    cbn_sums_f32(px + k * m, m if n - k * m > m else n - k * m, 0.5,
+                                 &part[k, 0])
                 else:
-                    roof_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
-                               &part[k, 0])
+                    cbn_gsums_f32(px + k * m, pg + k * m, NULL,
+                                  m if n - k * m > m else n - k * m, 0.5, &part[k, 0])
         else:
             for k in range(nk):
                 if pg == NULL:
-                    roof_sums(px + k * m, m if n - k * m > m else n - k * m, &part[k, 0])
+                    cbn_sums_f32(px + k * m, m if n - k * m > m else n - k * m, 0.5,
+                                 &part[k, 0])
                 else:
-                    roof_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
-                               &part[k, 0])
+                    cbn_gsums_f32(px + k * m, pg + k * m, NULL,
+                                  m if n - k * m > m else n - k * m, 0.5, &part[k, 0])
     return float(np.asarray(part).sum())

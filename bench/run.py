@@ -35,6 +35,7 @@ import cbn
 from cbn import _dispatch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 EPS = 1e-5
 
 SHAPES = [(32, 128, 56, 56), (8, 64, 112, 112), (1, 64, 56, 56), (1, 256, 14, 14),
@@ -86,7 +87,9 @@ def build_roof():
     sys.path.insert(0, build)
     simd = _dispatch.active()
     stamp = os.path.join(build, "_roof.stamp")
-    want = f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} {simd}"
+    header = os.path.join(ROOT, "src", "cbn", "_kernels_c.h")     # the floor's loops
+    want = (f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} "
+            f"{os.path.getmtime(header)} {simd}")
     try:
         with open(stamp) as f:
             if f.read() == want:
@@ -101,11 +104,18 @@ def build_roof():
     from setuptools import Extension
     from setuptools.dist import Distribution
     win = sys.platform == "win32"
+    # _kernels_c.h wants the build facts setup.py writes; the floor needs none of them
+    info = os.path.join(build, "include")
+    os.makedirs(info, exist_ok=True)
+    with open(os.path.join(info, "cbn_build_info.h"), "w") as f:
+        f.write("".join(f'#define {k} "bench"\n' for k in (
+            "CBN_BUILD_COMPILER_TYPE", "CBN_BUILD_FLAGS", "CBN_BUILD_OPENMP_MODE")))
     for omp in ((["/openmp"] if win else ["-fopenmp"]), []):
         ext = Extension("_roof", [os.path.join(HERE, "_roof.pyx")],
-                        include_dirs=[np.get_include()],
-                        extra_compile_args=(["/O2"] if win else ["-O3", "-fopenmp-simd"])
-                        + isa + omp,
+                        include_dirs=[np.get_include(), os.path.dirname(header), info],
+                        extra_compile_args=(["/O2"] if win else [
+                            "-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
+                            "-Wno-unused-function"]) + isa + omp,
                         extra_link_args=[] if win else omp)
         dist = Distribution({"ext_modules": cythonize([ext], quiet=True,
                                                       build_dir=os.path.join(build, "c"))})

@@ -187,8 +187,67 @@ CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
     else                                                                                    \
         CBN_REDUCE(double g = dy[i]; a += g; q += g * ((double)x[i] - mean);)               \
 }
-CBN_DEFINE_REDUCTIONS(f32, float)
 CBN_DEFINE_REDUCTIONS(f64, double)
+#if defined(__AVX2__) && defined(__FMA__)
+/* float32 with AVX2: four vectors of partial sums per sum.  With the one vector per
+ * sum of the `omp simd` loop, the additions' latency bounds the loop (measured on one
+ * Zen 4 core, 50 K values in cache: 0.136 ns per value, 0.102 with four). */
+#include <immintrin.h>
+#define CBN_CVT4(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
+static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(_mm256_add_pd(a, b), _mm256_add_pd(c, d)));
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+/* four vectors (k = 0..3) of values 16i + 4k: D(k) the deviation, ACC adds it */
+#define CBN_REDUCE16(D, A, Q)                                                               \
+    {                                                                                       \
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;                        \
+        __m256d q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                   \
+        for (; i + 16 <= n; i += 16) {                                                      \
+            D(0) a0 = _mm256_add_pd(a0, A); q0 = _mm256_fmadd_pd(Q, d, q0);                  \
+            D(4) a1 = _mm256_add_pd(a1, A); q1 = _mm256_fmadd_pd(Q, d, q1);                  \
+            D(8) a2 = _mm256_add_pd(a2, A); q2 = _mm256_fmadd_pd(Q, d, q2);                  \
+            D(12) a3 = _mm256_add_pd(a3, A); q3 = _mm256_fmadd_pd(Q, d, q3);                 \
+        }                                                                                   \
+        acc[0] += cbn_hadd4(a0, a1, a2, a3);                                                \
+        acc[1] += cbn_hadd4(q0, q1, q2, q3);                                                \
+        (void)g;                                                                            \
+    }
+CBN_REDUCER void cbn_sums_f32(const float* x, Py_ssize_t n, double ref, double* acc) {
+    const __m256d R = _mm256_set1_pd(ref);
+    Py_ssize_t i = 0;
+    double d1;
+#define CBN_DEV(k) d = _mm256_sub_pd(CBN_CVT4(x + i + k), R);
+    CBN_REDUCE16(CBN_DEV, d, d)
+#undef CBN_DEV
+    for (; i < n; i++) { d1 = (double)x[i] - ref; acc[0] += d1; acc[1] += d1 * d1; }
+}
+CBN_REDUCER void cbn_gsums_f32(const float* x, const float* dy, const float* y, Py_ssize_t n,
+                               double mean, double* acc) {
+    const __m256d M = _mm256_set1_pd(mean), Z = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    double g1;
+    if (y) {        /* g = 0 where y <= 0 (NaN y keeps dy) */
+#define CBN_GDEV(k) g = _mm256_and_pd(_mm256_cmp_pd(CBN_CVT4(y + i + k), Z, _CMP_NLE_UQ),    \
+                                      CBN_CVT4(dy + i + k));                                \
+                    d = _mm256_sub_pd(CBN_CVT4(x + i + k), M);
+        CBN_REDUCE16(CBN_GDEV, g, g)
+#undef CBN_GDEV
+    } else {
+#define CBN_GDEV(k) g = CBN_CVT4(dy + i + k); d = _mm256_sub_pd(CBN_CVT4(x + i + k), M);
+        CBN_REDUCE16(CBN_GDEV, g, g)
+#undef CBN_GDEV
+    }
+    for (; i < n; i++) {
+        g1 = y && y[i] <= 0 ? 0.0 : (double)dy[i];
+        acc[0] += g1;
+        acc[1] += g1 * ((double)x[i] - mean);
+    }
+}
+#else
+CBN_DEFINE_REDUCTIONS(f32, float)
+#endif
 
 /* ---------------------------------------------------- elementwise primitives
  * The output passes over runs (planar: one channel's scalars) and rows (interleaved:
