@@ -606,10 +606,14 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
         _unreachable()
 
 
-cdef inline bint _streams(Py_ssize_t nvalues, size_t itemsize, int narrays) noexcept nogil:
-    """Whether an output pass over narrays arrays of nvalues items (reads and output)
-    writes with streaming stores."""
-    return nvalues * <Py_ssize_t>itemsize * narrays >= _stream_from
+cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T) noexcept nogil:
+    """How an output pass over narrays arrays of nvalues items (reads and output) on T
+    threads stores: streaming once they total _stream_from bytes, register-tiled while
+    one array is at most TILED_OUT bytes per thread (interleaved rows), else plainly."""
+    cdef Py_ssize_t nbytes = nvalues * <Py_ssize_t>itemsize
+    if nbytes * narrays >= _stream_from:
+        return STORE_STREAM
+    return STORE_TILED if nbytes <= TILED_OUT * T else STORE_PLAIN
 
 
 # Tasks: each parallel loop below runs one of these per index, on an OpenMP team
@@ -737,12 +741,7 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     (N_PARAMS * R * C values); the last outer % R rows use p."""
     cdef Py_ssize_t k, R = _fold(C, outer) if inner == 1 else 1
     cdef Py_ssize_t full = outer // R
-    cdef Py_ssize_t nbytes = outer * C * inner * <Py_ssize_t>sizeof(data_t)
-    cdef int store = STORE_PLAIN
-    if _streams(outer * C * inner, sizeof(data_t), 2):
-        store = STORE_STREAM
-    elif nbytes <= TILED_OUT * T:
-        store = STORE_TILED
+    cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T)
     if R == 1 or full == 0:
         _apply_blocks(x, out, outer, C, inner, p, relu, store, T)
         return
@@ -809,7 +808,7 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     sums, then a parallel pass over the rows.
     """
     cdef Py_ssize_t c
-    cdef bint stream = _streams(outer * C * inner, sizeof(data_t), 2)
+    cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T) == STORE_STREAM
     if inner > 1:
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -899,8 +898,8 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     """OUT dx, dweight, dbias (see _set_grad_params)."""
     cdef Py_ssize_t c, R, full, off
     cdef real_t* pw
-    cdef bint stream = _streams(outer * C * inner, sizeof(data_t), 4 if masked else 3)
-    cdef int store
+    cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T)
+    cdef bint stream = store == STORE_STREAM
     if inner > 1:
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -921,8 +920,6 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     pw = <real_t*>scratch
     for c in range(N_PARAMS):
         _repeat(p + c * C, C, R * C, pw + c * R * C)
-    store = STORE_STREAM if stream else (
-        STORE_TILED if outer * C * <Py_ssize_t>sizeof(data_t) <= TILED_OUT * T else STORE_PLAIN)
     _dx_rows(dy, x, y, masked, dx, full, R * C, pw, store, T)
     off = full * R * C
     _task_dx(dy + off, x + off, y + off, masked, dx + off, C, p, 0, outer - full * R, store)

@@ -199,7 +199,8 @@ static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
     _mm256_storeu_pd(t, _mm256_add_pd(_mm256_add_pd(a, b), _mm256_add_pd(c, d)));
     return (t[0] + t[1]) + (t[2] + t[3]);
 }
-/* four vectors (k = 0..3) of values 16i + 4k: D(k) the deviation, ACC adds it */
+/* four vectors of partial sums, over values 16i + k (k = 0, 4, 8, 12): D(k) loads the
+ * vector at k into g and d, then a += A and q += Q * d */
 #define CBN_REDUCE16(D, A, Q)                                                               \
     {                                                                                       \
         __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;                        \
@@ -433,11 +434,14 @@ CBN_DEFINE_STREAMED(f32, float, int32_t)
 CBN_DEFINE_STREAMED(f64, double, int64_t)
 
 /* Register-tiled rows: cbn_rows_affine_T with the channel loop outside.  Rows go in
- * blocks of about CBN_TILE_BYTES (they stay in L1); in a block, CBN_TV vectors of
- * channels at a time keep their parameters in registers down the block's rows, so
- * that a vector of output costs one load and one store instead of four loads. */
+ * blocks spanning less than 4 KiB (CBN_BLOCK_ROWS: a load 4 KiB after a pending store
+ * to the output would falsely depend on it, as x and out of the same size are
+ * usually 4 KiB apart); in a block, CBN_TV vectors of channels at a time keep their
+ * parameters in registers down the block's rows, so that a vector of output costs
+ * one load and one store instead of four loads.  Rows too wide for two of them in
+ * 4 KiB take the plain pass. */
 #define CBN_TV 4
-#define CBN_TILE_BYTES 16384
+#define CBN_BLOCK_ROWS(ld, R) (4096 / ((ld) * (Py_ssize_t)sizeof(R)) - 1)
 #define CBN_DEFINE_TILED(SUFFIX, R)                                                         \
 static inline void cbn_vst_##SUFFIX(R* p, cbn_v_##SUFFIX v) { memcpy(p, &v, sizeof v); }    \
 CBN_PASS void cbn_rows_affine_tiled_##SUFFIX(const R* x, R* out, Py_ssize_t ld, Py_ssize_t n, \
@@ -446,7 +450,7 @@ CBN_PASS void cbn_rows_affine_tiled_##SUFFIX(const R* x, R* out, Py_ssize_t ld, 
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R), W = CBN_TV * L;                \
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX H[CBN_TV], S[CBN_TV], T[CBN_TV], v;                                      \
-    Py_ssize_t rb = 4096 / (ld * (Py_ssize_t)sizeof(R)) - 1, r0, nb, r, c, k;               \
+    Py_ssize_t rb = CBN_BLOCK_ROWS(ld, R), r0, nb, r, c, k;                                 \
     if (rb < 2) {                                                                           \
         cbn_rows_affine_##SUFFIX(x, out, ld, n, m, hi, s, t, relu);                         \
         return;                                                                             \
@@ -461,19 +465,12 @@ CBN_PASS void cbn_rows_affine_tiled_##SUFFIX(const R* x, R* out, Py_ssize_t ld, 
                 S[k] = cbn_vld_##SUFFIX(s + c + k * L);                                     \
                 T[k] = cbn_vld_##SUFFIX(t + c + k * L);                                     \
             }                                                                               \
-            if (relu) {                                                                     \
-                for (r = 0; r < nb; r++)                                                    \
-                    for (k = 0; k < CBN_TV; k++) {                                          \
-                        v = (cbn_vld_##SUFFIX(xb + r * ld + c + k * L) - H[k]) * S[k] + T[k]; \
-                        CBN_VZERO_WHERE(cbn_m_##SUFFIX, v, v < Z);                          \
-                        cbn_vst_##SUFFIX(ob + r * ld + c + k * L, v);                       \
-                    }                                                                       \
-            } else {                                                                        \
-                for (r = 0; r < nb; r++)                                                    \
-                    for (k = 0; k < CBN_TV; k++)                                            \
-                        cbn_vst_##SUFFIX(ob + r * ld + c + k * L,                           \
-                            (cbn_vld_##SUFFIX(xb + r * ld + c + k * L) - H[k]) * S[k] + T[k]); \
-            }                                                                               \
+            for (r = 0; r < nb; r++)                                                        \
+                for (k = 0; k < CBN_TV; k++) {                                              \
+                    v = (cbn_vld_##SUFFIX(xb + r * ld + c + k * L) - H[k]) * S[k] + T[k];   \
+                    if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, v, v < Z);                    \
+                    cbn_vst_##SUFFIX(ob + r * ld + c + k * L, v);                           \
+                }                                                                           \
         }                                                                                   \
         if (c < m)                                                                          \
             cbn_rows_affine_##SUFFIX(xb + c, ob + c, ld, nb, m - c, hi + c, s + c, t + c, relu); \
@@ -491,7 +488,7 @@ CBN_PASS void cbn_rows_dx_tiled_##SUFFIX(const R* x, const R* dy, const R* y, R*
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R), W = CBN_TVD * L;               \
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX H[CBN_TVD], S[CBN_TVD], T[CBN_TVD], K[CBN_TVD], g;                       \
-    Py_ssize_t rb = 4096 / (ld * (Py_ssize_t)sizeof(R)) - 1, r0, nb, r, c, j, o;            \
+    Py_ssize_t rb = CBN_BLOCK_ROWS(ld, R), r0, nb, r, c, j, o;                              \
     if (rb < 2) {                                                                           \
         cbn_rows_dx_##SUFFIX(x, dy, y, dx, ld, n, m, hi, s, t, kk);                         \
         return;                                                                             \
