@@ -15,6 +15,20 @@ U64 = 2.0 ** -53
 # Rounding allowance of a sum accumulated in float64 (blocked sums), in float64
 # roundoffs of the summands' magnitude: measured at most 35 on the test data.
 ACC = 64
+U32 = 2.0 ** -24
+# float16 data: each vector lane sums 16 values of d = x - pivot (d * d, g * d) in
+# float32 before the float64 sums take them (_kernels_c.h, CBN_HREDUCE), at most 8
+# float32 roundings per value (the subtraction, the product, 4 chained additions,
+# 2 of a tree); |x - pivot| is up to twice the magnitudes the allowances are written
+# against (max |x|, max |x - mean|), so squares up to 4x: 56 roundings for the
+# variance, the largest.
+F16_ACC = 56
+
+
+def sums_err(dtype):
+    """Rounding allowance of the statistics' and the backward's sums over `dtype`
+    data, relative to the magnitudes of the summands."""
+    return ACC * U64 + (F16_ACC * U32 if np.dtype(dtype) == np.float16 else 0.0)
 
 
 def roundoff(dtype):

@@ -11,8 +11,8 @@ import pytest
 
 import cbn
 import oracle
-from conftest import (ACC, DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_shape,
-                      compute_dtype, make_array, roundoff)
+from conftest import (DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_shape,
+                      compute_dtype, make_array, roundoff, sums_err)
 
 # Roundoffs allowed on top of the exact result, per output dtype: float16 is
 # rounded once from float32 (half an ulp, plus float32's error: 1.01);
@@ -95,21 +95,21 @@ def test_batch_norm_training(dtype, shape, layout, n_threads, rng):
         xhat = (np.asarray(x, np.float64) - rmean.reshape(cs)) * rinv.reshape(cs)
         # float64 sums: the mean's error (against max |x|) and invstd's (half the
         # variance's, as checked below) reach y through xhat
-        inv_err = ACC * U64 * (1 + dev2 / np.maximum(var, 1e-300)) / 2
+        inv_err = sums_err(dtype) * (1 + dev2 / np.maximum(var, 1e-300)) / 2
         bound = (_rounded(dtype, K_OUT[x.dtype], np.abs(xhat * w) + np.abs(b))
-                 + ACC * U64 * np.abs(w) * rinv.reshape(cs) * mx.reshape(cs)
+                 + sums_err(dtype) * np.abs(w) * rinv.reshape(cs) * mx.reshape(cs)
                  + np.abs(xhat * w) * inv_err.reshape(cs))
         assert_within(y, ry, bound, f"y relu={relu}")
 
         cr = roundoff(compute_dtype(dtype)) * 1.01
-        assert_within(mean, rmean, cr * np.abs(rmean) + ACC * U64 * mx, "mean")
+        assert_within(mean, rmean, cr * np.abs(rmean) + sums_err(dtype) * mx, "mean")
         # invstd inherits half the relative error of the variance
-        assert_within(invstd, rinv, rinv * (cr + ACC * U64 * (1 + dev2 / np.maximum(var, 1e-300))),
+        assert_within(invstd, rinv, rinv * (cr + sums_err(dtype) * (1 + dev2 / np.maximum(var, 1e-300))),
                       "invstd")
         n = x.size // C
         r32 = 1.01 * roundoff(np.float32)
-        assert_within(rm, nrm, r32 * np.abs(nrm) + ACC * U64 * mx, "running_mean")
-        assert_within(rv, nrv, r32 * np.abs(nrv) + ACC * U64 * (var + dev2) * n / (n - 1),
+        assert_within(rm, nrm, r32 * np.abs(nrm) + sums_err(dtype) * mx, "running_mean")
+        assert_within(rv, nrv, r32 * np.abs(nrv) + sums_err(dtype) * (var + dev2) * n / (n - 1),
                       "running_var")
 
 
@@ -175,11 +175,11 @@ def test_backward(dtype, shape, layout, n_threads, rng):
         k = np.abs(w.reshape(cs) * np.asarray(invstd, np.float64).reshape(cs))
         mag = k * (np.abs(g) + (sg + np.abs(xh) * sgx) / n) if training else k * np.abs(g)
         what = f"training={training} relu={relu}"
-        assert_within(dx, rdx, _rounded(dtype, K_GRAD[x.dtype], mag) + ACC * U64 * mag,
+        assert_within(dx, rdx, _rounded(dtype, K_GRAD[x.dtype], mag) + sums_err(dtype) * mag,
                       "dx " + what)
         cr = 1.01 * roundoff(compute_dtype(dtype))
-        assert_within(dw, rdw, (cr + ACC * U64) * sgx.ravel(), "dweight " + what)
-        assert_within(db, rdb, (cr + ACC * U64) * sg.ravel(), "dbias " + what)
+        assert_within(dw, rdw, (cr + sums_err(dtype)) * sgx.ravel(), "dweight " + what)
+        assert_within(db, rdb, (cr + sums_err(dtype)) * sg.ravel(), "dbias " + what)
 
 
 @full_matrix
@@ -190,8 +190,8 @@ def test_batch_stats(dtype, shape, layout, n_threads, rng):
     assert mean.dtype == var.dtype == compute_dtype(dtype)
     mx, dev2 = _stats_mags(x, axis, rmean)
     cr = 1.01 * roundoff(compute_dtype(dtype))
-    assert_within(mean, rmean, cr * np.abs(rmean) + ACC * U64 * mx, "mean")
-    assert_within(var, rvar, cr * rvar + ACC * U64 * (rvar + dev2), "var")
+    assert_within(mean, rmean, cr * np.abs(rmean) + sums_err(dtype) * mx, "mean")
+    assert_within(var, rvar, cr * rvar + sums_err(dtype) * (rvar + dev2), "var")
 
 
 @pytest.mark.usefixtures("streaming")

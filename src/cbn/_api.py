@@ -238,7 +238,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
 
     Notes
     -----
-    Statistics accumulate in float64; float16 data is computed in float32 and
+    Statistics accumulate in float64 (float16 data: in float32 over 16 values
+    per vector lane first, with F16C); float16 data is computed in float32 and
     rounded once.  The compute dtype is float64 for float64 data, float32
     otherwise.  x and out are used without copies when they are dense in any
     axis order (C, Fortran, channels-last strides); others are copied.

@@ -187,66 +187,153 @@ CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
     else                                                                                    \
         CBN_REDUCE(double g = dy[i]; a += g; q += g * ((double)x[i] - mean);)               \
 }
-CBN_DEFINE_REDUCTIONS(f64, double)
 #if defined(__AVX2__) && defined(__FMA__)
-/* float32 with AVX2: four vectors of partial sums per sum.  With the one vector per
- * sum of the `omp simd` loop, the additions' latency bounds the loop (measured on one
- * Zen 4 core, 50 K values in cache: 0.136 ns per value, 0.102 with four). */
+/* With AVX2: four vectors of partial sums per sum.  With the one vector per sum of the
+ * `omp simd` loop, the additions' latency bounds the loop (measured on one Zen 4 core,
+ * 50 K float32 values in cache: 0.136 ns per value, 0.102 with four). */
 #include <immintrin.h>
-#define CBN_CVT4(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
 static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
     double t[4];
     _mm256_storeu_pd(t, _mm256_add_pd(_mm256_add_pd(a, b), _mm256_add_pd(c, d)));
     return (t[0] + t[1]) + (t[2] + t[3]);
 }
-/* four vectors of partial sums, over values 16i + k (k = 0, 4, 8, 12): D(k) loads the
- * vector at k into g and d, then a += A and q += Q * d */
-#define CBN_REDUCE16(D, A, Q)                                                               \
+/* four vectors of partial sums, over values 16i + k (k = 0, 4, 8, 12): D(L, k) loads
+ * the 4 values at k as doubles with L into g and d, then a += A and q += Q * d */
+#define CBN_REDUCE16(D, L, A, Q)                                                            \
     {                                                                                       \
         __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;                        \
         __m256d q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                   \
         for (; i + 16 <= n; i += 16) {                                                      \
-            D(0) a0 = _mm256_add_pd(a0, A); q0 = _mm256_fmadd_pd(Q, d, q0);                  \
-            D(4) a1 = _mm256_add_pd(a1, A); q1 = _mm256_fmadd_pd(Q, d, q1);                  \
-            D(8) a2 = _mm256_add_pd(a2, A); q2 = _mm256_fmadd_pd(Q, d, q2);                  \
-            D(12) a3 = _mm256_add_pd(a3, A); q3 = _mm256_fmadd_pd(Q, d, q3);                 \
+            D(L, 0) a0 = _mm256_add_pd(a0, A); q0 = _mm256_fmadd_pd(Q, d, q0);               \
+            D(L, 4) a1 = _mm256_add_pd(a1, A); q1 = _mm256_fmadd_pd(Q, d, q1);               \
+            D(L, 8) a2 = _mm256_add_pd(a2, A); q2 = _mm256_fmadd_pd(Q, d, q2);               \
+            D(L, 12) a3 = _mm256_add_pd(a3, A); q3 = _mm256_fmadd_pd(Q, d, q3);              \
         }                                                                                   \
         acc[0] += cbn_hadd4(a0, a1, a2, a3);                                                \
         acc[1] += cbn_hadd4(q0, q1, q2, q3);                                                \
         (void)g;                                                                            \
     }
-CBN_REDUCER void cbn_sums_f32(const float* x, Py_ssize_t n, double ref, double* acc) {
-    const __m256d R = _mm256_set1_pd(ref);
-    Py_ssize_t i = 0;
-    double d1;
-#define CBN_DEV(k) d = _mm256_sub_pd(CBN_CVT4(x + i + k), R);
-    CBN_REDUCE16(CBN_DEV, d, d)
-#undef CBN_DEV
-    for (; i < n; i++) { d1 = (double)x[i] - ref; acc[0] += d1; acc[1] += d1 * d1; }
+#define CBN_DEV(L, k) d = _mm256_sub_pd(L(x + i + k), R);
+#define CBN_GDEV(L, k) g = L(dy + i + k); d = _mm256_sub_pd(L(x + i + k), M);
+/* g = 0 where y <= 0 (NaN y keeps dy) */
+#define CBN_GDEV_MASKED(L, k)                                                               \
+    g = _mm256_and_pd(_mm256_cmp_pd(L(y + i + k), Z, _CMP_NLE_UQ), L(dy + i + k));          \
+    d = _mm256_sub_pd(L(x + i + k), M);
+/* the reductions for type T, whose 4 values at p load as doubles with L4(p) and one
+ * value v converts with TOD(v) */
+#define CBN_DEFINE_REDUCTIONS16(SUFFIX, T, L4, TOD)                                         \
+CBN_REDUCER void cbn_sums_##SUFFIX(const T* x, Py_ssize_t n, double ref, double* acc) {    \
+    const __m256d R = _mm256_set1_pd(ref);                                                  \
+    Py_ssize_t i = 0;                                                                       \
+    double d1;                                                                              \
+    CBN_REDUCE16(CBN_DEV, L4, d, d)                                                         \
+    for (; i < n; i++) { d1 = TOD(x[i]) - ref; acc[0] += d1; acc[1] += d1 * d1; }           \
+}                                                                                           \
+CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t n,      \
+                                    double mean, double* acc) {                             \
+    const __m256d M = _mm256_set1_pd(mean), Z = _mm256_setzero_pd();                        \
+    Py_ssize_t i = 0;                                                                       \
+    double g1;                                                                              \
+    if (y)                                                                                  \
+        CBN_REDUCE16(CBN_GDEV_MASKED, L4, g, g)                                             \
+    else                                                                                    \
+        CBN_REDUCE16(CBN_GDEV, L4, g, g)                                                    \
+    for (; i < n; i++) {                                                                    \
+        g1 = y && TOD(y[i]) <= 0 ? 0.0 : TOD(dy[i]);                                        \
+        acc[0] += g1;                                                                       \
+        acc[1] += g1 * (TOD(x[i]) - mean);                                                  \
+    }                                                                                       \
 }
-CBN_REDUCER void cbn_gsums_f32(const float* x, const float* dy, const float* y, Py_ssize_t n,
-                               double mean, double* acc) {
-    const __m256d M = _mm256_set1_pd(mean), Z = _mm256_setzero_pd();
+#define CBN_TOD(v) ((double)(v))
+#define CBN_CVT4(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
+CBN_DEFINE_REDUCTIONS16(f64, double, _mm256_loadu_pd, CBN_TOD)
+CBN_DEFINE_REDUCTIONS16(f32, float, CBN_CVT4, CBN_TOD)
+#if defined(__F16C__)
+/* float16 with F16C: converted to double, the sums run at the conversions' throughput
+ * (0.19 ns per value on one Zen 4 core, slower than float32 per value), so here each
+ * vector lane first sums CBN_HK values of d = x - ref (and d * d) in float32, about
+ * ref rounded to float32 (rf), and adds that to double; the error of those short sums,
+ * a few float32 roundings of the values' own size (float16 data carry 11 bits), is
+ * far below the float16 output's rounding.  Sums about rf become sums about ref in
+ * double: with lo = ref - rf, sum(x - ref) = S1 - m lo, sum((x - ref)^2) = S2 - 2 lo S1
+ * + m lo^2, sum(g (x - ref)) = Q - lo G. */
+#define CBN_SUMS_F16_HW
+#define CBN_HK 4
+#define CBN_LDH8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p)))
+/* the 8 float32 lanes of v, added pairwise into 4 doubles */
+static inline __m256d cbn_wide8(__m256 v) {
+    return _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                         _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+/* 32 values at a time, four float32 vectors of partial sums per sum, each summing
+ * CBN_HK values per lane before the double accumulators A, Q take them: D(k) loads the
+ * 8 values at i + 8k into g and d (float32), then a += g and q += g * d */
+#define CBN_HREDUCE(D)                                                                      \
+    {                                                                                       \
+        __m256d A = _mm256_setzero_pd(), Q = A;                                             \
+        while (i + 32 <= n) {                                                               \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                     \
+            __m256 q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                \
+            Py_ssize_t j_, k_ = (n - i) / 32 < CBN_HK ? (n - i) / 32 : CBN_HK;              \
+            for (j_ = 0; j_ < k_; j_++, i += 32) {                                          \
+                D(0) a0 = _mm256_add_ps(a0, g); q0 = _mm256_fmadd_ps(g, d, q0);              \
+                D(8) a1 = _mm256_add_ps(a1, g); q1 = _mm256_fmadd_ps(g, d, q1);              \
+                D(16) a2 = _mm256_add_ps(a2, g); q2 = _mm256_fmadd_ps(g, d, q2);             \
+                D(24) a3 = _mm256_add_ps(a3, g); q3 = _mm256_fmadd_ps(g, d, q3);             \
+            }                                                                               \
+            A = _mm256_add_pd(A, cbn_wide8(_mm256_add_ps(_mm256_add_ps(a0, a1),              \
+                                                         _mm256_add_ps(a2, a3))));          \
+            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_add_ps(_mm256_add_ps(q0, q1),              \
+                                                         _mm256_add_ps(q2, q3))));          \
+        }                                                                                   \
+        s1 = cbn_hadd4(A, Z, Z, Z);                                                         \
+        s2 = cbn_hadd4(Q, Z, Z, Z);                                                         \
+    }
+CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
+    const float rf = (float)ref;
+    const double lo = ref - (double)rf;
+    const __m256 R = _mm256_set1_ps(rf);
+    const __m256d Z = _mm256_setzero_pd();
     Py_ssize_t i = 0;
-    double g1;
+    double s1, s2, m, d1;
+#define CBN_HDEV(k) d = _mm256_sub_ps(CBN_LDH8(x + i + k), R); g = d;
+    CBN_HREDUCE(CBN_HDEV)
+#undef CBN_HDEV
+    m = (double)i;
+    acc[0] += s1 - m * lo;
+    acc[1] += s2 - 2.0 * lo * s1 + m * lo * lo;
+    for (; i < n; i++) { d1 = (double)cbn_h2f(x[i]) - ref; acc[0] += d1; acc[1] += d1 * d1; }
+}
+CBN_REDUCER void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                               Py_ssize_t n, double mean, double* acc) {
+    const float mf = (float)mean;
+    const double lo = mean - (double)mf;
+    const __m256 M = _mm256_set1_ps(mf), Z8 = _mm256_setzero_ps();
+    const __m256d Z = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    double s1, s2, g1;
     if (y) {        /* g = 0 where y <= 0 (NaN y keeps dy) */
-#define CBN_GDEV(k) g = _mm256_and_pd(_mm256_cmp_pd(CBN_CVT4(y + i + k), Z, _CMP_NLE_UQ),    \
-                                      CBN_CVT4(dy + i + k));                                \
-                    d = _mm256_sub_pd(CBN_CVT4(x + i + k), M);
-        CBN_REDUCE16(CBN_GDEV, g, g)
-#undef CBN_GDEV
+#define CBN_HGDEV(k) g = _mm256_and_ps(_mm256_cmp_ps(CBN_LDH8(y + i + k), Z8, _CMP_NLE_UQ),  \
+                                       CBN_LDH8(dy + i + k));                               \
+                     d = _mm256_sub_ps(CBN_LDH8(x + i + k), M);
+        CBN_HREDUCE(CBN_HGDEV)
+#undef CBN_HGDEV
     } else {
-#define CBN_GDEV(k) g = CBN_CVT4(dy + i + k); d = _mm256_sub_pd(CBN_CVT4(x + i + k), M);
-        CBN_REDUCE16(CBN_GDEV, g, g)
-#undef CBN_GDEV
+#define CBN_HGDEV(k) g = CBN_LDH8(dy + i + k); d = _mm256_sub_ps(CBN_LDH8(x + i + k), M);
+        CBN_HREDUCE(CBN_HGDEV)
+#undef CBN_HGDEV
     }
+    acc[0] += s1;
+    acc[1] += s2 - lo * s1;
     for (; i < n; i++) {
-        g1 = y && y[i] <= 0 ? 0.0 : (double)dy[i];
+        g1 = y && cbn_h2f(y[i]) <= 0 ? 0.0 : (double)cbn_h2f(dy[i]);
         acc[0] += g1;
-        acc[1] += g1 * ((double)x[i] - mean);
+        acc[1] += g1 * ((double)cbn_h2f(x[i]) - mean);
     }
 }
+#endif
 #else
+CBN_DEFINE_REDUCTIONS(f64, double)
 CBN_DEFINE_REDUCTIONS(f32, float)
 #endif
 
@@ -689,7 +776,8 @@ CBN_PASS void cbn_rows_gsums_tiled_f32(const float* x, const float* dy, const fl
  * The same primitives for float16 data, computed in float32 (rounded once on store):
  * blocks of up to CBN_HCHUNK values are converted to float32 and given to the float32
  * primitive.  With F16C and FMA (the AVX2 build) the output passes convert 8 values
- * at a time in registers instead, with no block buffer.
+ * at a time in registers instead, with no block buffer, and the planar sums are
+ * cbn_sums_f16 / cbn_gsums_f16 above (float32 partial sums per lane).
  */
 #define CBN_HBLOCKS(n, BODY)                                                                \
     {                                                                                       \
@@ -700,71 +788,8 @@ CBN_PASS void cbn_rows_gsums_tiled_f32(const float* x, const float* dy, const fl
         }                                                                                   \
     }
 
-#if defined(__F16C__) && defined(__FMA__)
-/* 8 float16 values as two vectors of 4 doubles */
-#define CBN_LD8HD(p, lo, hi)                                                                \
-    {                                                                                       \
-        __m256 f_ = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p)));                  \
-        lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f_));                                   \
-        hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f_, 1));                                 \
-    }
-static inline double cbn_hsum4(__m256d v) {
-    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
-CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
-    const __m256d R = _mm256_set1_pd(ref);
-    __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0, d0, d1;
-    double a, q, d;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        CBN_LD8HD(x + i, d0, d1)
-        d0 = _mm256_sub_pd(d0, R);
-        d1 = _mm256_sub_pd(d1, R);
-        a0 = _mm256_add_pd(a0, d0);
-        a1 = _mm256_add_pd(a1, d1);
-        q0 = _mm256_fmadd_pd(d0, d0, q0);
-        q1 = _mm256_fmadd_pd(d1, d1, q1);
-    }
-    a = cbn_hsum4(_mm256_add_pd(a0, a1));
-    q = cbn_hsum4(_mm256_add_pd(q0, q1));
-    for (; i < n; i++) { d = (double)cbn_h2f(x[i]) - ref; a += d; q += d * d; }
-    acc[0] += a;
-    acc[1] += q;
-}
 
-/* g = dy, or 0 where y <= 0 (y not NULL; NaN y keeps dy) */
-CBN_REDUCER void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
-                               Py_ssize_t n, double mean, double* acc) {
-    const __m256d M = _mm256_set1_pd(mean), Z = _mm256_setzero_pd();
-    __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, g0, g1, x0, x1, y0, y1;
-    double a, q, g;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        CBN_LD8HD(dy + i, g0, g1)
-        CBN_LD8HD(x + i, x0, x1)
-        if (y) {
-            CBN_LD8HD(y + i, y0, y1)
-            g0 = _mm256_and_pd(_mm256_cmp_pd(y0, Z, _CMP_NLE_UQ), g0);
-            g1 = _mm256_and_pd(_mm256_cmp_pd(y1, Z, _CMP_NLE_UQ), g1);
-        }
-        a0 = _mm256_add_pd(a0, g0);
-        a1 = _mm256_add_pd(a1, g1);
-        q0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(x0, M), q0);
-        q1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(x1, M), q1);
-    }
-    a = cbn_hsum4(_mm256_add_pd(a0, a1));
-    q = cbn_hsum4(_mm256_add_pd(q0, q1));
-    for (; i < n; i++) {
-        g = y && cbn_h2f(y[i]) <= 0 ? 0.0 : (double)cbn_h2f(dy[i]);
-        a += g;
-        q += g * ((double)cbn_h2f(x[i]) - mean);
-    }
-    acc[0] += a;
-    acc[1] += q;
-}
-
-#else
+#if !defined(CBN_SUMS_F16_HW)
 static inline void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
     float bx[CBN_HCHUNK];
     CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_sums_f32(bx, w_, ref, acc);)
