@@ -1,8 +1,13 @@
-"""float16: the software conversions (used where the CPU has no F16C) against NumPy."""
+"""float16: the software conversions (used where the CPU has no F16C) against NumPy, and
+the float16 sums over runs of every length."""
 
 import numpy as np
+import pytest
 
+import cbn
+import oracle
 from cbn import _kernels
+from conftest import assert_within, roundoff, sums_err
 
 
 def _roundtrip(h_bits, f):
@@ -41,3 +46,32 @@ def test_float_to_half_rounds_like_numpy(rng):
     nan = np.isnan(f)
     assert np.array_equal(got[~nan], want[~nan])
     assert np.isnan(got[nan].view(np.float16)).all()
+
+
+@pytest.mark.usefixtures("kernels")
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 127, 128, 129, 200, 1023, 1025, 3000])
+@pytest.mark.parametrize("offset,scale", [(300.0, 2.0), (6e4, 100.0)])
+def test_planar_sums_every_run_length(n, offset, scale, rng):
+    """Statistics and backward sums over planar runs of every length the float16
+    summation distinguishes (vectors of 8, four at a time, groups of four such steps
+    in float32, the scalar tail, blocks of 1024), about a mean far from zero and given
+    in float64 (not a float32 value, so the sums' pivot correction counts), against the
+    float64 oracle within the allowance of test_reference."""
+    x = np.clip(rng.standard_normal((3, 4, n)) * scale + offset, -65504, 65504).astype(np.float16)
+    x64 = x.astype(np.float64)
+    mean, var = cbn.batch_stats(x)
+    rmean, rvar = oracle.batch_stats(x)
+    mx = np.abs(x64).max((0, 2))
+    dev2 = ((x64 - rmean[None, :, None]) ** 2).max((0, 2))
+    cr = 1.01 * roundoff(np.float32)
+    assert_within(mean, rmean, cr * np.abs(rmean) + sums_err(np.float16) * mx, "mean")
+    assert_within(var, rvar, cr * rvar + sums_err(np.float16) * (rvar + dev2), "var")
+
+    dy = (rng.standard_normal(x.shape) + 1).astype(np.float16)   # sum(dy) ~ its count
+    rinv = oracle.invstd(rvar, 1e-5)
+    _, dw, db = cbn.batch_norm_backward(dy, x, rmean, rinv, training=True)
+    _, rdw, rdb = oracle.batch_norm_backward(dy, x, rmean, rinv, training=True)
+    g = dy.astype(np.float64)
+    sgx = np.abs(g * (x64 - rmean[None, :, None]) * rinv[None, :, None]).sum((0, 2))
+    assert_within(dw, rdw, (cr + sums_err(np.float16)) * sgx, "dweight")
+    assert_within(db, rdb, (cr + sums_err(np.float16)) * np.abs(g).sum((0, 2)), "dbias")
