@@ -15,7 +15,6 @@ U64 = 2.0 ** -53
 # Rounding allowance of a sum accumulated in float64 (blocked sums), in float64
 # roundoffs of the summands' magnitude: measured at most 35 on the test data.
 ACC = 64
-U32 = 2.0 ** -24
 # float16 data: each vector lane sums 16 values of d = x - pivot (d * d, g * d) in
 # float32 before the float64 sums take them (_kernels_c.h, CBN_HREDUCE), at most 8
 # float32 roundings per value (the subtraction, the product, 4 chained additions,
@@ -28,7 +27,8 @@ F16_ACC = 56
 def sums_err(dtype):
     """Rounding allowance of the statistics' and the backward's sums over `dtype`
     data, relative to the magnitudes of the summands."""
-    return ACC * U64 + (F16_ACC * U32 if np.dtype(dtype) == np.float16 else 0.0)
+    return ACC * U64 + (F16_ACC * roundoff(np.float32) if np.dtype(dtype) == np.float16
+                        else 0.0)
 
 
 def roundoff(dtype):
@@ -111,6 +111,18 @@ def channel_shape(x, axis):
     s = [1] * x.ndim
     s[axis] = x.shape[axis]
     return s
+
+
+def other_axes(x, axis):
+    return tuple(k for k in range(x.ndim) if k != axis % x.ndim)
+
+
+def stats_mags(x, axis, mean):
+    """Per channel: max |x|, and max (x - mean)**2 (what float64 sums are rounded against)."""
+    x64 = np.asarray(x, np.float64)
+    axes = other_axes(x, axis)
+    dev2 = ((x64 - mean.reshape(channel_shape(x, axis))) ** 2).max(axes)
+    return np.abs(x64).max(axes), dev2
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import cbn
 import oracle
 from conftest import (DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_shape,
-                      compute_dtype, make_array, roundoff, sums_err)
+                      compute_dtype, make_array, other_axes, roundoff, stats_mags, sums_err)
 
 # Roundoffs allowed on top of the exact result, per output dtype: float16 is
 # rounded once from float32 (half an ulp, plus float32's error: 1.01);
@@ -40,18 +40,6 @@ def _rounded(dtype, k, mag):
     """k roundoffs of dtype relative to mag, plus half the subnormal spacing (float16
     results below 6e-5 are subnormal: their rounding error is absolute)."""
     return k * roundoff(dtype) * mag + float(np.finfo(dtype).smallest_subnormal) * 0.5
-
-
-def _other_axes(x, axis):
-    return tuple(k for k in range(x.ndim) if k != axis % x.ndim)
-
-
-def _stats_mags(x, axis, mean):
-    """Per channel: max |x|, and max (x - mean)**2 (what float64 sums are rounded against)."""
-    x64 = np.asarray(x, np.float64)
-    axes = _other_axes(x, axis)
-    dev2 = ((x64 - mean.reshape(channel_shape(x, axis))) ** 2).max(axes)
-    return np.abs(x64).max(axes), dev2
 
 
 def _data(shape, layout, dtype, rng):
@@ -90,7 +78,7 @@ def test_batch_norm_training(dtype, shape, layout, n_threads, rng):
         _check_layout_kept(x, y)
 
         w, b = params["weight"].reshape(cs), params["bias"].reshape(cs)
-        mx, dev2 = _stats_mags(x, axis, rmean)
+        mx, dev2 = stats_mags(x, axis, rmean)
         var = oracle.batch_stats(x, axis)[1]
         xhat = (np.asarray(x, np.float64) - rmean.reshape(cs)) * rinv.reshape(cs)
         # float64 sums: the mean's error (against max |x|) and invstd's (half the
@@ -141,7 +129,7 @@ def test_backward(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
     w = params["weight"]
     cs = channel_shape(x, axis)
-    axes = _other_axes(x, axis)
+    axes = other_axes(x, axis)
     n = x.size // C
     cases = [(True, False), (True, True), (False, False), (False, True)]
     for training, relu in cases:
@@ -188,7 +176,7 @@ def test_batch_stats(dtype, shape, layout, n_threads, rng):
     mean, var = cbn.batch_stats(x, axis=axis, n_threads=n_threads)
     rmean, rvar = oracle.batch_stats(x, axis)
     assert mean.dtype == var.dtype == compute_dtype(dtype)
-    mx, dev2 = _stats_mags(x, axis, rmean)
+    mx, dev2 = stats_mags(x, axis, rmean)
     cr = 1.01 * roundoff(compute_dtype(dtype))
     assert_within(mean, rmean, cr * np.abs(rmean) + sums_err(dtype) * mx, "mean")
     assert_within(var, rvar, cr * rvar + sums_err(dtype) * (rvar + dev2), "var")

@@ -789,7 +789,6 @@ CBN_PASS void cbn_rows_gsums_tiled_f32(const float* x, const float* dy, const fl
         }                                                                                   \
     }
 
-
 #if !defined(CBN_SUMS_F16_HW)
 static inline void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
     float bx[CBN_HCHUNK];
