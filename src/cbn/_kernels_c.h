@@ -694,11 +694,13 @@ CBN_DEFINE_ROW_SUMS(f32, float)
 CBN_DEFINE_ROW_SUMS(f64, double)
 
 #if defined(__AVX2__) && defined(__FMA__)
-/* float32 with AVX2: tiles of 8 channels whose sums stay in registers while the rows
- * go past (no per-row loads and stores of the partial sums).  Measured against the
- * lanes loop: 1.1-1.4x faster on data in cache, 0.6x on data from memory (the tile
- * walks the rows with a stride, which the prefetchers follow worse), so the kernels
- * choose them by size. */
+/* float32 (and float16, below) with AVX2: tiles of 8 channels whose sums stay in
+ * registers while the rows go past (no per-row loads and stores of the partial sums).
+ * Measured against the lanes loop: 1.1-1.4x faster on data in cache, 0.6x on data from
+ * memory (the tile walks the rows with a stride, which the prefetchers follow worse),
+ * so the kernels choose them by size.  float16's lanes loop converts rows to float32
+ * blocks first, and there the tiles win from memory too, walking 4 rows at a time
+ * (_kernels.pyx HROWS). */
 /* rows per tile walk: all of them for short rows; for rows of 512 floats or more,
  * whose 2 KB+ strides map a tile's rows to few L1 sets, as many as an 8-way L1 holds
  * for the arrays read (8 rows of x; 4 of x and dy; 2 of x, dy and y) */
@@ -707,67 +709,76 @@ CBN_DEFINE_ROW_SUMS(f64, double)
 static inline void cbn_add4(double* s, __m256d v) {
     _mm256_storeu_pd(s, _mm256_add_pd(_mm256_loadu_pd(s), v));
 }
-
-CBN_PASS void cbn_rows_sums_tiled_f32(const float* x, Py_ssize_t ld, Py_ssize_t n,
-                                      Py_ssize_t m, const double* ref, double* s1, double* s2) {
-    Py_ssize_t c, r, r0, nb;
-    for (r0 = 0; r0 < n; r0 += nb) {
-        nb = n - r0 < CBN_TILE_ROWS(ld, 1) ? n - r0 : CBN_TILE_ROWS(ld, 1);
-        for (c = 0; c + 8 <= m; c += 8) {
-            const __m256d R0 = _mm256_loadu_pd(ref + c), R1 = _mm256_loadu_pd(ref + c + 4);
-            __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0, d0, d1;
-            const float* p = x + r0 * ld + c;
-            for (r = 0; r < nb; r++, p += ld) {
-                d0 = _mm256_sub_pd(CBN_LD4D(p), R0);
-                d1 = _mm256_sub_pd(CBN_LD4D(p + 4), R1);
-                a0 = _mm256_add_pd(a0, d0);
-                a1 = _mm256_add_pd(a1, d1);
-                q0 = _mm256_fmadd_pd(d0, d0, q0);
-                q1 = _mm256_fmadd_pd(d1, d1, q1);
-            }
-            cbn_add4(s1 + c, a0);
-            cbn_add4(s1 + c + 4, a1);
-            cbn_add4(s2 + c, q0);
-            cbn_add4(s2 + c + 4, q1);
-        }
-        if (c < m) cbn_rows_sums_f32(x + r0 * ld + c, ld, nb, m - c, ref + c, s1 + c, s2 + c);
-    }
+/* a tile's sums into s1[0:8] (a0, a1) and s2[0:8] (q0, q1) */
+static inline void cbn_add_tile(double* s1, double* s2, __m256d a0, __m256d a1, __m256d q0,
+                                __m256d q1) {
+    cbn_add4(s1, a0);
+    cbn_add4(s1 + 4, a1);
+    cbn_add4(s2, q0);
+    cbn_add4(s2 + 4, q1);
 }
 
-CBN_PASS void cbn_rows_gsums_tiled_f32(const float* x, const float* dy, const float* y,
-                                       Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                                       const double* mean, double* s1, double* s2) {
-    const __m256d Z = _mm256_setzero_pd();
-    Py_ssize_t c, r, r0, nb, o;
-    for (r0 = 0; r0 < n; r0 += nb) {
-        nb = n - r0 < CBN_TILE_ROWS(ld, y ? 3 : 2) ? n - r0 : CBN_TILE_ROWS(ld, y ? 3 : 2);
-        for (c = 0; c + 8 <= m; c += 8) {
-            const __m256d M0 = _mm256_loadu_pd(mean + c), M1 = _mm256_loadu_pd(mean + c + 4);
-            __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, g0, g1;
-            for (r = 0, o = r0 * ld + c; r < nb; r++, o += ld) {
-                g0 = CBN_LD4D(dy + o);
-                g1 = CBN_LD4D(dy + o + 4);
-                if (y) {        /* g = 0 where y <= 0 (NaN y keeps dy) */
-                    g0 = _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(y + o), Z, _CMP_NLE_UQ), g0);
-                    g1 = _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(y + o + 4), Z, _CMP_NLE_UQ), g1);
-                }
-                a0 = _mm256_add_pd(a0, g0);
-                a1 = _mm256_add_pd(a1, g1);
-                q0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(CBN_LD4D(x + o), M0), q0);
-                q1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(CBN_LD4D(x + o + 4), M1), q1);
-            }
-            cbn_add4(s1 + c, a0);
-            cbn_add4(s1 + c + 4, a1);
-            cbn_add4(s2 + c, q0);
-            cbn_add4(s2 + c + 4, q1);
-        }
-        if (c < m) {
-            o = r0 * ld + c;
-            cbn_rows_gsums_f32(x + o, dy + o, y ? y + o : NULL, ld, nb, m - c, mean + c,
-                               s1 + c, s2 + c);
-        }
-    }
+/* LD8(p, a, b): a, b = the 8 values at p as two vectors of 4 doubles */
+#define CBN_LD8D_F32(p, a, b) { a = CBN_LD4D(p); b = CBN_LD4D((p) + 4); }
+#define CBN_DEFINE_TILED_SUMS(SUFFIX, T, LD8)                                               \
+CBN_PASS void cbn_rows_sums_tiled_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t n,         \
+                                           Py_ssize_t m, const double* ref, double* s1,     \
+                                           double* s2) {                                    \
+    Py_ssize_t c, r, r0, nb;                                                                \
+    for (r0 = 0; r0 < n; r0 += nb) {                                                        \
+        nb = n - r0 < CBN_TILE_ROWS(ld, 1) ? n - r0 : CBN_TILE_ROWS(ld, 1);                 \
+        for (c = 0; c + 8 <= m; c += 8) {                                                   \
+            const __m256d R0 = _mm256_loadu_pd(ref + c), R1 = _mm256_loadu_pd(ref + c + 4); \
+            __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0, d0, d1;            \
+            const T* p = x + r0 * ld + c;                                                   \
+            for (r = 0; r < nb; r++, p += ld) {                                             \
+                LD8(p, d0, d1)                                                              \
+                d0 = _mm256_sub_pd(d0, R0);                                                 \
+                d1 = _mm256_sub_pd(d1, R1);                                                 \
+                a0 = _mm256_add_pd(a0, d0);                                                 \
+                a1 = _mm256_add_pd(a1, d1);                                                 \
+                q0 = _mm256_fmadd_pd(d0, d0, q0);                                           \
+                q1 = _mm256_fmadd_pd(d1, d1, q1);                                           \
+            }                                                                               \
+            cbn_add_tile(s1 + c, s2 + c, a0, a1, q0, q1);                                   \
+        }                                                                                   \
+        if (c < m)                                                                          \
+            cbn_rows_sums_##SUFFIX(x + r0 * ld + c, ld, nb, m - c, ref + c, s1 + c, s2 + c); \
+    }                                                                                       \
+}                                                                                           \
+CBN_PASS void cbn_rows_gsums_tiled_##SUFFIX(const T* x, const T* dy, const T* y,            \
+                                            Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,      \
+                                            const double* mean, double* s1, double* s2) {   \
+    const __m256d Z = _mm256_setzero_pd();                                                  \
+    Py_ssize_t c, r, r0, nb, o;                                                             \
+    for (r0 = 0; r0 < n; r0 += nb) {                                                        \
+        nb = n - r0 < CBN_TILE_ROWS(ld, y ? 3 : 2) ? n - r0 : CBN_TILE_ROWS(ld, y ? 3 : 2); \
+        for (c = 0; c + 8 <= m; c += 8) {                                                   \
+            const __m256d M0 = _mm256_loadu_pd(mean + c), M1 = _mm256_loadu_pd(mean + c + 4); \
+            __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, g0, g1, u0, u1;                         \
+            for (r = 0, o = r0 * ld + c; r < nb; r++, o += ld) {                            \
+                LD8(dy + o, g0, g1)                                                         \
+                if (y) {        /* g = 0 where y <= 0 (NaN y keeps dy) */                   \
+                    LD8(y + o, u0, u1)                                                      \
+                    g0 = _mm256_and_pd(_mm256_cmp_pd(u0, Z, _CMP_NLE_UQ), g0);              \
+                    g1 = _mm256_and_pd(_mm256_cmp_pd(u1, Z, _CMP_NLE_UQ), g1);              \
+                }                                                                           \
+                LD8(x + o, u0, u1)                                                          \
+                a0 = _mm256_add_pd(a0, g0);                                                 \
+                a1 = _mm256_add_pd(a1, g1);                                                 \
+                q0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(u0, M0), q0);                        \
+                q1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(u1, M1), q1);                        \
+            }                                                                               \
+            cbn_add_tile(s1 + c, s2 + c, a0, a1, q0, q1);                                   \
+        }                                                                                   \
+        if (c < m) {                                                                        \
+            o = r0 * ld + c;                                                                \
+            cbn_rows_gsums_##SUFFIX(x + o, dy + o, y ? y + o : NULL, ld, nb, m - c,         \
+                                    mean + c, s1 + c, s2 + c);                              \
+        }                                                                                   \
+    }                                                                                       \
 }
+CBN_DEFINE_TILED_SUMS(f32, float, CBN_LD8D_F32)
 #else
 #define cbn_rows_sums_tiled_f32 cbn_rows_sums_f32
 #define cbn_rows_gsums_tiled_f32 cbn_rows_gsums_f32
@@ -849,6 +860,15 @@ static inline __m256 cbn_g8h(const cbn_half* dy, const cbn_half* y) {
     __m256 g = cbn_ld8h(dy);
     return y ? _mm256_and_ps(_mm256_cmp_ps(cbn_ld8h(y), _mm256_setzero_ps(), _CMP_NLE_UQ), g) : g;
 }
+#if defined(__AVX2__)
+/* float16 register tiles: each value converted to float64, as float32's are */
+#define CBN_LD8D_F16(p, a, b)                                                               \
+    { __m256 f_ = cbn_ld8h(p);                                                              \
+      a = _mm256_cvtps_pd(_mm256_castps256_ps128(f_));                                      \
+      b = _mm256_cvtps_pd(_mm256_extractf128_ps(f_, 1)); }
+CBN_DEFINE_TILED_SUMS(f16, cbn_half, CBN_LD8D_F16)
+#define CBN_TILED_SUMS_F16
+#endif
 /* relu: max(0, v) returns v when v is NaN, as v < 0 ? 0 : v does */
 #define CBN_RELU8(v) (relu ? _mm256_max_ps(_mm256_setzero_ps(), (v)) : (v))
 #define CBN_RELU1(v) (relu && (v) < 0 ? 0.0f : (v))
@@ -959,6 +979,10 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
                        cbn_f2h_n(bx, dx + b_, w_);)
     }
 }
+#endif
+#if !defined(CBN_TILED_SUMS_F16)
+#define cbn_rows_sums_tiled_f16 cbn_rows_sums_f16
+#define cbn_rows_gsums_tiled_f16 cbn_rows_gsums_f16
 #endif
 
 /* ------------------------------------------------------------ CPU features
