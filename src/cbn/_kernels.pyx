@@ -143,6 +143,11 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_gsums_tiled_f16(const cbn_half*, const cbn_half*, const cbn_half*,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*, double*,
                                   double*) noexcept nogil
+    void cbn_rows_sums_cached_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                  const double*, double*, double*) noexcept nogil
+    void cbn_rows_gsums_cached_f16(const cbn_half*, const cbn_half*, const cbn_half*,
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*, double*,
+                                   double*) noexcept nogil
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
@@ -535,7 +540,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h; tiles: the register-tiled ones)."""
-    cdef Py_ssize_t r, k, step
+    cdef Py_ssize_t r, k
     if data_t is float:
         if grad and tiles:
             cbn_rows_gsums_tiled_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
@@ -551,19 +556,25 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2)
     else:
-        # float16: the tiles walk all n rows in cache, HROWS rows at a time from memory
-        # (measured, channels-last 100352x128 and 200704x64: 1.1-1.5x faster than the
-        # float blocks; walks of 2 or 4 rows beat walks of 16 or of all rows)
-        step = n if tiles else HROWS
-        r = 0
-        while r < n:
-            k = n - r if n - r < step else step
-            if grad:
-                cbn_rows_gsums_tiled_f16(x + r * ld, dy + r * ld, y + r * ld if masked else NULL,
-                                         ld, k, m, ref, s1, s2)
-            else:
-                cbn_rows_sums_tiled_f16(x + r * ld, ld, k, m, ref, s1, s2)
-            r += step
+        # float16: in cache, float32 tiles over all n rows; from memory, float64 tiles
+        # HROWS rows at a time (measured, channels-last 100352x128 and 200704x64:
+        # 1.1-1.5x faster than the float blocks; walks of 2 or 4 rows beat walks of 16
+        # or of all rows)
+        if tiles and grad:
+            cbn_rows_gsums_cached_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+        elif tiles:
+            cbn_rows_sums_cached_f16(x, ld, n, m, ref, s1, s2)
+        else:
+            r = 0
+            while r < n:
+                k = n - r if n - r < HROWS else HROWS
+                if grad:
+                    cbn_rows_gsums_tiled_f16(x + r * ld, dy + r * ld,
+                                             y + r * ld if masked else NULL, ld, k, m, ref,
+                                             s1, s2)
+                else:
+                    cbn_rows_sums_tiled_f16(x + r * ld, ld, k, m, ref, s1, s2)
+                r += HROWS
 
 
 cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ssize_t n,
