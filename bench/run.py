@@ -63,7 +63,7 @@ def floor_seconds(cell):
 def resnet50_bn_shapes(n=1):
     """Input shapes of the 53 BatchNorm layers of torchvision's ResNet-50 (v1.5) at 224x224."""
     shapes = [(n, 64, 112, 112)]
-    c_in, hw = 64, 56
+    hw = 56
     for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
         for b in range(blocks):
             s = stride if b == 0 else 1
@@ -72,7 +72,6 @@ def resnet50_bn_shapes(n=1):
             if b == 0:
                 shapes.append((n, 4 * width, out_hw, out_hw))   # downsample branch
             hw = out_hw
-        c_in = 4 * width
     return shapes
 
 
@@ -243,7 +242,6 @@ def torch_ops(torch, x_nchw, dy_nchw, layout, p):
 
 def ort_inference(ort, x_nchw, p, nt):
     """An ONNX Runtime session holding one inference-mode BatchNormalization node."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     C = x_nchw.shape[1]
     inits = [numpy_helper.from_array(p[k], name=k) for k in ("weight", "bias", "running_mean",
@@ -588,7 +586,6 @@ def plot(cells, all_threads, path):
 
 def markdown(record):
     """The README's tables from a results record."""
-    s = record["summary"]
     all_threads = max(c["threads"] for c in record["cells"])
     cells = [c for c in record["cells"] if c["threads"] == all_threads]
     lines = ["| shape | layout | op | MB | roof us | cbn out= us | cbn us | NumPy us | PyTorch us "
