@@ -531,7 +531,7 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 # ----------------------------------------------------- interleaved rows
 # One row of `m` channels (the loops run along the channels; per-channel arrays
 # come from L1).  float16 rows go through float blocks (but for the AVX2 build's
-# sums, which convert to float64 in register tiles).
+# sums, which run in register tiles).
 
 cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                             bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,

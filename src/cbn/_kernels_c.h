@@ -861,11 +861,13 @@ static inline __m256 cbn_g8h(const cbn_half* dy, const cbn_half* y) {
     return y ? _mm256_and_ps(_mm256_cmp_ps(cbn_ld8h(y), _mm256_setzero_ps(), _CMP_NLE_UQ), g) : g;
 }
 #if defined(__AVX2__)
+/* the lower (upper 0) or upper 4 floats of v as doubles */
+static inline __m256d cbn_cvt4d(__m256 v, int upper) {
+    return _mm256_cvtps_pd(upper ? _mm256_extractf128_ps(v, 1) : _mm256_castps256_ps128(v));
+}
 /* float16 register tiles: each value converted to float64, as float32's are */
 #define CBN_LD8D_F16(p, a, b)                                                               \
-    { __m256 f_ = cbn_ld8h(p);                                                              \
-      a = _mm256_cvtps_pd(_mm256_castps256_ps128(f_));                                      \
-      b = _mm256_cvtps_pd(_mm256_extractf128_ps(f_, 1)); }
+    { __m256 f_ = cbn_ld8h(p); a = cbn_cvt4d(f_, 0); b = cbn_cvt4d(f_, 1); }
 CBN_DEFINE_TILED_SUMS(f16, cbn_half, CBN_LD8D_F16)
 #define CBN_TILED_SUMS_F16
 /* float16 tiles for data in cache: d = x - rf in float32 (rf: the reference rounded to
@@ -877,9 +879,6 @@ CBN_DEFINE_TILED_SUMS(f16, cbn_half, CBN_LD8D_F16)
  * walk 4 rows at a time, the per-call correction made it 1.12-1.18x slower, so it
  * serves the in-cache tiles.
  * grad 0: s1 += sum d, s2 += sum d^2 about ref; grad 1: s1 += sum g, s2 += sum g d. */
-static inline __m256d cbn_half4d(__m256 v, int upper) {
-    return _mm256_cvtps_pd(upper ? _mm256_extractf128_ps(v, 1) : _mm256_castps256_ps128(v));
-}
 static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                                    Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                    const double* ref, double* s1, double* s2, int grad) {
@@ -893,8 +892,8 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
             __m256d L0 = _mm256_loadu_pd(ref + c), L1 = _mm256_loadu_pd(ref + c + 4);
             const __m256 R = _mm256_set_m128(_mm256_cvtpd_ps(L1), _mm256_cvtpd_ps(L0));
             __m256d A0 = Z, A1 = Z, Q0 = Z, Q1 = Z, N = _mm256_set1_pd((double)nb);
-            L0 = _mm256_sub_pd(L0, cbn_half4d(R, 0));
-            L1 = _mm256_sub_pd(L1, cbn_half4d(R, 1));
+            L0 = _mm256_sub_pd(L0, cbn_cvt4d(R, 0));
+            L1 = _mm256_sub_pd(L1, cbn_cvt4d(R, 1));
             for (r = 0, o = r0 * ld + c; r < nb;) {
                 __m256 a = Z8, q = Z8, d, g;
                 for (k = 0; k < 4 && r < nb; k++, r++, o += ld) {
@@ -903,10 +902,10 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
                     a = _mm256_add_ps(a, g);
                     q = _mm256_fmadd_ps(g, d, q);
                 }
-                A0 = _mm256_add_pd(A0, cbn_half4d(a, 0));
-                A1 = _mm256_add_pd(A1, cbn_half4d(a, 1));
-                Q0 = _mm256_add_pd(Q0, cbn_half4d(q, 0));
-                Q1 = _mm256_add_pd(Q1, cbn_half4d(q, 1));
+                A0 = _mm256_add_pd(A0, cbn_cvt4d(a, 0));
+                A1 = _mm256_add_pd(A1, cbn_cvt4d(a, 1));
+                Q0 = _mm256_add_pd(Q0, cbn_cvt4d(q, 0));
+                Q1 = _mm256_add_pd(Q1, cbn_cvt4d(q, 1));
             }
             /* about ref = rf + L: sum g (d - L) = sum g d - L sum g; for the statistics
              * (g = d) also sum (d - L) = sum d - nb L, and sum (d - L)^2 = sum d^2 -
