@@ -292,13 +292,17 @@ def test_interleaved_row_groups(shape, dtype, n_threads, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape,axis", [((3, 5, 37), 1), ((50, 7), 1), ((4, 9, 9, 67), -1),
-                                        ((2, 3, 1000), 1), ((20, 300), 1), ((4, 3000), 1)],
+                                        ((300, 5), 1), ((2, 3, 1000), 1), ((20, 300), 1),
+                                        ((4, 3000), 1)],
                          ids=str)
 def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
-    """Streaming stores start at the first vector-aligned element of each run or row:
-    for every start offset the outputs equal the plain passes' (inference, training,
-    unmasked backward: the same arithmetic); the ReLU-masked dx may differ by the
-    compiler's choice of fused multiply-adds (a roundoff)."""
+    """Streaming stores start at the first vector-aligned element of each run, or of
+    a task's rows taken as one run (vectors that cross a row's end take their
+    parameters lane by lane; (300, 5) goes as rows of 13 * 5 channels): for every start
+    offset (8: every vector phase of float32 and float16) the outputs equal the plain
+    passes' (inference, training, unmasked backward: the same arithmetic); the
+    ReLU-masked dx may differ by the compiler's choice of fused multiply-adds (a
+    roundoff)."""
     from cbn import _dispatch
     K = _dispatch.kernels
     n = int(np.prod(shape))
@@ -309,7 +313,7 @@ def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
     base = rng.standard_normal(n + 8).astype(dtype)
     old = K.stream_from()
     try:
-        for off in range(4):
+        for off in range(8):
             x = base[off:off + n].reshape(shape)
             got = {}
             for streamed in (False, True):

@@ -171,7 +171,8 @@ ctypedef fused real_t:      # what the outputs are computed in
 cdef enum:
     BLOCK = 1024        # planar reductions add a block total into the result every BLOCK values
     TASK = 4096         # least values per parallel task of the output passes
-    CTILE = 512         # channels per tile in interleaved reductions (block sums stay in L1)
+    CTILE = 1024        # channels per tile in interleaved reductions (block sums stay in L1)
+    WIDE_TILES = 1024   # float32 rows of at least this many channels take the register tiles from memory too
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
     SLOT = 6            # rows of partials per thread in interleaved reductions
@@ -542,6 +543,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     primitives of _kernels_c.h; tiles: the register-tiled ones)."""
     cdef Py_ssize_t r, k
     if data_t is float:
+        tiles = tiles or ld >= WIDE_TILES
         if grad and tiles:
             cbn_rows_gsums_tiled_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
         elif grad:
@@ -674,11 +676,18 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef double* b2 = part + 5 * cpad
     cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
-    for c in range(SLOT * cpad):
+    cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
+    for c in range((2 if short else SLOT) * cpad):
         part[c] = 0.0
     c0 = 0
     while c0 < C:
         w = C - c0 if C - c0 < CTILE else CTILE
+        if short:
+            off = r0 * C + c0
+            _rows_sums(x + off, dy + off, y + off, grad, masked, C, r1 - r0, w, ref + c0,
+                       part + c0, part + cpad + c0, tiles)
+            c0 += w
+            continue
         r = r0
         k = 0
         while r < r1:
@@ -735,10 +744,16 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
             _task_reduce(x, dy, y, grad, masked, full, W, refw, part, t, Te)
     else:
         _task_reduce(x, dy, y, grad, masked, full, W, refw, part, 0, 1)
-    _task_reduce(x + off, dy + off, y + off, grad, masked, rows - full * R, C, ref, rem, 0, 1)
-    for c in range(C):
-        s1[c] = rem[c]
-        s2[c] = rem[cpad + c]
+    if rows > off // C:
+        _task_reduce(x + off, dy + off, y + off, grad, masked, rows - full * R, C, ref, rem,
+                     0, 1)
+        for c in range(C):
+            s1[c] = rem[c]
+            s2[c] = rem[cpad + c]
+    else:
+        for c in range(C):
+            s1[c] = 0.0
+            s2[c] = 0.0
     for t in range(Te):
         for j in range(R):
             for c in range(C):

@@ -422,10 +422,11 @@ CBN_DEFINE_PASSES(f64, double)
 /* Streamed passes: cbn_*_nt_T, the same passes with non-temporal stores, for outputs
  * too large to stay in the last-level cache (the stores skip reading the output's
  * lines from memory first).  Written with GCC/clang vector extensions (the same
- * arithmetic as the `omp simd` loops, hence the same results) up to the first
- * vector-aligned element of each run or row, then whole vectors, then the rest.
- * The caller ends each task with cbn_stream_fence().  Elsewhere (MSVC, non-x86)
- * they are the plain passes. */
+ * arithmetic as the `omp simd` loops, hence the same results): scalar up to the
+ * first vector-aligned element of each run (planar) or of a task's rows taken as one
+ * run (interleaved, CBN_ROWS_STREAMED), then whole vectors, then the rest.  The
+ * caller ends each task with cbn_stream_fence().  Elsewhere (MSVC, non-x86) they are
+ * the plain passes. */
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__x86_64__))
 #include <immintrin.h>
 #define CBN_CAN_STREAM 1
@@ -447,6 +448,34 @@ static inline void cbn_stream_fence(void) { _mm_sfence(); }
         for (; i + L_ <= (N); i += L_) { VECTOR }                                            \
         for (; i < (N); i++) { SCALAR }                                                      \
     }
+/* Rows of m channels one after another, as one run of N values whose channel c wraps to 0
+ * at each row's end: SCALAR until DST + i is ALIGN-aligned, then vectors of L: VFAST
+ * while the vector stays inside the row (parameters at c), VWRAP for one that crosses
+ * the row's end, then SCALAR.  (Peeling each row to alignment instead put plain stores
+ * into the lines the streaming stores were filling: 2-10x slower on float32 rows of 64
+ * channels, depending on where out starts.) */
+#define CBN_ROWS_STREAMED(L, ALIGN, DST, N, m, SCALAR, VFAST, VWRAP)                         \
+    {                                                                                        \
+        Py_ssize_t i = 0, c = 0, e_;                                                         \
+        for (; i < (N) && ((uintptr_t)((DST) + i) & ((ALIGN) - 1)); i++) {                   \
+            SCALAR                                                                           \
+            c = c + 1 == (m) ? 0 : c + 1;                                                    \
+        }                                                                                    \
+        while (i + (L) <= (N)) {                                                             \
+            e_ = i + ((m) - c) / (L) * (L);                                                  \
+            if (e_ > (N) - (L)) e_ = i + ((N) - i) / (L) * (L);                              \
+            for (; i < e_; i += (L), c += (L)) { VFAST }                                     \
+            if (i + (L) > (N)) break;                                                        \
+            if (c == (m)) { c = 0; continue; }                                               \
+            VWRAP                                                                            \
+            i += (L);                                                                        \
+            for (c += (L); c >= (m); c -= (m)) {}                                            \
+        }                                                                                    \
+        for (; i < (N); i++) {                                                               \
+            SCALAR                                                                           \
+            c = c + 1 == (m) ? 0 : c + 1;                                                    \
+        }                                                                                    \
+    }
 /* relu and the ReLU mask on vectors: lanes where the comparison holds become +0.0 */
 #define CBN_VZERO_WHERE(M, v, cond) ((v) = (__typeof__(v))((M)(v) & ~(M)(cond)))
 
@@ -464,6 +493,17 @@ static inline cbn_v_##SUFFIX cbn_vset_##SUFFIX(R a) {                           
     for (k = 0; k < (int)(sizeof v / sizeof a); k++) v[k] = a;                              \
     return v;                                                                               \
 }                                                                                           \
+/* the parameters p[c], p[c + 1], ... of a vector starting at channel c of rows of m     \
+ * channels, wrapping to channel 0 past the row's end */                                   \
+static inline cbn_v_##SUFFIX cbn_vpar_##SUFFIX(const R* p, Py_ssize_t c, Py_ssize_t m) {    \
+    cbn_v_##SUFFIX v;                                                                       \
+    int k;                                                                                  \
+    for (k = 0; k < (int)(sizeof v / sizeof(R)); k++) {                                     \
+        v[k] = p[c];                                                                        \
+        c = c + 1 == m ? 0 : c + 1;                                                         \
+    }                                                                                       \
+    return v;                                                                               \
+}                                                                                           \
 CBN_PASS void cbn_run_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s, R t,  \
                                          int relu) {                                        \
     const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
@@ -476,20 +516,29 @@ CBN_PASS void cbn_run_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi,
                  if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                       \
                  CBN_VSTREAM(out + i, w);)                                                  \
 }                                                                                           \
+static inline void cbn_vaffine_##SUFFIX(const R* x, R* out, cbn_v_##SUFFIX H,              \
+                                        cbn_v_##SUFFIX S, cbn_v_##SUFFIX T, int relu) {     \
+    const cbn_v_##SUFFIX Z = {0};                                                           \
+    cbn_v_##SUFFIX w = (cbn_vld_##SUFFIX(x) - H) * S + T;                                   \
+    if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                                    \
+    CBN_VSTREAM(out, w);                                                                    \
+}                                                                                           \
 CBN_PASS void cbn_rows_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t ld, Py_ssize_t n,  \
                                           Py_ssize_t m, const R* hi, const R* s,            \
                                           const R* t, int relu) {                           \
-    const cbn_v_##SUFFIX Z = {0};                                                           \
-    cbn_v_##SUFFIX w;                                                                       \
     Py_ssize_t r;                                                                           \
     R v;                                                                                    \
-    for (r = 0; r < n; r++, x += ld, out += ld)                                             \
-        CBN_STREAMED(R, out, m,                                                             \
-                     CBN_AFFINE(v, i, hi[i], s[i], t[i]) out[i] = relu && v < 0 ? 0 : v;,  \
-                     w = (cbn_vld_##SUFFIX(x + i) - cbn_vld_##SUFFIX(hi + i)) *             \
-                         cbn_vld_##SUFFIX(s + i) + cbn_vld_##SUFFIX(t + i);                 \
-                     if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                   \
-                     CBN_VSTREAM(out + i, w);)                                              \
+    if (ld != m) {                                                                          \
+        for (r = 0; r < n; r++)                                                             \
+            cbn_rows_affine_nt_##SUFFIX(x + r * ld, out + r * ld, m, 1, m, hi, s, t, relu); \
+        return;                                                                             \
+    }                                                                                       \
+    CBN_ROWS_STREAMED(CBN_VBYTES / (Py_ssize_t)sizeof(R), CBN_VBYTES, out, n * m, m,       \
+        CBN_AFFINE(v, i, hi[c], s[c], t[c]) out[i] = relu && v < 0 ? 0 : v;,                \
+        cbn_vaffine_##SUFFIX(x + i, out + i, cbn_vld_##SUFFIX(hi + c), cbn_vld_##SUFFIX(s + c), \
+                             cbn_vld_##SUFFIX(t + c), relu);,                               \
+        cbn_vaffine_##SUFFIX(x + i, out + i, cbn_vpar_##SUFFIX(hi, c, m),                   \
+                             cbn_vpar_##SUFFIX(s, c, m), cbn_vpar_##SUFFIX(t, c, m), relu);) \
 }                                                                                           \
 CBN_PASS void cbn_run_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,            \
                                      Py_ssize_t n, R hi, R s, R t, R k) {                   \
@@ -502,21 +551,32 @@ CBN_PASS void cbn_run_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,
                  if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + i) <= Z);   \
                  CBN_VSTREAM(dx + i, (cbn_vld_##SUFFIX(x + i) - H) * S + g * K + T);)       \
 }                                                                                           \
+static inline void cbn_vdx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,            \
+                                    cbn_v_##SUFFIX H, cbn_v_##SUFFIX S, cbn_v_##SUFFIX T,   \
+                                    cbn_v_##SUFFIX K) {                                     \
+    const cbn_v_##SUFFIX Z = {0};                                                           \
+    cbn_v_##SUFFIX g = cbn_vld_##SUFFIX(dy);                                                \
+    if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y) <= Z);                    \
+    CBN_VSTREAM(dx, (cbn_vld_##SUFFIX(x) - H) * S + g * K + T);                             \
+}                                                                                           \
 CBN_PASS void cbn_rows_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,           \
                                       Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,            \
                                       const R* hi, const R* s, const R* t, const R* k) {    \
-    const cbn_v_##SUFFIX Z = {0};                                                           \
-    cbn_v_##SUFFIX g;                                                                       \
     Py_ssize_t r;                                                                           \
-    for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld, y = y ? y + ld : NULL)             \
-        CBN_STREAMED(R, dx, m,                                                              \
-                     CBN_DX(y && y[i] <= 0 ? 0 : dy[i], i, hi[i], s[i], k[i], t[i]),        \
-                     g = cbn_vld_##SUFFIX(dy + i);                                          \
-                     if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + i) <= Z); \
-                     CBN_VSTREAM(dx + i, (cbn_vld_##SUFFIX(x + i) - cbn_vld_##SUFFIX(hi + i)) \
-                                         * cbn_vld_##SUFFIX(s + i)                          \
-                                         + g * cbn_vld_##SUFFIX(k + i)                      \
-                                         + cbn_vld_##SUFFIX(t + i));)                       \
+    if (ld != m) {                                                                          \
+        for (r = 0; r < n; r++)                                                             \
+            cbn_rows_dx_nt_##SUFFIX(x + r * ld, dy + r * ld, y ? y + r * ld : NULL,         \
+                                    dx + r * ld, m, 1, m, hi, s, t, k);                     \
+        return;                                                                             \
+    }                                                                                       \
+    CBN_ROWS_STREAMED(CBN_VBYTES / (Py_ssize_t)sizeof(R), CBN_VBYTES, dx, n * m, m,        \
+        CBN_DX(y && y[i] <= 0 ? 0 : dy[i], i, hi[c], s[c], k[c], t[c]),                     \
+        cbn_vdx_##SUFFIX(x + i, dy + i, y ? y + i : NULL, dx + i, cbn_vld_##SUFFIX(hi + c), \
+                         cbn_vld_##SUFFIX(s + c), cbn_vld_##SUFFIX(t + c),                  \
+                         cbn_vld_##SUFFIX(k + c));,                                         \
+        cbn_vdx_##SUFFIX(x + i, dy + i, y ? y + i : NULL, dx + i, cbn_vpar_##SUFFIX(hi, c, m), \
+                         cbn_vpar_##SUFFIX(s, c, m), cbn_vpar_##SUFFIX(t, c, m),            \
+                         cbn_vpar_##SUFFIX(k, c, m));)                                      \
 }
 CBN_DEFINE_STREAMED(f32, float, int32_t)
 CBN_DEFINE_STREAMED(f64, double, int64_t)
@@ -638,16 +698,7 @@ static inline void cbn_stream_fence(void) {}
 #define CBN_MASK(p, i) (y[(p) + (i)] <= 0 ? 0.0 : (double)dy[(p) + (i)])
 /* n rows of backward sums, g = G(offset, channel) */
 #define CBN_ROWS_GSUMS(G)                                                                   \
-    for (; r + 1 < n; r += 2) {                                                             \
-        p = r * ld;                                                                         \
-        CBN_SIMD_LANES                                                                      \
-        for (c = 0; c < m; c++) {                                                           \
-            double g = G(p, c), h = G(p + ld, c);                                           \
-            s1[c] += g + h;                                                                 \
-            s2[c] += g * ((double)x[p + c] - mean[c]) + h * ((double)x[p + ld + c] - mean[c]); \
-        }                                                                                   \
-    }                                                                                       \
-    if (r < n) {                                                                            \
+    for (r = 0; r < n; r++) {                                                               \
         p = r * ld;                                                                         \
         CBN_SIMD_LANES                                                                      \
         for (c = 0; c < m; c++) {                                                           \
@@ -657,20 +708,14 @@ static inline void cbn_stream_fence(void) {}
         }                                                                                   \
     }
 
+/* One row per step: with two (rows r and r + 1 in one loop) the loop ran 2-3x slower
+ * on data from memory once rows are 512 bytes or more (measured, 51 MB of float32 in
+ * rows of 128-512 channels), and at most 1.07x faster on data in cache. */
 #define CBN_DEFINE_ROW_SUMS(SUFFIX, T)                                                      \
 CBN_PASS void cbn_rows_sums_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m, \
                                      const double* ref, double* s1, double* s2) {           \
-    Py_ssize_t r = 0, c;                                                                    \
-    for (; r + 1 < n; r += 2) {                                                             \
-        const T* a = x + r * ld;                                                            \
-        CBN_SIMD_LANES                                                                      \
-        for (c = 0; c < m; c++) {                                                           \
-            double d = (double)a[c] - ref[c], e = (double)a[ld + c] - ref[c];               \
-            s1[c] += d + e;                                                                 \
-            s2[c] += d * d + e * e;                                                         \
-        }                                                                                   \
-    }                                                                                       \
-    if (r < n) {                                                                            \
+    Py_ssize_t r, c;                                                                        \
+    for (r = 0; r < n; r++) {                                                               \
         const T* a = x + r * ld;                                                            \
         CBN_SIMD_LANES                                                                      \
         for (c = 0; c < m; c++) {                                                           \
@@ -683,7 +728,7 @@ CBN_PASS void cbn_rows_sums_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t n, Py
 CBN_PASS void cbn_rows_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t ld,   \
                                       Py_ssize_t n, Py_ssize_t m, const double* mean,       \
                                       double* s1, double* s2) {                             \
-    Py_ssize_t r = 0, c, p;                                                                 \
+    Py_ssize_t r, c, p;                                                                     \
     if (y) {                                                                                \
         CBN_ROWS_GSUMS(CBN_MASK)                                                            \
     } else {                                                                                \
@@ -697,10 +742,12 @@ CBN_DEFINE_ROW_SUMS(f64, double)
 /* float32 (and float16, below) with AVX2: tiles of 8 channels whose sums stay in
  * registers while the rows go past (no per-row loads and stores of the partial sums).
  * Measured against the lanes loop: 1.1-1.4x faster on data in cache, 0.6x on data from
- * memory (the tile walks the rows with a stride, which the prefetchers follow worse),
- * so the kernels choose them by size.  float16's lanes loop converts rows to float32
- * blocks first, and there the tiles win from memory too, walking 4 rows at a time
- * (_kernels.pyx HROWS). */
+ * memory in rows of 64 channels (the tile walks the rows with a stride, which the
+ * prefetchers follow worse), but 1.3-2x faster from memory in rows of 1024 channels or
+ * more (the lanes loop's per-channel sums no longer stay in L1), so the kernels choose
+ * them by size and width (_kernels.pyx TILED_MAX, WIDE_TILES).  float16's lanes loop
+ * converts rows to float32 blocks first, and there the tiles win from memory too,
+ * walking 4 rows at a time (_kernels.pyx HROWS). */
 /* rows per tile walk: all of them for short rows; for rows of 512 floats or more,
  * whose 2 KB+ strides map a tile's rows to few L1 sets, as many as an 8-way L1 holds
  * for the arrays read (8 rows of x; 4 of x and dy; 2 of x, dy and y) */
@@ -720,6 +767,37 @@ static inline void cbn_add_tile(double* s1, double* s2, __m256d a0, __m256d a1, 
 
 /* LD8(p, a, b): a, b = the 8 values at p as two vectors of 4 doubles */
 #define CBN_LD8D_F32(p, a, b) { a = CBN_LD4D(p); b = CBN_LD4D((p) + 4); }
+/* one row of a tile: A0, A1 += d, Q0, Q1 += d * d with d = the 8 values at p - (R0, R1) */
+#define CBN_TILE_ROW(LD8, p, A0, A1, Q0, Q1)                                                \
+    {                                                                                       \
+        __m256d d0_, d1_;                                                                   \
+        LD8(p, d0_, d1_)                                                                    \
+        d0_ = _mm256_sub_pd(d0_, R0);                                                       \
+        d1_ = _mm256_sub_pd(d1_, R1);                                                       \
+        A0 = _mm256_add_pd(A0, d0_);                                                        \
+        A1 = _mm256_add_pd(A1, d1_);                                                        \
+        Q0 = _mm256_fmadd_pd(d0_, d0_, Q0);                                                 \
+        Q1 = _mm256_fmadd_pd(d1_, d1_, Q1);                                                 \
+    }
+/* one row of a backward tile: A += g, Q += g * (x - (M0, M1)), g = dy or 0 where y <= 0
+ * (NaN y keeps dy) */
+#define CBN_GTILE_ROW(LD8, o, A0, A1, Q0, Q1)                                               \
+    {                                                                                       \
+        __m256d g0_, g1_, u0_, u1_;                                                         \
+        LD8(dy + (o), g0_, g1_)                                                             \
+        if (y) {                                                                            \
+            LD8(y + (o), u0_, u1_)                                                          \
+            g0_ = _mm256_and_pd(_mm256_cmp_pd(u0_, Z, _CMP_NLE_UQ), g0_);                   \
+            g1_ = _mm256_and_pd(_mm256_cmp_pd(u1_, Z, _CMP_NLE_UQ), g1_);                   \
+        }                                                                                   \
+        LD8(x + (o), u0_, u1_)                                                              \
+        A0 = _mm256_add_pd(A0, g0_);                                                        \
+        A1 = _mm256_add_pd(A1, g1_);                                                        \
+        Q0 = _mm256_fmadd_pd(g0_, _mm256_sub_pd(u0_, R0), Q0);                              \
+        Q1 = _mm256_fmadd_pd(g1_, _mm256_sub_pd(u1_, R1), Q1);                              \
+    }
+/* Even and odd rows go into separate sums (added at the end of the walk): one chain of
+ * dependent adds per row would leave the sums waiting on the FMA's latency. */
 #define CBN_DEFINE_TILED_SUMS(SUFFIX, T, LD8)                                               \
 CBN_PASS void cbn_rows_sums_tiled_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t n,         \
                                            Py_ssize_t m, const double* ref, double* s1,     \
@@ -729,18 +807,17 @@ CBN_PASS void cbn_rows_sums_tiled_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t
         nb = n - r0 < CBN_TILE_ROWS(ld, 1) ? n - r0 : CBN_TILE_ROWS(ld, 1);                 \
         for (c = 0; c + 8 <= m; c += 8) {                                                   \
             const __m256d R0 = _mm256_loadu_pd(ref + c), R1 = _mm256_loadu_pd(ref + c + 4); \
-            __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0, d0, d1;            \
+            __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0;                    \
+            __m256d b0 = a0, b1 = a0, w0 = a0, w1 = a0;                                     \
             const T* p = x + r0 * ld + c;                                                   \
-            for (r = 0; r < nb; r++, p += ld) {                                             \
-                LD8(p, d0, d1)                                                              \
-                d0 = _mm256_sub_pd(d0, R0);                                                 \
-                d1 = _mm256_sub_pd(d1, R1);                                                 \
-                a0 = _mm256_add_pd(a0, d0);                                                 \
-                a1 = _mm256_add_pd(a1, d1);                                                 \
-                q0 = _mm256_fmadd_pd(d0, d0, q0);                                           \
-                q1 = _mm256_fmadd_pd(d1, d1, q1);                                           \
+            for (r = 0; r + 1 < nb; r += 2, p += 2 * ld) {                                  \
+                CBN_TILE_ROW(LD8, p, a0, a1, q0, q1)                                        \
+                CBN_TILE_ROW(LD8, p + ld, b0, b1, w0, w1)                                   \
             }                                                                               \
-            cbn_add_tile(s1 + c, s2 + c, a0, a1, q0, q1);                                   \
+            if (r < nb)                                                                     \
+                CBN_TILE_ROW(LD8, p, a0, a1, q0, q1)                                        \
+            cbn_add_tile(s1 + c, s2 + c, _mm256_add_pd(a0, b0), _mm256_add_pd(a1, b1),      \
+                         _mm256_add_pd(q0, w0), _mm256_add_pd(q1, w1));                     \
         }                                                                                   \
         if (c < m)                                                                          \
             cbn_rows_sums_##SUFFIX(x + r0 * ld + c, ld, nb, m - c, ref + c, s1 + c, s2 + c); \
@@ -754,22 +831,16 @@ CBN_PASS void cbn_rows_gsums_tiled_##SUFFIX(const T* x, const T* dy, const T* y,
     for (r0 = 0; r0 < n; r0 += nb) {                                                        \
         nb = n - r0 < CBN_TILE_ROWS(ld, y ? 3 : 2) ? n - r0 : CBN_TILE_ROWS(ld, y ? 3 : 2); \
         for (c = 0; c + 8 <= m; c += 8) {                                                   \
-            const __m256d M0 = _mm256_loadu_pd(mean + c), M1 = _mm256_loadu_pd(mean + c + 4); \
-            __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, g0, g1, u0, u1;                         \
-            for (r = 0, o = r0 * ld + c; r < nb; r++, o += ld) {                            \
-                LD8(dy + o, g0, g1)                                                         \
-                if (y) {        /* g = 0 where y <= 0 (NaN y keeps dy) */                   \
-                    LD8(y + o, u0, u1)                                                      \
-                    g0 = _mm256_and_pd(_mm256_cmp_pd(u0, Z, _CMP_NLE_UQ), g0);              \
-                    g1 = _mm256_and_pd(_mm256_cmp_pd(u1, Z, _CMP_NLE_UQ), g1);              \
-                }                                                                           \
-                LD8(x + o, u0, u1)                                                          \
-                a0 = _mm256_add_pd(a0, g0);                                                 \
-                a1 = _mm256_add_pd(a1, g1);                                                 \
-                q0 = _mm256_fmadd_pd(g0, _mm256_sub_pd(u0, M0), q0);                        \
-                q1 = _mm256_fmadd_pd(g1, _mm256_sub_pd(u1, M1), q1);                        \
+            const __m256d R0 = _mm256_loadu_pd(mean + c), R1 = _mm256_loadu_pd(mean + c + 4); \
+            __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, b0 = Z, b1 = Z, w0 = Z, w1 = Z;         \
+            for (r = 0, o = r0 * ld + c; r + 1 < nb; r += 2, o += 2 * ld) {                 \
+                CBN_GTILE_ROW(LD8, o, a0, a1, q0, q1)                                       \
+                CBN_GTILE_ROW(LD8, o + ld, b0, b1, w0, w1)                                  \
             }                                                                               \
-            cbn_add_tile(s1 + c, s2 + c, a0, a1, q0, q1);                                   \
+            if (r < nb)                                                                     \
+                CBN_GTILE_ROW(LD8, o, a0, a1, q0, q1)                                       \
+            cbn_add_tile(s1 + c, s2 + c, _mm256_add_pd(a0, b0), _mm256_add_pd(a1, b1),      \
+                         _mm256_add_pd(q0, w0), _mm256_add_pd(q1, w1));                     \
         }                                                                                   \
         if (c < m) {                                                                        \
             o = r0 * ld + c;                                                                \
@@ -961,20 +1032,40 @@ CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n,
     for (; i < n; i++) CBN_AFFINE1H(hi, s, t)
 }
 
+/* the parameters p[c], p[c + 1], ... of 8 values starting at channel c of rows of m
+ * channels, wrapping to channel 0 past the row's end */
+static inline __m256 cbn_par8(const float* p, Py_ssize_t c, Py_ssize_t m) {
+    float v[8];
+    int k;
+    for (k = 0; k < 8; k++) {
+        v[k] = p[c];
+        c = c + 1 == m ? 0 : c + 1;
+    }
+    return _mm256_loadu_ps(v);
+}
+static inline void cbn_affine8h(const cbn_half* x, cbn_half* out, __m256 H, __m256 S, __m256 T,
+                                int relu, int stream) {
+    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x), H), S, T);
+    cbn_st8h(out, CBN_RELU8(v), stream);
+}
+
+/* Rows one after another (ld == m, as the kernels call them) are one run of n * m
+ * values, as in cbn_rows_affine_nt_T. */
 CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t ld, Py_ssize_t n,
                                   Py_ssize_t m, const float* hi, const float* s, const float* t,
                                   int relu, int stream) {
-    Py_ssize_t r, i;
-    for (r = 0; r < n; r++, x += ld, out += ld) {
-        i = 0;
-        CBN_HEAD16(out, m, CBN_AFFINE1H(hi[i], s[i], t[i]))
-        for (; i + 8 <= m; i += 8) {
-            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), _mm256_loadu_ps(hi + i)),
-                                       _mm256_loadu_ps(s + i), _mm256_loadu_ps(t + i));
-            cbn_st8h(out + i, CBN_RELU8(v), stream);
-        }
-        for (; i < m; i++) CBN_AFFINE1H(hi[i], s[i], t[i])
+    Py_ssize_t r;
+    if (ld != m) {
+        for (r = 0; r < n; r++)
+            cbn_rows_affine_f16(x + r * ld, out + r * ld, m, 1, m, hi, s, t, relu, stream);
+        return;
     }
+    CBN_ROWS_STREAMED(8, stream ? 16 : 1, out, n * m, m,
+        CBN_AFFINE1H(hi[c], s[c], t[c]),
+        cbn_affine8h(x + i, out + i, _mm256_loadu_ps(hi + c), _mm256_loadu_ps(s + c),
+                     _mm256_loadu_ps(t + c), relu, stream);,
+        cbn_affine8h(x + i, out + i, cbn_par8(hi, c, m), cbn_par8(s, c, m), cbn_par8(t, c, m),
+                     relu, stream);)
 }
 
 CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
@@ -991,22 +1082,28 @@ CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_ha
     for (; i < n; i++) dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);
 }
 
+static inline void cbn_dx8h(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                            cbn_half* dx, __m256 H, __m256 S, __m256 T, __m256 K, int stream) {
+    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x), H), S, _mm256_mul_ps(cbn_g8h(dy, y), K));
+    cbn_st8h(dx, _mm256_add_ps(v, T), stream);
+}
 CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                               cbn_half* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                               const float* hi, const float* s, const float* t, const float* k,
                               int stream) {
-    Py_ssize_t r, i;
-    for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld, y = y ? y + ld : NULL) {
-        i = 0;
-        CBN_HEAD16(dx, m, dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[i]) * s[i] + CBN_G1(i) * k[i] + t[i]);)
-        for (; i + 8 <= m; i += 8) {
-            __m256 g = _mm256_mul_ps(cbn_g8h(dy + i, y ? y + i : NULL), _mm256_loadu_ps(k + i));
-            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), _mm256_loadu_ps(hi + i)),
-                                       _mm256_loadu_ps(s + i), g);
-            cbn_st8h(dx + i, _mm256_add_ps(v, _mm256_loadu_ps(t + i)), stream);
-        }
-        for (; i < m; i++) dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[i]) * s[i] + CBN_G1(i) * k[i] + t[i]);
+    Py_ssize_t r;
+    if (ld != m) {
+        for (r = 0; r < n; r++)
+            cbn_rows_dx_f16(x + r * ld, dy + r * ld, y ? y + r * ld : NULL, dx + r * ld, m, 1,
+                            m, hi, s, t, k, stream);
+        return;
     }
+    CBN_ROWS_STREAMED(8, stream ? 16 : 1, dx, n * m, m,
+        dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[c]) * s[c] + CBN_G1(i) * k[c] + t[c]);,
+        cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, _mm256_loadu_ps(hi + c),
+                 _mm256_loadu_ps(s + c), _mm256_loadu_ps(t + c), _mm256_loadu_ps(k + c), stream);,
+        cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, cbn_par8(hi, c, m), cbn_par8(s, c, m),
+                 cbn_par8(t, c, m), cbn_par8(k, c, m), stream);)
 }
 #else
 /* Without F16C: float32 blocks, stored plainly (stream is ignored). */
