@@ -179,6 +179,9 @@ cdef enum:
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
+    STREAM_RUN = 2048   # planar runs shorter than this many bytes are never streamed: each run's
+                        # unaligned ends mix plain stores into streamed lines (measured, float32
+                        # 51 MB: runs of 49 values 15x slower streamed, of 196 2.4x; 784 and more faster)
     HROWS = 4           # float16 rows per tile walk in reductions over more than TILED_MAX
 
 # How an output pass stores (interleaved rows): plainly, with streaming stores, or
@@ -637,12 +640,15 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
         _unreachable()
 
 
-cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T) noexcept nogil:
+cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T,
+                       Py_ssize_t inner) noexcept nogil:
     """How an output pass over narrays arrays of nvalues items (reads and output) on T
-    threads stores: streaming once they total _stream_from bytes, register-tiled while
-    one array is at most TILED_OUT bytes per thread (interleaved rows), else plainly."""
+    threads stores: streaming once they total _stream_from bytes (planar: if its runs
+    of inner values span STREAM_RUN bytes or more), register-tiled while one array is
+    at most TILED_OUT bytes per thread (interleaved rows), else plainly."""
     cdef Py_ssize_t nbytes = nvalues * <Py_ssize_t>itemsize
-    if nbytes * narrays >= _stream_from:
+    cdef bint runs = inner == 1 or inner * <Py_ssize_t>itemsize >= STREAM_RUN
+    if nbytes * narrays >= _stream_from and runs:
         return STORE_STREAM
     return STORE_TILED if nbytes <= TILED_OUT * T else STORE_PLAIN
 
@@ -785,7 +791,7 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     (N_PARAMS * R * C values); the last outer % R rows use p."""
     cdef Py_ssize_t k, R = _fold(C, outer) if inner == 1 else 1
     cdef Py_ssize_t full = outer // R
-    cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T)
+    cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T, inner)
     if R == 1 or full == 0:
         _apply_blocks(x, out, outer, C, inner, p, relu, store, T)
         return
@@ -852,7 +858,7 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     sums, then a parallel pass over the rows.
     """
     cdef Py_ssize_t c
-    cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T) == STORE_STREAM
+    cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner) == STORE_STREAM
     if inner > 1:
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -942,7 +948,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     """OUT dx, dweight, dbias (see _set_grad_params)."""
     cdef Py_ssize_t c, R, full, off
     cdef real_t* pw
-    cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T)
+    cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner)
     cdef bint stream = store == STORE_STREAM
     if inner > 1:
         if T > 1:
