@@ -1190,6 +1190,18 @@ static int cbn_cpu_has_avx2(void) {
 static int cbn_cpu_has_avx2(void) { return 0; }
 #endif
 
+/* Prefetch nbytes from p into the caches: for short planar runs far apart, whose next
+ * run the hardware prefetchers cannot guess. */
+static inline void cbn_prefetch(const void* p, Py_ssize_t nbytes) {
+    Py_ssize_t b;
+#if defined(__GNUC__) || defined(__clang__)
+    for (b = 0; b < nbytes; b += 64)
+        __builtin_prefetch((const char*)p + b);
+#else
+    (void)p; (void)nbytes; (void)b;
+#endif
+}
+
 /* The last-level cache's size in bytes from cpuid's deterministic cache parameters
  * (leaf 0x8000001D on AMD, 4 on Intel: ways * partitions * line * sets of the
  * highest level listed); 0 where unknown. */
