@@ -292,13 +292,14 @@ def test_interleaved_row_groups(shape, dtype, n_threads, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_planar_short_runs_sample_by_sample(dtype, rng):
-    """Planar statistics over runs shorter than 2 KB in arrays of 4 MB or more go sample
-    by sample (per-thread, per-channel partials): training and statistics against the
-    float64 oracle on 1, 2 and 3 threads (3 splits the samples unevenly), with runs of
-    15 values (no whole number of runs per block)."""
+    """Planar sums over runs shorter than 2 KB in arrays of 4 MB or more go sample by
+    sample (per-thread, per-channel partials; backward then takes a pass over the
+    planes in memory order): training, statistics and backward (with and without the
+    ReLU mask) against the float64 oracle on 1, 2 and 3 threads (3 splits the samples
+    unevenly), with runs of 15 values (no whole number of runs per block)."""
     n = (1 << 22) // (np.dtype(dtype).itemsize * 64 * 15) + 3
     for t in (1, 2, 3):
-        for check in (test_batch_norm_training, test_batch_stats):
+        for check in (test_batch_norm_training, test_batch_stats, test_backward):
             check(dtype, (n, 64, 3, 5), "C", t, rng)
 
 

@@ -183,8 +183,8 @@ cdef enum:
     STREAM_RUN = 2048   # planar runs shorter than this many bytes are never streamed: each run's
                         # unaligned ends mix plain stores into streamed lines (measured, float32
                         # 51 MB: runs of 49 values 15x slower streamed, of 196 2.4x; 784 and more faster)
-    SLAB_FROM = 1 << 22 # planar statistics over short runs in arrays of this many bytes or more go
-                        # sample by sample (_slab_stats)
+    SLAB_FROM = 1 << 22 # planar sums over short runs in arrays of this many bytes or more go
+                        # sample by sample (_slabs)
     PF_RUN = 1024       # planar sums prefetch runs shorter than this many values PF_AHEAD runs
     PF_AHEAD = 8        # ahead (measured, float32 512x512x7x7: statistics 0.53x the time,
                         # training 0.68-0.72x, backward 0.76-0.78x; 3 and 16 ahead no better)
@@ -889,8 +889,9 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
 
 cdef inline bint _slabs(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                         size_t itemsize) noexcept nogil:
-    """Planar statistics sample by sample (_slab_stats) instead of channel by channel:
-    for runs shorter than STREAM_RUN bytes in arrays of SLAB_FROM bytes or more.  One
+    """Planar sums sample by sample (_slab_sums: statistics, backward sums) instead of
+    channel by channel: for runs shorter than STREAM_RUN bytes in arrays of SLAB_FROM
+    bytes or more.  One
     channel's runs lie C * inner values apart, and walking them one channel at a time
     reads memory in short strided pieces the prefetchers do not follow (measured,
     float32 64x2048x7x7: training 2.5-3x the inference time)."""
@@ -898,21 +899,26 @@ cdef inline bint _slabs(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
     return inner > 1 and inner * b < STREAM_RUN and outer * C * inner * b >= SLAB_FROM
 
 
-cdef inline void _task_slab(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
-                            Py_ssize_t inner, const double* ref, double* part, Py_ssize_t t,
+cdef inline void _task_slab(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                            bint masked, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                            const double* ref, double* part, Py_ssize_t t,
                             Py_ssize_t T) noexcept nogil:
-    """Thread slot t of _slab_stats: samples [outer*t/T, outer*(t+1)/T), each C
+    """Thread slot t of _slab_sums: samples [outer*t/T, outer*(t+1)/T), each C
     contiguous runs of inner values, into part: totals (2 rows of cpad) and block sums
     (one pair per channel), the block sums added into the totals every BLOCK values
     per channel, as _plane_sums does."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef double* blk = part + 2 * cpad
-    cdef Py_ssize_t o, c, since = 0, o0 = outer * t // T, o1 = outer * (t + 1) // T
+    cdef Py_ssize_t o, c, off, since = 0, o0 = outer * t // T, o1 = outer * (t + 1) // T
     for c in range(4 * cpad):
         part[c] = 0.0
     for o in range(o0, o1):
         for c in range(C):
-            _run_sums(x + (o * C + c) * inner, x, x, False, False, inner, ref[c], blk + 2 * c)
+            off = (o * C + c) * inner
+            if grad:
+                _run_sums(x + off, dy + off, y + off, True, masked, inner, ref[c], blk + 2 * c)
+            else:
+                _run_sums(x + off, x, x, False, False, inner, ref[c], blk + 2 * c)
         since += inner
         if since >= BLOCK or o + 1 == o1:
             for c in range(C):
@@ -923,31 +929,68 @@ cdef inline void _task_slab(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
             since = 0
 
 
-cdef void _slab_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                      double* mean, double* var, double* scratch, int T) noexcept nogil:
-    """Planar statistics (see _slabs), each thread over whole samples into its own
-    per-channel partials, merged in slot order (the result depends only on T).
-    scratch: _partials' planar part, (1 + 4 * T) * cpad doubles."""
+cdef void _slab_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                     bint masked, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                     const double* ref, double* s1, double* s2, double* part,
+                     int T) noexcept nogil:
+    """Planar sums (see _slabs) about ref: statistics (grad False) or backward sums,
+    each thread over whole samples into its own per-channel partials, merged in slot
+    order (the result depends only on T).  part: 4 * T * cpad doubles."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    cdef double* ref = scratch
-    cdef double* part = scratch + cpad
     cdef Py_ssize_t c, t
-    cdef double s1, s2
     cdef int Te = T if outer >= 2 * T else 1
-    for c in range(C):
-        ref[c] = _ldd(x, c * inner)
     if Te > 1:
         for t in prange(Te, num_threads=Te, schedule='static', chunksize=1):
-            _task_slab(x, outer, C, inner, ref, part + t * 4 * cpad, t, Te)
+            _task_slab(x, dy, y, grad, masked, outer, C, inner, ref, part + t * 4 * cpad, t,
+                       Te)
     else:
-        _task_slab(x, outer, C, inner, ref, part, 0, 1)
+        _task_slab(x, dy, y, grad, masked, outer, C, inner, ref, part, 0, 1)
     for c in range(C):
-        s1 = 0.0
-        s2 = 0.0
+        s1[c] = 0.0
+        s2[c] = 0.0
         for t in range(Te):
-            s1 += part[t * 4 * cpad + c]
-            s2 += part[t * 4 * cpad + cpad + c]
-        _finish_stats(s1, s2, ref[c], <double>outer * <double>inner, &mean[c], &var[c])
+            s1[c] += part[t * 4 * cpad + c]
+            s2[c] += part[t * 4 * cpad + cpad + c]
+
+
+cdef void _slab_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                      double* mean, double* var, double* scratch, int T) noexcept nogil:
+    """Planar statistics (see _slabs).  scratch: _partials' planar part, (1 + 4 * T) *
+    cpad doubles."""
+    cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
+    cdef Py_ssize_t c
+    for c in range(C):
+        scratch[c] = _ldd(x, c * inner)
+    _slab_sums(x, x, x, False, False, outer, C, inner, scratch, mean, var, scratch + cpad, T)
+    for c in range(C):
+        _finish_stats(mean[c], var[c], scratch[c], <double>outer * <double>inner, &mean[c],
+                      &var[c])
+
+
+cdef inline void _task_dx_planes(const data_t* dy, const data_t* x, const data_t* y,
+                                 bint masked, data_t* dx, Py_ssize_t C, Py_ssize_t inner,
+                                 const real_t* p, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """Planes [q0, q1) of dx (planar), stored plainly."""
+    cdef Py_ssize_t q, off, c = q0 % C
+    for q in range(q0, q1):
+        off = q * inner
+        _run_dx(x + off, dy + off, y + off, masked, dx + off, inner, p[P_HI * C + c],
+                p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c], False)
+        c = c + 1 if c + 1 < C else 0
+
+
+cdef void _dx_planes(const data_t* dy, const data_t* x, const data_t* y, bint masked,
+                     data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                     const real_t* p, int T) noexcept nogil:
+    """dx over all planes in order, in nb equal blocks of about TASK values or more."""
+    cdef Py_ssize_t k, nq = outer * C, nb = outer * C * inner // TASK
+    nb = 1 if nb < 1 else (nq if nb > nq else nb)
+    if T > 1 and nb > 1:
+        for k in prange(nb, num_threads=T, schedule='static'):
+            _task_dx_planes(dy, x, y, masked, dx, C, inner, p, nq * k // nb,
+                            nq * (k + 1) // nb)
+    else:
+        _task_dx_planes(dy, x, y, masked, dx, C, inner, p, 0, nq)
 
 
 cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
@@ -1029,6 +1072,13 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     cdef real_t* pw
     cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner)
     cdef bint stream = store == STORE_STREAM
+    if _slabs(outer, C, inner, sizeof(data_t)):
+        _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch, T)
+        for c in range(C):
+            _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
+                             <double>outer * <double>inner, training, &dweight[c], &dbias[c])
+        _dx_planes(dy, x, y, masked, dx, outer, C, inner, p, T)
+        return
     if inner > 1:
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
