@@ -763,7 +763,7 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
             _task_reduce(x, dy, y, grad, masked, full, W, refw, part, t, Te)
     else:
         _task_reduce(x, dy, y, grad, masked, full, W, refw, part, 0, 1)
-    if rows > off // C:
+    if rows > full * R:
         _task_reduce(x + off, dy + off, y + off, grad, masked, rows - full * R, C, ref, rem,
                      0, 1)
         for c in range(C):
@@ -891,10 +891,9 @@ cdef inline bint _slabs(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                         size_t itemsize) noexcept nogil:
     """Planar sums sample by sample (_slab_sums: statistics, backward sums) instead of
     channel by channel: for runs shorter than STREAM_RUN bytes in arrays of SLAB_FROM
-    bytes or more.  One
-    channel's runs lie C * inner values apart, and walking them one channel at a time
-    reads memory in short strided pieces the prefetchers do not follow (measured,
-    float32 64x2048x7x7: training 2.5-3x the inference time)."""
+    bytes or more.  One channel's runs lie C * inner values apart, and walking them one
+    channel at a time reads memory in short strided pieces the prefetchers do not
+    follow (measured, float32 64x2048x7x7: training 2.5-3x the inference time)."""
     cdef Py_ssize_t b = <Py_ssize_t>itemsize
     return inner > 1 and inner * b < STREAM_RUN and outer * C * inner * b >= SLAB_FROM
 
@@ -915,10 +914,7 @@ cdef inline void _task_slab(const data_t* x, const data_t* dy, const data_t* y, 
     for o in range(o0, o1):
         for c in range(C):
             off = (o * C + c) * inner
-            if grad:
-                _run_sums(x + off, dy + off, y + off, True, masked, inner, ref[c], blk + 2 * c)
-            else:
-                _run_sums(x + off, x, x, False, False, inner, ref[c], blk + 2 * c)
+            _run_sums(x + off, dy + off, y + off, grad, masked, inner, ref[c], blk + 2 * c)
         since += inner
         if since >= BLOCK or o + 1 == o1:
             for c in range(C):
@@ -967,32 +963,6 @@ cdef void _slab_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_
                       &var[c])
 
 
-cdef inline void _task_dx_planes(const data_t* dy, const data_t* x, const data_t* y,
-                                 bint masked, data_t* dx, Py_ssize_t C, Py_ssize_t inner,
-                                 const real_t* p, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """Planes [q0, q1) of dx (planar), stored plainly."""
-    cdef Py_ssize_t q, off, c = q0 % C
-    for q in range(q0, q1):
-        off = q * inner
-        _run_dx(x + off, dy + off, y + off, masked, dx + off, inner, p[P_HI * C + c],
-                p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c], False)
-        c = c + 1 if c + 1 < C else 0
-
-
-cdef void _dx_planes(const data_t* dy, const data_t* x, const data_t* y, bint masked,
-                     data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                     const real_t* p, int T) noexcept nogil:
-    """dx over all planes in order, in nb equal blocks of about TASK values or more."""
-    cdef Py_ssize_t k, nq = outer * C, nb = outer * C * inner // TASK
-    nb = 1 if nb < 1 else (nq if nb > nq else nb)
-    if T > 1 and nb > 1:
-        for k in prange(nb, num_threads=T, schedule='static'):
-            _task_dx_planes(dy, x, y, masked, dx, C, inner, p, nq * k // nb,
-                            nq * (k + 1) // nb)
-    else:
-        _task_dx_planes(dy, x, y, masked, dx, C, inner, p, 0, nq)
-
-
 cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                  double* mean, double* var, double* scratch, int T) noexcept nogil:
     """OUT mean, var: per-channel mean and biased variance.  For interleaved data
@@ -1038,28 +1008,40 @@ cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t*
 
 
 cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bint masked,
-                          data_t* dx, Py_ssize_t C, const real_t* p, Py_ssize_t o0,
-                          Py_ssize_t o1, int store) noexcept nogil:
-    """Rows [o0, o1) of dx (interleaved)."""
-    cdef Py_ssize_t off = o0 * C
-    _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, o1 - o0, C, p, C, store)
+                          data_t* dx, Py_ssize_t C, Py_ssize_t inner, const real_t* p,
+                          Py_ssize_t q0, Py_ssize_t q1, int store) noexcept nogil:
+    """Rows [q0, q1) (interleaved) or planes [q0, q1) (planar) of dx."""
+    cdef Py_ssize_t q, off, c = q0 % C
+    if inner == 1:
+        off = q0 * C
+        _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, q1 - q0, C, p, C, store)
+    else:
+        for q in range(q0, q1):
+            off = q * inner
+            _run_dx(x + off, dy + off, y + off, masked, dx + off, inner, p[P_HI * C + c],
+                    p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c],
+                    store == STORE_STREAM)
+            c = c + 1 if c + 1 < C else 0
     if store == STORE_STREAM:
         cbn_stream_fence()
 
 
-cdef void _dx_rows(const data_t* dy, const data_t* x, const data_t* y, bint masked,
-                   data_t* dx, Py_ssize_t rows, Py_ssize_t C, const real_t* p,
-                   int store, int T) noexcept nogil:
-    """dx over rows of C channels, in nb equal blocks of about TASK values or more."""
-    cdef Py_ssize_t k, nb = rows * C // TASK
-    nb = 1 if nb < 1 else (rows if nb > rows else nb)
+cdef void _dx_blocks(const data_t* dy, const data_t* x, const data_t* y, bint masked,
+                     data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                     const real_t* p, int store, int T) noexcept nogil:
+    """dx over rows of C channels (inner 1) or over all planes in memory order, in nb
+    equal blocks of about TASK values or more."""
+    cdef Py_ssize_t nq = outer * C if inner > 1 else outer
+    cdef Py_ssize_t k, nb = outer * C * inner // TASK
+    nb = 1 if nb < 1 else (nq if nb > nq else nb)
     if store == STORE_STREAM and nb > T:
         nb = T      # one task (one fence) per thread
     if T > 1 and nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
-            _task_dx(dy, x, y, masked, dx, C, p, rows * k // nb, rows * (k + 1) // nb, store)
+            _task_dx(dy, x, y, masked, dx, C, inner, p, nq * k // nb, nq * (k + 1) // nb,
+                     store)
     else:
-        _task_dx(dy, x, y, masked, dx, C, p, 0, rows, store)
+        _task_dx(dy, x, y, masked, dx, C, inner, p, 0, nq, store)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -1077,7 +1059,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
         for c in range(C):
             _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
                              <double>outer * <double>inner, training, &dweight[c], &dbias[c])
-        _dx_planes(dy, x, y, masked, dx, outer, C, inner, p, T)
+        _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, STORE_PLAIN, T)
         return
     if inner > 1:
         if T > 1:
@@ -1099,9 +1081,10 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     pw = <real_t*>scratch
     for c in range(N_PARAMS):
         _repeat(p + c * C, C, R * C, pw + c * R * C)
-    _dx_rows(dy, x, y, masked, dx, full, R * C, pw, store, T)
+    _dx_blocks(dy, x, y, masked, dx, full, R * C, 1, pw, store, T)
     off = full * R * C
-    _task_dx(dy + off, x + off, y + off, masked, dx + off, C, p, 0, outer - full * R, store)
+    _task_dx(dy + off, x + off, y + off, masked, dx + off, C, 1, p, 0, outer - full * R,
+             store)
 
 
 # ----------------------------------------------------------- Python entries
@@ -1123,11 +1106,11 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     """Doubles of scratch.  Interleaved: pivots, then _rows_reduce's (repeated pivots,
     padded partials of the last rows, padded per-thread partials), which also hold the
     repeated parameter table of _apply (N_PARAMS * R * C values).  Planar: those of
-    _slab_stats."""
+    _slab_stats and _slab_sums."""
     cdef Py_ssize_t W = _fold(C, 8 * WIDE) * C     # the widest row _fold makes
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    if inner > 1:       # _slab_stats: pivots and T slots of 4 rows
+    if inner > 1:       # _slab_stats: pivots, then T slots of 4 rows
         return (1 + 4 * T) * cpad
     return C + wpad + SLOT * cpad + T * SLOT * wpad
 

@@ -767,11 +767,11 @@ static inline void cbn_add_tile(double* s1, double* s2, __m256d a0, __m256d a1, 
 
 /* LD8(p, a, b): a, b = the 8 values at p as two vectors of 4 doubles */
 #define CBN_LD8D_F32(p, a, b) { a = CBN_LD4D(p); b = CBN_LD4D((p) + 4); }
-/* one row of a tile: A0, A1 += d, Q0, Q1 += d * d with d = the 8 values at p - (R0, R1) */
-#define CBN_TILE_ROW(LD8, p, A0, A1, Q0, Q1)                                                \
+/* one row of a tile: A0, A1 += d, Q0, Q1 += d * d with d = the 8 values at x + o - (R0, R1) */
+#define CBN_TILE_ROW(LD8, o, A0, A1, Q0, Q1)                                                \
     {                                                                                       \
         __m256d d0_, d1_;                                                                   \
-        LD8(p, d0_, d1_)                                                                    \
+        LD8(x + (o), d0_, d1_)                                                              \
         d0_ = _mm256_sub_pd(d0_, R0);                                                       \
         d1_ = _mm256_sub_pd(d1_, R1);                                                       \
         A0 = _mm256_add_pd(A0, d0_);                                                        \
@@ -796,28 +796,34 @@ static inline void cbn_add_tile(double* s1, double* s2, __m256d a0, __m256d a1, 
         Q0 = _mm256_fmadd_pd(g0_, _mm256_sub_pd(u0_, R0), Q0);                              \
         Q1 = _mm256_fmadd_pd(g1_, _mm256_sub_pd(u1_, R1), Q1);                              \
     }
-/* Even and odd rows go into separate sums (added at the end of the walk): one chain of
- * dependent adds per row would leave the sums waiting on the FMA's latency. */
+/* A tile's walk down rows r0 .. r0 + nb - 1 from offset o (channel c) with ROW, then its
+ * sums into s1[c:c+8], s2[c:c+8].  Even and odd rows go into separate sums (added at
+ * the end of the walk): one chain of dependent adds per row would leave the sums
+ * waiting on the FMA's latency. */
+#define CBN_TILE_WALK(ROW, LD8)                                                             \
+    {                                                                                       \
+        const __m256d Z_ = _mm256_setzero_pd();                                             \
+        __m256d a0 = Z_, a1 = Z_, q0 = Z_, q1 = Z_, b0 = Z_, b1 = Z_, w0 = Z_, w1 = Z_;     \
+        for (r = 0; r + 1 < nb; r += 2, o += 2 * ld) {                                      \
+            ROW(LD8, o, a0, a1, q0, q1)                                                     \
+            ROW(LD8, o + ld, b0, b1, w0, w1)                                                \
+        }                                                                                   \
+        if (r < nb)                                                                         \
+            ROW(LD8, o, a0, a1, q0, q1)                                                     \
+        cbn_add_tile(s1 + c, s2 + c, _mm256_add_pd(a0, b0), _mm256_add_pd(a1, b1),         \
+                     _mm256_add_pd(q0, w0), _mm256_add_pd(q1, w1));                         \
+    }
 #define CBN_DEFINE_TILED_SUMS(SUFFIX, T, LD8)                                               \
 CBN_PASS void cbn_rows_sums_tiled_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t n,         \
                                            Py_ssize_t m, const double* ref, double* s1,     \
                                            double* s2) {                                    \
-    Py_ssize_t c, r, r0, nb;                                                                \
+    Py_ssize_t c, r, r0, nb, o;                                                             \
     for (r0 = 0; r0 < n; r0 += nb) {                                                        \
         nb = n - r0 < CBN_TILE_ROWS(ld, 1) ? n - r0 : CBN_TILE_ROWS(ld, 1);                 \
         for (c = 0; c + 8 <= m; c += 8) {                                                   \
             const __m256d R0 = _mm256_loadu_pd(ref + c), R1 = _mm256_loadu_pd(ref + c + 4); \
-            __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0;                    \
-            __m256d b0 = a0, b1 = a0, w0 = a0, w1 = a0;                                     \
-            const T* p = x + r0 * ld + c;                                                   \
-            for (r = 0; r + 1 < nb; r += 2, p += 2 * ld) {                                  \
-                CBN_TILE_ROW(LD8, p, a0, a1, q0, q1)                                        \
-                CBN_TILE_ROW(LD8, p + ld, b0, b1, w0, w1)                                   \
-            }                                                                               \
-            if (r < nb)                                                                     \
-                CBN_TILE_ROW(LD8, p, a0, a1, q0, q1)                                        \
-            cbn_add_tile(s1 + c, s2 + c, _mm256_add_pd(a0, b0), _mm256_add_pd(a1, b1),      \
-                         _mm256_add_pd(q0, w0), _mm256_add_pd(q1, w1));                     \
+            o = r0 * ld + c;                                                                \
+            CBN_TILE_WALK(CBN_TILE_ROW, LD8)                                                \
         }                                                                                   \
         if (c < m)                                                                          \
             cbn_rows_sums_##SUFFIX(x + r0 * ld + c, ld, nb, m - c, ref + c, s1 + c, s2 + c); \
@@ -832,15 +838,8 @@ CBN_PASS void cbn_rows_gsums_tiled_##SUFFIX(const T* x, const T* dy, const T* y,
         nb = n - r0 < CBN_TILE_ROWS(ld, y ? 3 : 2) ? n - r0 : CBN_TILE_ROWS(ld, y ? 3 : 2); \
         for (c = 0; c + 8 <= m; c += 8) {                                                   \
             const __m256d R0 = _mm256_loadu_pd(mean + c), R1 = _mm256_loadu_pd(mean + c + 4); \
-            __m256d a0 = Z, a1 = Z, q0 = Z, q1 = Z, b0 = Z, b1 = Z, w0 = Z, w1 = Z;         \
-            for (r = 0, o = r0 * ld + c; r + 1 < nb; r += 2, o += 2 * ld) {                 \
-                CBN_GTILE_ROW(LD8, o, a0, a1, q0, q1)                                       \
-                CBN_GTILE_ROW(LD8, o + ld, b0, b1, w0, w1)                                  \
-            }                                                                               \
-            if (r < nb)                                                                     \
-                CBN_GTILE_ROW(LD8, o, a0, a1, q0, q1)                                       \
-            cbn_add_tile(s1 + c, s2 + c, _mm256_add_pd(a0, b0), _mm256_add_pd(a1, b1),      \
-                         _mm256_add_pd(q0, w0), _mm256_add_pd(q1, w1));                     \
+            o = r0 * ld + c;                                                                \
+            CBN_TILE_WALK(CBN_GTILE_ROW, LD8)                                               \
         }                                                                                   \
         if (c < m) {                                                                        \
             o = r0 * ld + c;                                                                \
