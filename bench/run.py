@@ -15,6 +15,11 @@ the median per call is kept:
 - PyTorch CPU (its allocating functional API; native_batch_norm_backward) and
   ONNX Runtime (inference, NCHW), when installed.
 
+The full and quick runs add float16 against float32 per byte, the ResNet-50 sums,
+and the build cbn picks at run time against the portable one and against the same
+source compiled here with -march=native (bench/build/_kernels_native, never shipped:
+how much a CPU-specific build would add).
+
 Results: a table on stdout, a JSON record in bench/results/ (machine, versions,
 flags, every number) and a PNG plot when matplotlib is installed.
 """
@@ -77,47 +82,42 @@ def resnet50_bn_shapes(n=1):
 
 # ------------------------------------------------------------------ contenders
 
-def build_roof():
-    """Compile bench/_roof.pyx with the project's compiler (-O3, the instruction set of
-    the kernels this process runs, OpenMP where the compiler has it: Apple clang without
-    libomp gets a serial copy) into bench/build, unless built already from this source
-    for this instruction set."""
+def _build(name, source, stamp_key, flags, include_dirs, directives=None):
+    """Compile the Cython module `name` from `source` into bench/build (-O3 and the
+    project's other flags, plus `flags`, OpenMP where the compiler has it: Apple clang
+    without libomp gets a serial build) and import it, unless built already with the
+    same stamp_key."""
     build = os.path.join(HERE, "build")
-    sys.path.insert(0, build)
-    simd = _dispatch.active()
-    stamp = os.path.join(build, "_roof.stamp")
-    header = os.path.join(ROOT, "src", "cbn", "_kernels_c.h")     # the floor's loops
-    want = (f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} "
-            f"{os.path.getmtime(header)} {simd}")
+    if build not in sys.path:
+        sys.path.insert(0, build)
+    stamp = os.path.join(build, f"{name}.stamp")
+    import importlib
     try:
         with open(stamp) as f:
-            if f.read() == want:
-                import _roof
-                return _roof
+            if f.read() == stamp_key:
+                return importlib.import_module(name)
     except (ImportError, OSError):
         pass
-    isa = ["-mavx2", "-mfma"] if simd == "avx2" and sys.platform != "win32" else (
-        ["/arch:AVX2"] if simd == "avx2" else [])
-    import importlib
     from Cython.Build import cythonize
     from setuptools import Extension
     from setuptools.dist import Distribution
     win = sys.platform == "win32"
-    # _kernels_c.h wants the build facts setup.py writes; the floor needs none of them
+    # _kernels_c.h wants the build facts setup.py writes; the bench's builds report these
     info = os.path.join(build, "include")
     os.makedirs(info, exist_ok=True)
     with open(os.path.join(info, "cbn_build_info.h"), "w") as f:
         f.write("".join(f'#define {k} "bench"\n' for k in (
             "CBN_BUILD_COMPILER_TYPE", "CBN_BUILD_FLAGS", "CBN_BUILD_OPENMP_MODE")))
     for omp in ((["/openmp"] if win else ["-fopenmp"]), []):
-        ext = Extension("_roof", [os.path.join(HERE, "_roof.pyx")],
-                        include_dirs=[np.get_include(), os.path.dirname(header), info],
+        ext = Extension(name, [source], include_dirs=[np.get_include(), info] + include_dirs,
+                        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                         extra_compile_args=(["/O2"] if win else [
                             "-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
-                            "-Wno-unused-function"]) + isa + omp,
+                            "-Wno-unused-function"]) + flags + omp,
                         extra_link_args=[] if win else omp)
-        dist = Distribution({"ext_modules": cythonize([ext], quiet=True,
-                                                      build_dir=os.path.join(build, "c"))})
+        dist = Distribution({"ext_modules": cythonize(
+            [ext], quiet=True, build_dir=os.path.join(build, "c"),
+            include_path=include_dirs, compiler_directives=directives or {})})
         cmd = dist.get_command_obj("build_ext")
         cmd.build_lib = build
         cmd.build_temp = os.path.join(build, "tmp")
@@ -129,12 +129,48 @@ def build_roof():
         except Exception as e:  # CompileError / LinkError: no OpenMP here
             if not omp:
                 raise
-            print(f"note: the roof is built without OpenMP ({type(e).__name__})", file=sys.stderr)
+            print(f"note: {name} is built without OpenMP ({type(e).__name__})", file=sys.stderr)
     importlib.invalidate_caches()
-    import _roof
+    module = importlib.import_module(name)
     with open(stamp, "w") as f:
-        f.write(want)
-    return _roof
+        f.write(stamp_key)
+    return module
+
+
+def build_roof():
+    """bench/_roof.pyx (the roof's copy, the floor's sums) with the instruction set of
+    the kernels this process runs."""
+    simd = _dispatch.active()
+    header = os.path.join(ROOT, "src", "cbn", "_kernels_c.h")     # the floor's loops
+    key = (f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} "
+           f"{os.path.getmtime(header)} {simd}")
+    isa = ["-mavx2", "-mfma"] if simd == "avx2" and sys.platform != "win32" else (
+        ["/arch:AVX2"] if simd == "avx2" else [])
+    return _build("_roof", os.path.join(HERE, "_roof.pyx"), key, isa, [os.path.dirname(header)])
+
+
+def build_native():
+    """cbn's kernels compiled for this very CPU (-march=native: AVX-512 where it has it),
+    which cbn does not ship, as bench/build/_kernels_native; None where the compiler
+    has no -march=native (MSVC) or the build fails."""
+    if sys.platform == "win32":
+        return None
+    src = os.path.join(ROOT, "src", "cbn")
+    key = " ".join(str(os.path.getmtime(os.path.join(src, f)))
+                   for f in ("_kernels.pyx", "_kernels_c.h", "_openmp.pxd"))
+    os.makedirs(os.path.join(HERE, "build"), exist_ok=True)
+    stub = os.path.join(HERE, "build", "_kernels_native.pyx")
+    with open(stub, "w") as f:
+        f.write('include "_kernels.pyx"\n')
+    # setup.py's kernel directives (release build)
+    directives = {"language_level": 3, "boundscheck": False, "wraparound": False,
+                  "initializedcheck": False, "cdivision": True}
+    try:
+        return _build("_kernels_native", stub, key, ["-march=native"],
+                      [src, os.path.join(ROOT, "src")], directives)
+    except Exception as e:  # noqa: BLE001  (an extra: the suite goes on without it)
+        print(f"note: no native build of the kernels ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
 
 
 def layouts_for(shape):
@@ -462,22 +498,34 @@ def on_kernels(variant, fn):
     return run
 
 
-def run_simd(args, nt):
-    """The kernels this process picked against the portable baseline build (x86-64)."""
+def run_simd(args, nt, native):
+    """The kernels this process picked (AVX2 on x86-64) against the portable baseline
+    build, and against the same source compiled for this very CPU (-march=native,
+    built here, not shipped) where that build exists."""
     if len(_dispatch.VARIANTS) < 2:
         return []
+    if native is not None:
+        _dispatch.VARIANTS["native"] = native
     rng = np.random.default_rng(3)
     rows = []
-    for shape, layout in [((32, 128, 56, 56), "NCHW"), ((32, 128, 56, 56), "NHWC"),
-                          ((1, 256, 14, 14), "NCHW")] if not args.quick else [
-                              ((8, 64, 56, 56), "NCHW"), ((8, 64, 56, 56), "NHWC")]:
-        x, dy, axis, p, _, _ = make_case(shape, layout, rng)
-        ops = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
-        for op in OPS:
-            base, avx2 = time_interleaved([on_kernels("baseline", ops[op]),
-                                           on_kernels("avx2", ops[op])], args.rounds, args.budget)
-            rows.append({"shape": list(shape), "layout": layout, "op": op,
-                         "baseline_over_avx2": base / avx2})
+    try:
+        for shape, layout in [((32, 128, 56, 56), "NCHW"), ((32, 128, 56, 56), "NHWC"),
+                              ((1, 256, 14, 14), "NCHW"), ((256, 1024), "NC"),
+                              ((4, 32, 16, 28, 28), "NDHWC")] if not args.quick else [
+                                  ((8, 64, 56, 56), "NCHW"), ((8, 64, 56, 56), "NHWC")]:
+            x, dy, axis, p, _, _ = make_case(shape, layout, rng)
+            ops = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
+            for op in OPS:
+                builds = ["baseline", "avx2"] + (["native"] if native is not None else [])
+                t = time_interleaved([on_kernels(b, ops[op]) for b in builds],
+                                     args.rounds, args.budget)
+                row = {"shape": list(shape), "layout": layout, "op": op,
+                       "baseline_over_avx2": t[0] / t[1]}
+                if native is not None:
+                    row["avx2_over_native"] = t[1] / t[2]
+                rows.append(row)
+    finally:
+        _dispatch.VARIANTS.pop("native", None)
     return rows
 
 
@@ -620,6 +668,11 @@ def markdown(record):
             f"{'x'.join(map(str, f['shape']))} {f['layout']} {f['op']} "
             f"{f['baseline_over_avx2']:.2f}" for f in record["simd"]) + ".")
         lines.append("")
+    if any("avx2_over_native" in f for f in record.get("simd", [])):
+        lines.append("AVX2 build time / the same source built with -march=native here: "
+                     + ", ".join(f"{'x'.join(map(str, f['shape']))} {f['layout']} {f['op']} "
+                                 f"{f['avx2_over_native']:.2f}" for f in record["simd"]) + ".")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -718,10 +771,15 @@ def main(argv=None):
     print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): " + ", ".join(
         f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['f16_over_f32_per_byte']:.2f}"
         for r in f16))
-    simd = run_simd(args, all_threads) if extras else []
+    native = build_native() if extras else None
+    simd = run_simd(args, all_threads, native) if extras else []
     if simd:
         print("\nportable baseline build time / AVX2 build time (cbn out=, all cores): " + ", ".join(
             f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['baseline_over_avx2']:.2f}"
+            for r in simd))
+    if any("avx2_over_native" in r for r in simd):
+        print("\nAVX2 build time / -march=native build time (cbn out=, all cores): " + ", ".join(
+            f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['avx2_over_native']:.2f}"
             for r in simd))
     summary = summarize(cells, resnet, f16, all_threads)
     print("\nSUMMARY " + json.dumps(summary, default=str))
@@ -734,7 +792,8 @@ def main(argv=None):
                   "numpy": np.__version__, "torch": torch.__version__ if torch else None,
                   "onnxruntime": ort.__version__ if ort else None, "python": sys.version},
               "summary": summary, "cells": cells, "resnet50": resnet, "float16": f16,
-              "simd": simd}
+              "simd": simd, "native_build": {
+                  "flags": "-march=native", "simd": native.build_info()["simd"]} if native else None}
     for name in (f"{stamp}-{tag}.json", f"latest-{tag}.json"):
         with open(os.path.join(args.out, name), "w") as f:
             json.dump(record, f, indent=1, default=str)
