@@ -506,6 +506,7 @@ def run_simd(args, nt, native):
         return []
     if native is not None:
         _dispatch.VARIANTS["native"] = native
+    builds = ["baseline", "avx2"] + (["native"] if native is not None else [])
     rng = np.random.default_rng(3)
     rows = []
     try:
@@ -516,7 +517,6 @@ def run_simd(args, nt, native):
             x, dy, axis, p, _, _ = make_case(shape, layout, rng)
             ops = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
             for op in OPS:
-                builds = ["baseline", "avx2"] + (["native"] if native is not None else [])
                 t = time_interleaved([on_kernels(b, ops[op]) for b in builds],
                                      args.rounds, args.budget)
                 row = {"shape": list(shape), "layout": layout, "op": op,
@@ -595,6 +595,11 @@ def cell_name(c):
     return f"{'x'.join(map(str, c['shape']))} {c['layout']} {c['op']}"
 
 
+def ratio_list(rows, key):
+    """'shape layout op ratio, ...' for the rows' ratio `key`."""
+    return ", ".join(f"{cell_name(r)} {r[key]:.2f}" for r in rows)
+
+
 def plot(cells, all_threads, path):
     try:
         import matplotlib
@@ -659,19 +664,16 @@ def markdown(record):
                             if tag + "vs_torch" in r else ""))
             lines.append("")
     if record.get("float16"):
-        lines.append("float16 time per byte / float32 time per byte (cbn `out=`): " + ", ".join(
-            f"{'x'.join(map(str, f['shape']))} {f['layout']} {f['op']} "
-            f"{f['f16_over_f32_per_byte']:.2f}" for f in record["float16"]) + ".")
+        lines.append("float16 time per byte / float32 time per byte (cbn `out=`): "
+                     + ratio_list(record["float16"], "f16_over_f32_per_byte") + ".")
         lines.append("")
     if record.get("simd"):
-        lines.append("Portable baseline (SSE2) build time / AVX2 build time: " + ", ".join(
-            f"{'x'.join(map(str, f['shape']))} {f['layout']} {f['op']} "
-            f"{f['baseline_over_avx2']:.2f}" for f in record["simd"]) + ".")
+        lines.append("Portable baseline (SSE2) build time / AVX2 build time: "
+                     + ratio_list(record["simd"], "baseline_over_avx2") + ".")
         lines.append("")
     if any("avx2_over_native" in f for f in record.get("simd", [])):
         lines.append("AVX2 build time / the same source built with -march=native here: "
-                     + ", ".join(f"{'x'.join(map(str, f['shape']))} {f['layout']} {f['op']} "
-                                 f"{f['avx2_over_native']:.2f}" for f in record["simd"]) + ".")
+                     + ratio_list(record["simd"], "avx2_over_native") + ".")
         lines.append("")
     return "\n".join(lines)
 
@@ -768,19 +770,16 @@ def main(argv=None):
                  f"{resnet[tag + 'torch_over_roof']:.2f}x the roof's time"
                  if tag + "vs_torch" in resnet else ""))
     f16 = run_float16(args, all_threads) if extras else []
-    print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): " + ", ".join(
-        f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['f16_over_f32_per_byte']:.2f}"
-        for r in f16))
+    print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): "
+          + ratio_list(f16, "f16_over_f32_per_byte"))
     native = build_native() if extras else None
     simd = run_simd(args, all_threads, native) if extras else []
     if simd:
-        print("\nportable baseline build time / AVX2 build time (cbn out=, all cores): " + ", ".join(
-            f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['baseline_over_avx2']:.2f}"
-            for r in simd))
+        print("\nportable baseline build time / AVX2 build time (cbn out=, all cores): "
+              + ratio_list(simd, "baseline_over_avx2"))
     if any("avx2_over_native" in r for r in simd):
-        print("\nAVX2 build time / -march=native build time (cbn out=, all cores): " + ", ".join(
-            f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['op']} {r['avx2_over_native']:.2f}"
-            for r in simd))
+        print("\nAVX2 build time / -march=native build time (cbn out=, all cores): "
+              + ratio_list(simd, "avx2_over_native"))
     summary = summarize(cells, resnet, f16, all_threads)
     print("\nSUMMARY " + json.dumps(summary, default=str))
     os.makedirs(args.out, exist_ok=True)
