@@ -6,7 +6,8 @@ import pytest
 import cbn
 import oracle
 from cbn import _layout
-from cbn._api import _output
+from cbn import _dispatch
+from cbn._api import _prepare
 from conftest import assert_within
 
 TOL32 = 8 * 2.0 ** -24
@@ -71,7 +72,8 @@ def test_channels_last_out_is_written_in_place(rng):
     out = _nchw_channels_last(rng)
     xd, perm, _ = _layout.canonical(x, 1)
     assert perm is not None
-    result, target = _output(out, xd, perm, (xd,))
+    assert _dispatch.baseline.c_plan(x, 1, out, None, None) is None     # not C-ordered
+    _, _, _, _, result, target = _prepare(x, 1, out)
     assert target is out and result is out
     y = cbn.batch_norm(x, training=True, out=out)
     assert y is out
@@ -155,6 +157,52 @@ def test_out_partially_overlapping_x(rng):
     ref = oracle.batch_norm(x.copy(), training=True)[0]
     out = base[1:].reshape(4, 3, 8)
     cbn.batch_norm(x, training=True, out=out)
+    _close(out, ref)
+
+
+def test_c_plan_accepts_only_the_common_case(rng):
+    """c_plan, _prepare's test in C, passes C-ordered aligned arrays with out None (a new
+    C-ordered array), disjoint from the inputs or one of them; every other form goes
+    to the validating path (None)."""
+    plan = _dispatch.baseline.c_plan
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    dy, y, out = x.copy(), x.copy(), np.empty_like(x)
+    dims, t = plan(x, 1, None, None, None)
+    assert dims == (2, 3, 4) and t.shape == x.shape and t.dtype == x.dtype
+    assert t.flags.c_contiguous and t.flags.writeable and not np.shares_memory(t, x)
+    assert plan(x, 2, None, dy, y)[0] == (6, 4, 1)
+    for o in (out, x, dy, y):
+        assert plan(x, 1, o, dy, y)[1] is o
+    buf = np.zeros(x.size + 1, np.float32)
+    unaligned = np.frombuffer(bytearray(x.nbytes + 1), np.float32, x.size, 1).reshape(x.shape)
+    ro = out.copy()
+    ro.setflags(write=False)
+    shifted = buf[1:].reshape(x.shape)
+    dy_over = buf[:-1].reshape(x.shape)
+    refused = [
+        (np.asfortranarray(x), None, None, None), (unaligned, None, None, None),
+        (x, out.astype(np.float64), None, None), (x, out[:1], None, None),
+        (x, ro, None, None), (x, np.asfortranarray(out), None, None),
+        (x, out.tolist(), None, None), (x, out.view(np.memmap), None, None),
+        (x, out.astype(">f4"), None, None), (x, unaligned, None, None),
+        (x, shifted, dy_over, None), (x, shifted, None, dy_over),
+        (x, out, np.asfortranarray(dy), None), (x, out, None, dy.view(np.memmap)),
+        (x, x[:, :, :2], None, None),
+    ]
+    for xa, o, a, b in refused:
+        assert plan(xa, 1, o, a, b) is None
+
+
+def test_backward_out_partially_overlapping_dy(rng):
+    """dx written over memory that dy (read) shares, shifted by one element: computed
+    into scratch, then copied."""
+    x = rng.standard_normal((4, 3, 8)).astype(np.float32)
+    base = rng.standard_normal(x.size + 1).astype(np.float32)
+    dy = base[:-1].reshape(x.shape)
+    _, mean, invstd = cbn.batch_norm(x, training=True, return_stats=True)
+    ref = oracle.batch_norm_backward(dy.copy(), x, mean, invstd)[0]
+    out = base[1:].reshape(x.shape)
+    assert cbn.batch_norm_backward(dy, x, mean, invstd, out=out)[0] is out
     _close(out, ref)
 
 

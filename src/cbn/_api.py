@@ -19,6 +19,7 @@ from cbn._layout import adopt, canonical, empty_like, matches
 from cbn._threads import resolve
 
 _k = _dispatch.baseline      # the fast-path predicates (the same in every build)
+_like, _c_plan, _plain_params = _k.like, _k.c_plan, _k.plain_params   # bound once
 _WRITEABLE = _k.FLAG_WRITEABLE
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -128,7 +129,7 @@ def _running(a, name, C):
 def _check_out(out, x, name="out"):
     """out's flag bits (cbn._kernels.flags) once it is a writeable array of x's shape
     and dtype."""
-    flags = _k.like(out, x)     # the common case, tested in C
+    flags = _like(out, x)     # the common case, tested in C
     if flags >= 0 and flags & _WRITEABLE:
         return flags
     if not isinstance(out, np.ndarray):
@@ -145,7 +146,7 @@ def _check_out(out, x, name="out"):
 
 def _like_x(a, x, name):
     """An array that must match x in shape and dtype (dy, y)."""
-    if _k.like(a, x) >= 0:      # the common case, tested in C
+    if _like(a, x) >= 0:      # the common case, tested in C
         return a
     a = _as_data(a, name)
     if a.shape != x.shape:
@@ -156,7 +157,8 @@ def _like_x(a, x, name):
 
 
 def _compute_dtype(dt):
-    return _F64 if dt is _F64 or dt == _F64 else _F32
+    # identity first: == on dtypes costs a cast lookup, and float32 is the common case
+    return _F64 if dt is _F64 or (dt is not _F32 and dt == _F64) else _F32
 
 
 def _invstd(var, eps):
@@ -168,21 +170,32 @@ def _invstd(var, eps):
 
 # ------------------------------------------------------------------ plumbing
 
-def _output(out, x, perm, reads, flags=None):
-    """(result, target): the kernel writes target; _finish() copies it into result
-    when they differ.  target is out itself when out is laid out like x and is
-    disjoint from, or identical to, every array the kernel reads.  flags: out's flag
-    bits (from _check_out)."""
+def _prepare(x, ax, out, dy=None, y=None):
+    """x, dy and y (None, or arrays like x) in one layout, and where the kernel writes:
+    (x, dy, y, (outer, C, inner), result, target).  The kernel writes target;
+    _finish() copies it into result when they differ.  target is out itself when out
+    is laid out like x and is disjoint from, or identical to, every array the kernel
+    reads; a new array otherwise.  out is checked (_check_out) before anything is
+    copied."""
+    plan = _c_plan(x, ax, out, dy, y)     # the common case, tested in C
+    if plan is not None:
+        return x, dy, y, plan[0], out, plan[1]
+    oflags = None if out is None else _check_out(out, x)
+    x, perm, dims = canonical(x, ax)
+    if dy is not None:
+        dy = adopt(dy, x, perm)
+    if y is not None:
+        y = adopt(y, x, perm)
     if out is None:
-        return None, empty_like(x, perm)
-    if matches(out, perm, flags):
+        return x, dy, y, dims, None, empty_like(x, perm)
+    if matches(out, perm, oflags):
         overlap = _dispatch.kernels.overlap
-        for r in reads:
-            if r is not out and overlap(out, r) == 2:
+        for r in (x, dy, y):
+            if r is not None and r is not out and overlap(out, r) == 2:
                 break
         else:
-            return out, out
-    return out, empty_like(x, perm)
+            return x, dy, y, dims, out, out
+    return x, dy, y, dims, out, empty_like(x, perm)
 
 
 def _finish(result, target):
@@ -269,7 +282,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
         return_stats = _check_bool(return_stats, "return_stats")
     if type(eps) is not float or not 0.0 <= eps <= _FMAX:
         eps = _check_eps(eps)
-    plain = _k.plain_params(C, weight, bias, running_mean, running_var)
+    plain = _plain_params(C, weight, bias, running_mean, running_var)
     if plain:
         w, b = weight, bias
     else:
@@ -283,7 +296,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
         if running_mean is not None:
             _running(running_mean, "running_mean", C)
             _running(running_var, "running_var", C)
-        n = math.prod(x.shape) // C if C else math.prod(x.shape[:ax] + x.shape[ax + 1:])
+        n = x.size // C if C else math.prod(x.shape[:ax] + x.shape[ax + 1:])
         if n < 2:
             raise ValueError(f"training needs more than 1 value per channel, got x.shape="
                              f"{x.shape} with channel axis {ax}")
@@ -292,12 +305,9 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
         if not plain or rm is None or rv is None:
             rm = _channel(running_mean, "running_mean", C, required=True)
             rv = _channel(running_var, "running_var", C, required=True)
-    oflags = None if out is None else _check_out(out, x)
-
-    x, perm, (outer, _, inner) = canonical(x, ax)
+    x, _, _, (outer, _, inner), result, target = _prepare(x, ax, out)
     size = x.size
     nt = resolve(n_threads, size)
-    result, target = _output(out, x, perm, (x,), oflags)
     K = _dispatch.kernels
     if training:
         cdt = _compute_dtype(x.dtype)
@@ -373,21 +383,15 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     ax = _check_axis(axis, x.ndim)
     C = x.shape[ax]
     m, inv, w = mean, invstd, weight
-    if not _k.plain_params(C, m, inv, w, None) or m is None or inv is None:
+    if not _plain_params(C, m, inv, w, None) or m is None or inv is None:
         m = _channel(mean, "mean", C, required=True)
         inv = _channel(invstd, "invstd", C, required=True)
         w = _channel(weight, "weight", C)
     training = _check_bool(training, "training")
     if y is not None:
         y = _like_x(y, x, "y")
-    oflags = None if out is None else _check_out(out, x)
-
-    x, perm, (outer, _, inner) = canonical(x, ax)
+    x, dy, y, (outer, _, inner), result, target = _prepare(x, ax, out, dy, y)
     nt = resolve(n_threads, x.size)
-    dy = adopt(dy, x, perm)
-    if y is not None:
-        y = adopt(y, x, perm)
-    result, target = _output(out, x, perm, (x, dy) if y is None else (x, dy, y), oflags)
     cdt = _compute_dtype(x.dtype)
     dweight, dbias = np.zeros(C, cdt), np.zeros(C, cdt)
     if x.size:
@@ -501,14 +505,12 @@ def scale_shift(x, scale, shift, *, axis=1, relu=False, out=None, n_threads=None
     ax = _check_axis(axis, x.ndim)
     C = x.shape[ax]
     s, t = scale, shift
-    if not _k.plain_params(C, s, t, None, None) or s is None or t is None:
+    if not _plain_params(C, s, t, None, None) or s is None or t is None:
         s = _channel(scale, "scale", C, required=True)
         t = _channel(shift, "shift", C, required=True)
     relu = _check_bool(relu, "relu")
-    oflags = None if out is None else _check_out(out, x)
-    x, perm, (outer, _, inner) = canonical(x, ax)
+    x, _, _, (outer, _, inner), result, target = _prepare(x, ax, out)
     nt = resolve(n_threads, x.size)
-    result, target = _output(out, x, perm, (x,), oflags)
     if x.size:
         _dispatch.kernels.scale_shift(x, target, outer, C, inner, s, t, relu, nt)
     return _finish(result, target)

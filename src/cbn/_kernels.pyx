@@ -261,9 +261,7 @@ def stream_from(nbytes=False):
     return old
 
 
-def overlap(cnp.ndarray a, cnp.ndarray b):
-    """For dense arrays: 0 when a and b share no memory, 1 when they start at the same
-    address with the same size (the same elements, if laid out alike), 2 otherwise."""
+cdef inline int _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     cdef char* a0 = <char*>cnp.PyArray_DATA(a)
     cdef char* b0 = <char*>cnp.PyArray_DATA(b)
     cdef char* a1 = a0 + cnp.PyArray_NBYTES(a)
@@ -271,6 +269,12 @@ def overlap(cnp.ndarray a, cnp.ndarray b):
     if a1 <= b0 or b1 <= a0:
         return 0
     return 1 if a0 == b0 and a1 == b1 else 2
+
+
+def overlap(cnp.ndarray a, cnp.ndarray b):
+    """For dense arrays: 0 when a and b share no memory, 1 when they start at the same
+    address with the same size (the same elements, if laid out alike), 2 otherwise."""
+    return _overlap(a, b)
 
 
 # ------------------------------------------- fast paths of the Python layer
@@ -308,9 +312,7 @@ def flags(cnp.ndarray a):
     return cnp.PyArray_FLAGS(a)
 
 
-def like(a, cnp.ndarray x):
-    """a's flag bits when a is an ndarray of x's shape and dtype (of the same byte
-    order), else -1."""
+cdef inline int _like(object a, cnp.ndarray x) noexcept:
     if type(a) is not cnp.ndarray:
         return -1
     cdef cnp.ndarray arr = <cnp.ndarray>a
@@ -324,13 +326,20 @@ def like(a, cnp.ndarray x):
     return cnp.PyArray_FLAGS(arr)
 
 
-def c_dims(cnp.ndarray x, int axis):
-    """(outer, C, inner) of x around axis (0 <= axis < x.ndim) when x is C-contiguous
-    and aligned (as cbn._layout.canonical describes it), else None."""
+def like(a, cnp.ndarray x):
+    """a's flag bits when a is an ndarray of x's shape and dtype (of the same byte
+    order), else -1."""
+    return _like(a, x)
+
+
+cdef enum:
+    _DENSE = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+
+
+cdef object _c_dims(cnp.ndarray x, int axis):
     cdef int k, nd = cnp.PyArray_NDIM(x)
     cdef Py_ssize_t outer = 1, inner = 1, C
-    if cnp.PyArray_FLAGS(x) & (cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED) != \
-            (cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED):
+    if cnp.PyArray_FLAGS(x) & _DENSE != _DENSE:
         return None
     C = cnp.PyArray_DIM(x, axis)
     for k in range(axis):
@@ -340,6 +349,47 @@ def c_dims(cnp.ndarray x, int axis):
     if C == 1:
         return 1, 1, outer * inner
     return outer, C, inner
+
+
+def c_dims(cnp.ndarray x, int axis):
+    """(outer, C, inner) of x around axis (0 <= axis < x.ndim) when x is C-contiguous
+    and aligned (as cbn._layout.canonical describes it), else None."""
+    return _c_dims(x, axis)
+
+
+cdef inline bint _dense(object a) noexcept:
+    """a is None or a C-contiguous, aligned ndarray."""
+    return a is None or (type(a) is cnp.ndarray
+                         and cnp.PyArray_FLAGS(<cnp.ndarray>a) & _DENSE == _DENSE)
+
+
+cdef inline bint _apart(cnp.ndarray out, object a) noexcept:
+    """out and a (None, or an array) share no memory, or a is out's very elements."""
+    return a is None or _overlap(out, <cnp.ndarray>a) < 2
+
+
+def c_plan(cnp.ndarray x, int axis, out, a, b):
+    """((outer, C, inner), target) when the kernels can read x, a and b as they are and
+    write target (out itself, or a new array when out is None), else None.
+
+    That holds when x, a and b (None, or arrays of x's shape and dtype) are
+    C-contiguous and aligned, and out is None or a writeable, aligned, C-contiguous
+    ndarray of x's shape and dtype that shares no memory with x, a and b, or is one
+    of them (in place).  What cbn._api's canonical() and _output() decide, for the
+    common case."""
+    cdef int f
+    dims = _c_dims(x, axis)
+    if dims is None or not (_dense(a) and _dense(b)):
+        return None
+    if out is None:
+        return dims, cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
+                                       cnp.PyArray_TYPE(x), 0)
+    f = _like(out, x)
+    if f < 0 or f & (_DENSE | cnp.NPY_ARRAY_WRITEABLE) != _DENSE | cnp.NPY_ARRAY_WRITEABLE:
+        return None
+    if _apart(<cnp.ndarray>out, x) and _apart(<cnp.ndarray>out, a) and _apart(<cnp.ndarray>out, b):
+        return dims, out
+    return None
 
 
 def half_soft_roundtrip(const unsigned short[::1] h, const float[::1] f,
