@@ -223,7 +223,7 @@ def test_read_only_and_memmap_inputs(rng, tmp_path):
 
 def test_arguments_beside_the_fast_path(rng, tmp_path):
     """Arguments just outside the common form (tested in C by cbn._kernels.plain_params,
-    like and c_dims) take the validating path and still give the oracle's answer:
+    like, c_dims and c_plan) take the validating path and still give the oracle's answer:
     byte-swapped, float16 and strided parameters, out as an ndarray subclass (a
     writeable memmap), one channel, a Fortran-ordered x."""
     x = rng.standard_normal((3, 4, 5)).astype(np.float32)

@@ -129,7 +129,7 @@ def _running(a, name, C):
 def _check_out(out, x, name="out"):
     """out's flag bits (cbn._kernels.flags) once it is a writeable array of x's shape
     and dtype."""
-    flags = _like(out, x)     # the common case, tested in C
+    flags = _like(out, x)       # the common case, tested in C
     if flags >= 0 and flags & _WRITEABLE:
         return flags
     if not isinstance(out, np.ndarray):
@@ -146,7 +146,7 @@ def _check_out(out, x, name="out"):
 
 def _like_x(a, x, name):
     """An array that must match x in shape and dtype (dy, y)."""
-    if _like(a, x) >= 0:      # the common case, tested in C
+    if _like(a, x) >= 0:        # the common case, tested in C
         return a
     a = _as_data(a, name)
     if a.shape != x.shape:
@@ -186,15 +186,10 @@ def _prepare(x, ax, out, dy=None, y=None):
         dy = adopt(dy, x, perm)
     if y is not None:
         y = adopt(y, x, perm)
-    if out is None:
-        return x, dy, y, dims, None, empty_like(x, perm)
-    if matches(out, perm, oflags):
-        overlap = _dispatch.kernels.overlap
-        for r in (x, dy, y):
-            if r is not None and r is not out and overlap(out, r) == 2:
-                break
-        else:
-            return x, dy, y, dims, out, out
+    overlap = _k.overlap
+    if out is not None and matches(out, perm, oflags) and all(
+            r is None or r is out or overlap(out, r) != 2 for r in (x, dy, y)):
+        return x, dy, y, dims, out, out
     return x, dy, y, dims, out, empty_like(x, perm)
 
 

@@ -375,8 +375,8 @@ def c_plan(cnp.ndarray x, int axis, out, a, b):
     That holds when x, a and b (None, or arrays of x's shape and dtype) are
     C-contiguous and aligned, and out is None or a writeable, aligned, C-contiguous
     ndarray of x's shape and dtype that shares no memory with x, a and b, or is one
-    of them (in place).  What cbn._api's canonical() and _output() decide, for the
-    common case."""
+    of them (in place): what the validating path of cbn._api._prepare decides, for
+    the common case."""
     cdef int f
     dims = _c_dims(x, axis)
     if dims is None or not (_dense(a) and _dense(b)):
