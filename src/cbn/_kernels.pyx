@@ -114,9 +114,9 @@ cdef extern from "_kernels_c.h":
                          Py_ssize_t, Py_ssize_t, const double*, const double*, const double*,
                          const double*) noexcept nogil
     void cbn_rows_sums_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
-                           double*, double*) noexcept nogil
+                           double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_sums_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
-                           double*, double*) noexcept nogil
+                           double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_sums_tiled_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                  const double*, double*, double*) noexcept nogil
     void cbn_rows_gsums_tiled_f32(const float*, const float*, const float*, Py_ssize_t,
@@ -136,7 +136,7 @@ cdef extern from "_kernels_c.h":
                          Py_ssize_t, Py_ssize_t, Py_ssize_t, const float*, const float*,
                          const float*, const float*, int) noexcept nogil
     void cbn_rows_sums_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
-                           double*, double*) noexcept nogil
+                           double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
                             Py_ssize_t, Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_rows_sums_tiled_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -189,6 +189,11 @@ cdef enum:
     PF_AHEAD = 8        # ahead (measured, float32 512x512x7x7: statistics 0.53x the time,
                         # training 0.68-0.72x, backward 0.76-0.78x; 3 and 16 ahead no better)
     HROWS = 4           # float16 rows per tile walk in reductions over more than TILED_MAX
+    PF_ROWS_BYTES = 4096  # interleaved statistics over more than TILED_MAX values prefetch
+                        # this many bytes ahead of each row (measured, float32 channels-last
+                        # 32x128x56x56 and 8x64x112x112, one thread: statistics 0.79-0.81x
+                        # the time, training 0.89-0.92x; 2 KB or 8 KB ahead no better; the
+                        # backward sums, prefetching x and dy, no faster)
 
 # How an output pass stores (interleaved rows): plainly, with streaming stores, or
 # with register-tiled parameters (data in L2: a tile walks down rows).
@@ -237,7 +242,7 @@ def cpu_has_avx2():
 # this many bytes writes with streaming (non-temporal) stores: by default passes
 # over as much data as the last-level cache holds, whose output would not stay
 # there anyway; never where that size is unknown or the CPU has no such stores.
-# Measured (2-core Zen 4 VM, 32 MB L3, float32, 2 threads; streamed / plain time):
+# Measured (2-core Zen 3 VM, 32 MB L3, float32, 2 threads; streamed / plain time):
 # 51 MB tensors 0.75-0.97, 25.7 MB 0.65-0.84, but inference on 12.8 MB (26 MB
 # touched, in cache across calls) 1.4.
 cdef Py_ssize_t _NEVER = PY_SSIZE_T_MAX
@@ -608,6 +613,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h; tiles: the register-tiled ones)."""
     cdef Py_ssize_t r, k
+    cdef Py_ssize_t pf = 0 if tiles else PF_ROWS_BYTES     # from memory: prefetch
     if data_t is float:
         tiles = tiles or ld >= WIDE_TILES
         if grad and tiles:
@@ -617,12 +623,12 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         elif tiles:
             cbn_rows_sums_tiled_f32(x, ld, n, m, ref, s1, s2)
         else:
-            cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2)
+            cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2, pf)
     elif data_t is double:
         if grad:
             cbn_rows_gsums_f64(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
         else:
-            cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2)
+            cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, pf)
     else:
         # float16: in cache, float32 tiles over all n rows; from memory, float64 tiles
         # HROWS rows at a time (measured, channels-last 100352x128 and 200704x64:

@@ -163,7 +163,7 @@ static inline void cbn_f2h_n(const float* src, cbn_half* dst, Py_ssize_t n) {
 #endif
 
 /* One loop, two sums, BODY adding to (a, q) for element i; measured at about 0.14 ns
- * per float32 value on one Zen 4 core with AVX2 (0.28 with SSE2).  The AVX2 build's
+ * per float32 value on one Zen 3 core with AVX2 (0.28 with SSE2).  The AVX2 build's
  * float32 sums are written out with four vectors of partial sums instead (0.10). */
 #define CBN_REDUCE(BODY)                                                                    \
     {                                                                                       \
@@ -189,7 +189,7 @@ CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
 }
 #if defined(__AVX2__) && defined(__FMA__)
 /* With AVX2: four vectors of partial sums per sum.  With the one vector per sum of the
- * `omp simd` loop, the additions' latency bounds the loop (measured on one Zen 4 core,
+ * `omp simd` loop, the additions' latency bounds the loop (measured on one Zen 3 core,
  * 50 K float32 values in cache: 0.136 ns per value, 0.102 with four). */
 #include <immintrin.h>
 static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
@@ -250,7 +250,7 @@ CBN_DEFINE_REDUCTIONS16(f64, double, _mm256_loadu_pd, CBN_TOD)
 CBN_DEFINE_REDUCTIONS16(f32, float, CBN_CVT4, CBN_TOD)
 #if defined(__F16C__)
 /* float16 with F16C: converted to double, the sums run at the conversions' throughput
- * (0.19 ns per value on one Zen 4 core, slower than float32 per value), so here each
+ * (0.19 ns per value on one Zen 3 core, slower than float32 per value), so here each
  * vector lane first sums 4 x CBN_HK = 16 values of d = x - ref (and d * d) in float32,
  * about ref rounded to float32 (rf), and adds that to double (0.11 ns per value; the
  * statistics' ref, a float16 value, is rf exactly); the error of those short sums,
@@ -685,11 +685,31 @@ static inline void cbn_stream_fence(void) {}
 #define cbn_rows_dx_tiled_f64 cbn_rows_dx_f64
 #endif
 
+/* Prefetch nbytes from p into the caches: for short planar runs far apart, whose next
+ * run the hardware prefetchers cannot guess. */
+static inline void cbn_prefetch(const void* p, Py_ssize_t nbytes) {
+    Py_ssize_t b;
+#if defined(__GNUC__) || defined(__clang__)
+    for (b = 0; b < nbytes; b += 64)
+        __builtin_prefetch((const char*)p + b);
+#else
+    (void)p; (void)nbytes; (void)b;
+#endif
+}
+
+/* Prefetch the nbytes that lie `ahead` bytes past p.  Near an array's end that address
+ * is past it: it is formed as an integer and only prefetched (a prefetch never faults). */
+static inline void cbn_prefetch_ahead(const void* p, Py_ssize_t ahead, Py_ssize_t nbytes) {
+    cbn_prefetch((const void*)((uintptr_t)p + (uintptr_t)ahead), nbytes);
+}
+
 /* Interleaved reductions: n rows of m channels, ld values apart, into per-channel sums
  * (s1[c], s2[c] += the sums above), two rows per step; the channel loop is vectorized
- * (`omp simd`: the sums of channel c never touch another channel's).
+ * (`omp simd`: the sums of channel c never touch another channel's).  pf > 0: the
+ * statistics prefetch, before each row, the bytes pf past its start (for data from
+ * memory: _kernels.pyx PF_ROWS_BYTES).
  *
- *   cbn_rows_sums_T(x, ld, n, m, ref, s1, s2):           d = x[., c] - ref[c]
+ *   cbn_rows_sums_T(x, ld, n, m, ref, s1, s2, pf):       d = x[., c] - ref[c]
  *   cbn_rows_gsums_T(x, dy, y, ld, n, m, mean, s1, s2):  g, g * (x[., c] - mean[c]), g = dy,
  *                                                        or 0 where y <= 0 (y not NULL)
  */
@@ -713,10 +733,13 @@ static inline void cbn_stream_fence(void) {}
  * rows of 128-512 channels), and at most 1.07x faster on data in cache. */
 #define CBN_DEFINE_ROW_SUMS(SUFFIX, T)                                                      \
 CBN_PASS void cbn_rows_sums_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m, \
-                                     const double* ref, double* s1, double* s2) {           \
+                                     const double* ref, double* s1, double* s2,             \
+                                     Py_ssize_t pf) {                                       \
     Py_ssize_t r, c;                                                                        \
     for (r = 0; r < n; r++) {                                                               \
         const T* a = x + r * ld;                                                            \
+        if (pf)                                                                             \
+            cbn_prefetch_ahead(a, pf, m * (Py_ssize_t)sizeof(T));                           \
         CBN_SIMD_LANES                                                                      \
         for (c = 0; c < m; c++) {                                                           \
             double d = (double)a[c] - ref[c];                                               \
@@ -826,7 +849,8 @@ CBN_PASS void cbn_rows_sums_tiled_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t
             CBN_TILE_WALK(CBN_TILE_ROW, LD8)                                                \
         }                                                                                   \
         if (c < m)                                                                          \
-            cbn_rows_sums_##SUFFIX(x + r0 * ld + c, ld, nb, m - c, ref + c, s1 + c, s2 + c); \
+            cbn_rows_sums_##SUFFIX(x + r0 * ld + c, ld, nb, m - c, ref + c, s1 + c, s2 + c, \
+                                   0);                                                      \
     }                                                                                       \
 }                                                                                           \
 CBN_PASS void cbn_rows_gsums_tiled_##SUFFIX(const T* x, const T* dy, const T* y,            \
@@ -850,7 +874,7 @@ CBN_PASS void cbn_rows_gsums_tiled_##SUFFIX(const T* x, const T* dy, const T* y,
 }
 CBN_DEFINE_TILED_SUMS(f32, float, CBN_LD8D_F32)
 #else
-#define cbn_rows_sums_tiled_f32 cbn_rows_sums_f32
+#define cbn_rows_sums_tiled_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
 #define cbn_rows_gsums_tiled_f32 cbn_rows_gsums_f32
 #endif
 
@@ -885,13 +909,15 @@ static inline void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
 }
 #endif
 
+/* (pf: taken for the float32 signature, not used) */
 CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                                const double* ref, double* s1, double* s2) {
+                                const double* ref, double* s1, double* s2, Py_ssize_t pf) {
     float bx[CBN_HCHUNK];
     Py_ssize_t r;
+    (void)pf;
     for (r = 0; r < n; r++, x += ld) {
         CBN_HBLOCKS(m, cbn_h2f_n(x + b_, bx, w_);
-                       cbn_rows_sums_f32(bx, w_, 1, w_, ref + b_, s1 + b_, s2 + b_);)
+                       cbn_rows_sums_f32(bx, w_, 1, w_, ref + b_, s1 + b_, s2 + b_, 0);)
     }
 }
 
@@ -997,7 +1023,7 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
                 cbn_rows_gsums_f16(x + o, dy + o, y ? y + o : NULL, ld, nb, m - c, ref + c,
                                    s1 + c, s2 + c);
             else
-                cbn_rows_sums_f16(x + o, ld, nb, m - c, ref + c, s1 + c, s2 + c);
+                cbn_rows_sums_f16(x + o, ld, nb, m - c, ref + c, s1 + c, s2 + c, 0);
         }
     }
 }
@@ -1151,9 +1177,9 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
 }
 #endif
 #if !defined(CBN_TILED_SUMS_F16)
-#define cbn_rows_sums_tiled_f16 cbn_rows_sums_f16
+#define cbn_rows_sums_tiled_f16(...) cbn_rows_sums_f16(__VA_ARGS__, 0)
 #define cbn_rows_gsums_tiled_f16 cbn_rows_gsums_f16
-#define cbn_rows_sums_cached_f16 cbn_rows_sums_f16
+#define cbn_rows_sums_cached_f16(...) cbn_rows_sums_f16(__VA_ARGS__, 0)
 #define cbn_rows_gsums_cached_f16 cbn_rows_gsums_f16
 #endif
 
@@ -1188,18 +1214,6 @@ static int cbn_cpu_has_avx2(void) {
 #else
 static int cbn_cpu_has_avx2(void) { return 0; }
 #endif
-
-/* Prefetch nbytes from p into the caches: for short planar runs far apart, whose next
- * run the hardware prefetchers cannot guess. */
-static inline void cbn_prefetch(const void* p, Py_ssize_t nbytes) {
-    Py_ssize_t b;
-#if defined(__GNUC__) || defined(__clang__)
-    for (b = 0; b < nbytes; b += 64)
-        __builtin_prefetch((const char*)p + b);
-#else
-    (void)p; (void)nbytes; (void)b;
-#endif
-}
 
 /* The last-level cache's size in bytes from cpuid's deterministic cache parameters
  * (leaf 0x8000001D on AMD, 4 on Intel: ways * partitions * line * sets of the
