@@ -124,7 +124,7 @@ class BuildExt(build_ext):
         # -fno-trapping-math: no code here unmasks FP exceptions, and it lets the
         # per-channel loops (1 / sqrt with a select for var + eps == 0) vectorize.
         # -falign-loops=32: the short streaming loops run up to 1.3x slower when they
-        # straddle a 32-byte boundary (measured on Zen 4).
+        # straddle a 32-byte boundary (measured on Zen 3).
         return (["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                  "-Wno-unused-function"]
                 + [f for f in ["-falign-loops=32"] if self._accepts(f)]
