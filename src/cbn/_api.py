@@ -314,7 +314,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
             rm, rv = rm.astype(np.float64), rv.astype(np.float64)   # updated, then copied back
         if size:
             K.bn_train(x, target, outer, C, inner, w, b, eps, relu, rm, rv, momentum, mean,
-                       invstd, nt)
+                       invstd, nt, target is not result)
         elif return_stats:
             mean.fill(np.nan)
             invstd.fill(np.nan)
@@ -323,7 +323,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
             running_var[...] = rv
     else:
         if size:
-            K.bn_eval(x, target, outer, C, inner, rm, rv, w, b, eps, relu, nt)
+            K.bn_eval(x, target, outer, C, inner, rm, rv, w, b, eps, relu, nt,
+                      target is not result)
         if return_stats:
             cdt = _compute_dtype(x.dtype)
             mean, invstd = rm.astype(cdt), _invstd(rv, eps).astype(cdt)
@@ -391,7 +392,7 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     dweight, dbias = np.zeros(C, cdt), np.zeros(C, cdt)
     if x.size:
         _dispatch.kernels.bn_backward(dy, x, y, target, outer, C, inner, m, inv, w,
-                                      training, dweight, dbias, nt)
+                                      training, dweight, dbias, nt, target is not result)
     return _finish(result, target), dweight, dbias
 
 
@@ -507,7 +508,8 @@ def scale_shift(x, scale, shift, *, axis=1, relu=False, out=None, n_threads=None
     x, _, _, (outer, _, inner), result, target = _prepare(x, ax, out)
     nt = resolve(n_threads, x.size)
     if x.size:
-        _dispatch.kernels.scale_shift(x, target, outer, C, inner, s, t, relu, nt)
+        _dispatch.kernels.scale_shift(x, target, outer, C, inner, s, t, relu, nt,
+                                      target is not result)
     return _finish(result, target)
 
 

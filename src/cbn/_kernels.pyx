@@ -244,10 +244,22 @@ def cpu_has_avx2():
 # there anyway; never where that size is unknown or the CPU has no such stores.
 # Measured (2-core Zen 3 VM, 32 MB L3, float32, 2 threads; streamed / plain time):
 # 51 MB tensors 0.75-0.97, 25.7 MB 0.65-0.84, but inference on 12.8 MB (26 MB
-# touched, in cache across calls) 1.4.
+# touched, in cache across calls) 1.4.  Inside a virtual machine cpuid may report
+# the host's whole L3 (a 2-core Intel Xeon VM: 480 MB, "shared by 2 cores"), far
+# more than the guest gets, so the threshold is at most STREAM_CAP bytes.  Measured
+# there (float32 N x 128 x 56 x 56, 2 threads, streamed / plain time, inference and
+# training): 38.5 MB tensors (77 MB touched) 0.96-1.11, 51 MB (103 MB) 0.86-0.90.
 cdef Py_ssize_t _NEVER = PY_SSIZE_T_MAX
+cdef Py_ssize_t STREAM_CAP = 96 << 20
+# An output cbn has just allocated, of this many bytes or more, is written plainly:
+# allocations this large come as new pages (glibc maps 32 MiB or more afresh on each
+# call) that the OS zeroes on first touch, leaving them in cache, where streaming
+# stores only add a write-back.  Measured (2-core Intel Xeon VM, float32
+# 32x128x56x56, 2 threads, allocating calls): streamed / plain time, inference
+# 7443 / 4081 us, training 9468 / 7140.
+cdef Py_ssize_t FRESH_PAGES = 32 << 20
 cdef Py_ssize_t _llc = cbn_llc_bytes()
-cdef Py_ssize_t _stream_from = _llc if CBN_CAN_STREAM and _llc > 0 else _NEVER
+cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc > 0 else _NEVER
 
 
 def llc_bytes():
@@ -710,14 +722,15 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
 
 
 cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T,
-                       Py_ssize_t inner) noexcept nogil:
+                       Py_ssize_t inner, bint fresh) noexcept nogil:
     """How an output pass over narrays arrays of nvalues items (reads and output) on T
     threads stores: streaming once they total _stream_from bytes (planar: if its runs
-    of inner values span STREAM_RUN bytes or more), register-tiled while one array is
-    at most TILED_OUT bytes per thread (interleaved rows), else plainly."""
+    of inner values span STREAM_RUN bytes or more) unless the output is fresh (just
+    allocated) and FRESH_PAGES bytes or more, register-tiled while one array is at
+    most TILED_OUT bytes per thread (interleaved rows), else plainly."""
     cdef Py_ssize_t nbytes = nvalues * <Py_ssize_t>itemsize
     cdef bint runs = inner == 1 or inner * <Py_ssize_t>itemsize >= STREAM_RUN
-    if nbytes * narrays >= _stream_from and runs:
+    if nbytes * narrays >= _stream_from and runs and not (fresh and nbytes >= FRESH_PAGES):
         return STORE_STREAM
     return STORE_TILED if nbytes <= TILED_OUT * T else STORE_PLAIN
 
@@ -853,14 +866,15 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
 
 
 cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
-                 Py_ssize_t inner, const real_t* p, real_t* pw, bint relu, int T) noexcept nogil:
+                 Py_ssize_t inner, const real_t* p, real_t* pw, bint relu, int T,
+                 bint fresh) noexcept nogil:
     """out = (x - hi) * scale + shift per channel (then max(., 0) with relu).
 
     Narrow interleaved rows go R at a time (_fold) with the table repeated into pw
     (N_PARAMS * R * C values); the last outer % R rows use p."""
     cdef Py_ssize_t k, R = _fold(C, outer) if inner == 1 else 1
     cdef Py_ssize_t full = outer // R
-    cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T, inner)
+    cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T, inner, fresh)
     if R == 1 or full == 0:
         _apply_blocks(x, out, outer, C, inner, p, relu, store, T)
         return
@@ -920,7 +934,7 @@ cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_
 cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  Py_ssize_t inner, const double* w, const double* b, double eps, bint relu,
                  double* mean, double* var, real_t* p, double* scratch,
-                 int T) noexcept nogil:
+                 int T, bint fresh) noexcept nogil:
     """Normalize with the batch statistics; OUT mean, var (biased), p.
 
     Planar: one task per channel (_task_train), or for short runs in large arrays
@@ -928,7 +942,8 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     per-thread partial sums, then a parallel pass over the rows.
     """
     cdef Py_ssize_t c
-    cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner) == STORE_STREAM
+    cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
+                              fresh) == STORE_STREAM
     if inner > 1 and not _slabs(outer, C, inner, sizeof(data_t)):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -940,7 +955,7 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
         _stats(x, outer, C, inner, mean, var, scratch, T)
         for c in range(C):
             _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
-        _apply(x, out, outer, C, inner, p, <real_t*>scratch, relu, T)
+        _apply(x, out, outer, C, inner, p, <real_t*>scratch, relu, T, fresh)
 
 
 cdef inline bint _slabs(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
@@ -1104,11 +1119,12 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
                     data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                     const double* mean, const double* invstd, const double* w,
                     bint training, double* dweight, double* dbias, real_t* p,
-                    double* scratch, int T) noexcept nogil:
+                    double* scratch, int T, bint fresh) noexcept nogil:
     """OUT dx, dweight, dbias (see _set_grad_params)."""
     cdef Py_ssize_t c, R, full, off
     cdef real_t* pw
-    cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner)
+    cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner,
+                            fresh)
     cdef bint stream = store == STORE_STREAM
     if _slabs(outer, C, inner, sizeof(data_t)):
         _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch, T)
@@ -1223,8 +1239,9 @@ cdef int _kind(cnp.ndarray x) except -1:
 
 def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             Py_ssize_t inner, running_mean, running_var, weight, bias, double eps,
-            bint relu, int n_threads):
-    """OUT out: batch norm with running statistics."""
+            bint relu, int n_threads, bint fresh=False):
+    """OUT out: batch norm with running statistics.  fresh: out was just allocated
+    (_store)."""
     cdef int kind = _kind(x)
     cdef double* d = _work(C, 4, _partials(inner, C, 1))
     cdef Py_ssize_t c
@@ -1239,14 +1256,14 @@ def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             for c in range(C):
                 d[2 * C + c] *= _invstd(d[C + c], eps)
             _affine(kind, px, po, outer, C, inner, d, d + 2 * C, d + 3 * C, d + 4 * C,
-                    d + (4 + N_PARAMS) * C, relu, n_threads)
+                    d + (4 + N_PARAMS) * C, relu, n_threads, fresh)
     finally:
         free(d)
 
 
 def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
-                Py_ssize_t inner, scale, shift, bint relu, int n_threads):
-    """OUT out = x * scale + shift per channel."""
+                Py_ssize_t inner, scale, shift, bint relu, int n_threads, bint fresh=False):
+    """OUT out = x * scale + shift per channel (fresh: as bn_eval)."""
     cdef int kind = _kind(x)
     cdef double* d = _work(C, 3, _partials(inner, C, 1))
     cdef Py_ssize_t c
@@ -1259,14 +1276,15 @@ def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
         _gather(shift, d + 2 * C, C, 0.0)
         with nogil:
             _affine(kind, px, po, outer, C, inner, d, d + C, d + 2 * C, d + 3 * C,
-                    d + (3 + N_PARAMS) * C, relu, n_threads)
+                    d + (3 + N_PARAMS) * C, relu, n_threads, fresh)
     finally:
         free(d)
 
 
 cdef void _affine(int kind, void* px, void* po, Py_ssize_t outer, Py_ssize_t C,
                   Py_ssize_t inner, const double* center, const double* scale,
-                  const double* shift, void* p, void* pw, bint relu, int T) noexcept nogil:
+                  const double* shift, void* p, void* pw, bint relu, int T,
+                  bint fresh) noexcept nogil:
     """out = (x - center) * scale + shift; p: the parameter table, pw: its repeated copy
     (_apply)."""
     cdef Py_ssize_t c
@@ -1274,23 +1292,24 @@ cdef void _affine(int kind, void* px, void* po, Py_ssize_t outer, Py_ssize_t C,
         for c in range(C):
             _set_params(<double*>p, C, c, center[c], scale[c], shift[c])
         _apply(<const double*>px, <double*>po, outer, C, inner, <const double*>p,
-               <double*>pw, relu, T)
+               <double*>pw, relu, T, fresh)
     else:
         for c in range(C):
             _set_params(<float*>p, C, c, center[c], scale[c], shift[c])
         if kind == 0:
             _apply(<const float*>px, <float*>po, outer, C, inner, <const float*>p,
-                   <float*>pw, relu, T)
+                   <float*>pw, relu, T, fresh)
         else:
             _apply(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, <const float*>p,
-                   <float*>pw, relu, T)
+                   <float*>pw, relu, T, fresh)
 
 
 def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
              Py_ssize_t inner, weight, bias, double eps, bint relu, running_mean,
-             running_var, double momentum, mean_out, invstd_out, int n_threads):
+             running_var, double momentum, mean_out, invstd_out, int n_threads,
+             bint fresh=False):
     """OUT out; running stats updated in place (when given); mean_out, invstd_out
-    (when given) receive the batch mean and 1 / sqrt(var + eps)."""
+    (when given) receive the batch mean and 1 / sqrt(var + eps).  fresh: as bn_eval."""
     cdef int kind = _kind(x)
     cdef double* d = _work(C, 5, _partials(inner, C, n_threads))
     cdef double* mean = d + 2 * C
@@ -1306,13 +1325,13 @@ def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
         with nogil:
             if kind == 0:
                 _train(<const float*>px, <float*>po, outer, C, inner, d, d + C, eps, relu,
-                       mean, var, <float*>p, scratch, n_threads)
+                       mean, var, <float*>p, scratch, n_threads, fresh)
             elif kind == 1:
                 _train(<const double*>px, <double*>po, outer, C, inner, d, d + C, eps, relu,
-                       mean, var, <double*>p, scratch, n_threads)
+                       mean, var, <double*>p, scratch, n_threads, fresh)
             else:
                 _train(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, d, d + C, eps,
-                       relu, mean, var, <float*>p, scratch, n_threads)
+                       relu, mean, var, <float*>p, scratch, n_threads, fresh)
         _update_outputs(running_mean, running_var, momentum, mean_out, invstd_out, mean, var,
                         tmp, eps, <double>outer * <double>inner, C)
     finally:
@@ -1363,9 +1382,9 @@ def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, me
 
 def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t outer,
                 Py_ssize_t C, Py_ssize_t inner, mean, invstd, weight, bint training,
-                dweight_out, dbias_out, int n_threads):
+                dweight_out, dbias_out, int n_threads, bint fresh=False):
     """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
-    (the gradient is zero where y <= 0)."""
+    (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval)."""
     cdef int kind = _kind(x)
     cdef double* d = _work(C, 5, _partials(inner, C, n_threads))
     cdef void* p = d + 5 * C
@@ -1383,15 +1402,16 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
             if kind == 0:
                 _backward(<const float*>pdy, <const float*>px, <const float*>py, masked,
                           <float*>pdx, outer, C, inner, d, d + C, d + 2 * C, training,
-                          d + 3 * C, d + 4 * C, <float*>p, scratch, n_threads)
+                          d + 3 * C, d + 4 * C, <float*>p, scratch, n_threads, fresh)
             elif kind == 1:
                 _backward(<const double*>pdy, <const double*>px, <const double*>py, masked,
                           <double*>pdx, outer, C, inner, d, d + C, d + 2 * C, training,
-                          d + 3 * C, d + 4 * C, <double*>p, scratch, n_threads)
+                          d + 3 * C, d + 4 * C, <double*>p, scratch, n_threads, fresh)
             else:
                 _backward(<const cbn_half*>pdy, <const cbn_half*>px, <const cbn_half*>py,
                           masked, <cbn_half*>pdx, outer, C, inner, d, d + C, d + 2 * C,
-                          training, d + 3 * C, d + 4 * C, <float*>p, scratch, n_threads)
+                          training, d + 3 * C, d + 4 * C, <float*>p, scratch, n_threads,
+                          fresh)
         _scatter(dweight_out, d + 3 * C, C)
         _scatter(dbias_out, d + 4 * C, C)
     finally:
