@@ -290,6 +290,25 @@ def test_interleaved_row_groups(shape, dtype, n_threads, rng):
         check(dtype, shape, "C", n_threads, rng)
 
 
+@pytest.mark.parametrize("tiled", [False, True], ids=["rows", "tiled"])
+@pytest.mark.parametrize("shape", [(70000, 32), (11000, 200), (2200, 1000)], ids=str)
+def test_interleaved_statistics_from_memory_both_walks(shape, tiled, kernels, rng):
+    """float32 statistics over more than 2**21 values take the register tiles or one
+    row per step depending on the CPU (tiled_from_memory): both walks against the
+    float64 oracle, on 1 and 2 threads (training and statistics; the backward sums
+    do not switch)."""
+    from cbn import _dispatch
+    old = _dispatch.kernels.tiled_from_memory(tiled)
+    try:
+        assert _dispatch.kernels.tiled_from_memory() is tiled
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_batch_stats):
+                check(np.float32, shape, "C", t, rng)
+    finally:
+        _dispatch.kernels.tiled_from_memory(old)
+    assert _dispatch.kernels.tiled_from_memory() == old
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_planar_short_runs_sample_by_sample(dtype, rng):
     """Planar sums over runs shorter than 2 KB in arrays of 4 MB or more go sample by
@@ -365,3 +384,4 @@ def test_stream_threshold_api(kernels):
     assert K.stream_from() == old
     cfg = cbn.show_config(print_out=False)
     assert cfg["streaming_stores_from_bytes"] == _dispatch.kernels.stream_from()
+    assert cfg["tiled_stats_from_memory"] is _dispatch.kernels.tiled_from_memory()

@@ -1263,4 +1263,15 @@ static Py_ssize_t cbn_llc_bytes(void) {
 #endif
 }
 
+/* 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0. */
+static int cbn_cpu_is_intel(void) {
+#ifdef CBN_HAVE_CPUID
+    unsigned int r[4];
+    if (!cbn_cpuid(0, 0, r)) return 0;
+    return r[1] == 0x756e6547u && r[3] == 0x49656e69u && r[2] == 0x6c65746eu;
+#else
+    return 0;
+#endif
+}
+
 #endif /* CBN_KERNELS_C_H */
