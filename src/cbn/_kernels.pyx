@@ -646,7 +646,6 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h; tiles: the register-tiled ones)."""
     cdef Py_ssize_t r, k
-    cdef Py_ssize_t pf = 0 if tiles else PF_ROWS_BYTES     # from memory: prefetch
     if data_t is float:
         tiles = tiles or ld >= WIDE_TILES or (_tiles_mem and not grad)
         if grad and tiles:
@@ -656,12 +655,12 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         elif tiles:
             cbn_rows_sums_tiled_f32(x, ld, n, m, ref, s1, s2)
         else:
-            cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2, pf)
+            cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2, PF_ROWS_BYTES)   # from memory
     elif data_t is double:
         if grad:
             cbn_rows_gsums_f64(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
         else:
-            cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, pf)
+            cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, 0 if tiles else PF_ROWS_BYTES)
     else:
         # float16: in cache, float32 tiles over all n rows; from memory, float64 tiles
         # HROWS rows at a time (measured, channels-last 100352x128 and 200704x64:

@@ -909,7 +909,7 @@ static inline void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
 }
 #endif
 
-/* (pf: taken for the float32 signature, not used) */
+/* (pf: the float32 signature, which CBN_DEFINE_TILED_SUMS calls for both; not used) */
 CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                 const double* ref, double* s1, double* s2, Py_ssize_t pf) {
     float bx[CBN_HCHUNK];
