@@ -366,6 +366,62 @@ def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
         K.stream_from(old)
 
 
+def _at(base, off, shape):
+    """A dense array of shape in base, starting off items past base's first 64-byte
+    boundary (base has room for 128 bytes more than shape)."""
+    n = int(np.prod(shape))
+    k = (-base.ctypes.data % 64) // base.itemsize + off
+    return base[k:k + n].reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,axis", [((40, 64), 1), ((3, 7, 9, 8), -1), ((30, 24), 1),
+                                        ((12, 256), 1), ((9, 336), 1), ((9, 168), 1),
+                                        ((25, 5), 1), ((3, 4, 6, 7), 1), ((2, 3, 37), 1)],
+                         ids=str)
+def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
+    """The output passes store from the first vector-aligned value on; tiled rows whose
+    output starts misaligned walk windows that straddle rows, with the per-channel
+    arrays rotated.  For every start of x and out within a 64-byte line (together and
+    apart), on 1, 2 and 3 threads: inference, training and backward (dx with and
+    without the ReLU mask) equal the same calls on 64-byte-aligned arrays (the same
+    arithmetic per value; the masked dx up to the compiler's choice of fused
+    multiply-adds, a roundoff)."""
+    n = int(np.prod(shape))
+    C = shape[axis]
+    step = 64 // np.dtype(dtype).itemsize
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    src = rng.standard_normal(shape).astype(dtype)
+    gsrc = rng.standard_normal(shape).astype(dtype)
+    bx, bo, bg = (np.empty(n + 2 * step, dtype) for _ in range(3))
+
+    def run(ox, oo, t):
+        x, out, dy = _at(bx, ox, shape), _at(bo, oo, shape), _at(bg, ox, shape)
+        x[...], dy[...] = src, gsrc
+        res = [cbn.batch_norm(x, rm, rv, w, b, axis=axis, n_threads=t, out=out).copy()]
+        y, m, inv = cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis, relu=True,
+                                   return_stats=True, n_threads=t, out=out)
+        res += [y.copy(), m, inv]
+        for yy in (None, y.copy()):
+            dx, dw, db = cbn.batch_norm_backward(dy, x, m, inv, w, y=yy, axis=axis,
+                                                 n_threads=t, out=out)
+            res += [dx.copy(), dw, db]
+        return res
+
+    for t in (1, 2, 3):
+        ref = run(0, 0, t)
+        offs = [(k, k) for k in range(1, step)] + [(0, k) for k in range(1, step)]
+        for ox, oo in offs + [(k, 0) for k in range(1, step)]:
+            got = run(ox, oo, t)
+            for k in (0, 1, 2, 3, 4, 5, 6, 8, 9):
+                np.testing.assert_array_equal(got[k], ref[k], f"output {k}, x at {ox}, out "
+                                              f"at {oo}, {t} threads")
+            np.testing.assert_allclose(got[7], ref[7], rtol=0,
+                                       atol=8 * roundoff(dtype) * np.abs(ref[7]).max(),
+                                       err_msg=f"masked dx, x at {ox}, out at {oo}")
+
+
 def test_stream_threshold_api(kernels):
     from cbn import _dispatch
     K = _dispatch.kernels

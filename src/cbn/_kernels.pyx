@@ -909,15 +909,13 @@ cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize
                         Py_ssize_t inner, const real_t* p, bint relu, int store,
                         int T) noexcept nogil:
     """_apply without folding: planes (or rows) are contiguous and consecutive; they
-    are split into nb equal blocks of about TASK values or more (small planes share a
-    task)."""
+    are split into nb equal blocks, one per thread, of TASK values or more (small
+    planes share a task)."""
     cdef Py_ssize_t nq = outer * C if inner > 1 else outer
     cdef Py_ssize_t per = inner if inner > 1 else C
     cdef Py_ssize_t k, nb = nq * per // TASK
-    nb = 1 if nb < 1 else (nq if nb > nq else nb)
-    if store == STORE_STREAM and nb > T:
-        nb = T      # one task (one fence) per thread
-    if T > 1:
+    nb = 1 if nb < 1 else min(nb, nq, T)
+    if T > 1 and nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
             _task_apply(x, out, C, inner, p, relu, nq * k // nb, nq * (k + 1) // nb, store)
     else:
@@ -1121,12 +1119,10 @@ cdef void _dx_blocks(const data_t* dy, const data_t* x, const data_t* y, bint ma
                      data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                      const real_t* p, int store, int T) noexcept nogil:
     """dx over rows of C channels (inner 1) or over all planes in memory order, in nb
-    equal blocks of about TASK values or more."""
+    equal blocks, one per thread, of TASK values or more."""
     cdef Py_ssize_t nq = outer * C if inner > 1 else outer
     cdef Py_ssize_t k, nb = outer * C * inner // TASK
-    nb = 1 if nb < 1 else (nq if nb > nq else nb)
-    if store == STORE_STREAM and nb > T:
-        nb = T      # one task (one fence) per thread
+    nb = 1 if nb < 1 else min(nb, nq, T)
     if T > 1 and nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
             _task_dx(dy, x, y, masked, dx, C, inner, p, nq * k // nb, nq * (k + 1) // nb,
