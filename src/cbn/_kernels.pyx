@@ -775,7 +775,8 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     Wide rows are split into tiles of CTILE channels so that a tile's block sums
     stay in L1 while its rows stream past.  A tile's block (ROW_BLOCK rows) is added
     into the mid-block, the mid-block into the totals every ROW_BLOCK blocks, so that
-    rounding grows like 2 * ROW_BLOCK + rows / ROW_BLOCK**2, not rows / ROW_BLOCK."""
+    rounding grows like 2 * ROW_BLOCK + rows / ROW_BLOCK**2, not rows / ROW_BLOCK
+    (with at most ROW_BLOCK blocks, the totals are the mid-block)."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef double* part = scratch + t * SLOT * cpad
     cdef double* m1 = part + 2 * cpad
@@ -785,8 +786,19 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
-    for c in range((2 if short else SLOT) * cpad):
+    if r1 - r0 <= ROW_BLOCK * ROW_BLOCK:
+        # at most ROW_BLOCK blocks: they go into the totals directly (the same sums
+        # as through a mid-block, 0 + m being m), and the mid-block is never touched
+        m1 = part
+        m2 = part + cpad
+    for c in range(2 * cpad):
         part[c] = 0.0
+    if not short:
+        for c in range(4 * cpad, 6 * cpad):
+            part[c] = 0.0
+        if m1 != part:
+            for c in range(2 * cpad, 4 * cpad):
+                part[c] = 0.0
     c0 = 0
     while c0 < C:
         w = C - c0 if C - c0 < CTILE else CTILE
@@ -807,7 +819,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
             _flush(m2 + c0, b2 + c0, w)
             r += n
             k += 1
-            if k == ROW_BLOCK or r >= r1:
+            if (k == ROW_BLOCK or r >= r1) and m1 != part:
                 _flush(part + c0, m1 + c0, w)
                 _flush(part + cpad + c0, m2 + c0, w)
                 k = 0

@@ -364,11 +364,11 @@ CBN_DEFINE_REDUCTIONS(f32, float)
 #endif
 
 /* The output passes store from the first element of their output that is vector-aligned
- * (CBN_ALIGN bytes) on: NumPy's arrays start 16 bytes into a 64-byte line, and every
- * other 32-byte store then splits two lines.  Measured (float32, data in L2, this
- * loop and the same loop from an aligned output): planar 0.8 MB inference 1.25x
- * slower, channels-last 1.5x.  CBN_ALIGNED_LANES(DST, N, BODY): BODY for i over
- * [0, N), the elements before DST + i is aligned first. */
+ * (CBN_ALIGN bytes) on: NumPy's arrays are only 16-byte aligned (often 16 bytes into a
+ * 64-byte line), and every other 32-byte store then splits two lines.  Measured on an
+ * Intel Xeon (float32, 0.8 MB in L2, output 16 bytes into a line, the whole call):
+ * planar inference 1.23x the time of this peeled loop.  CBN_ALIGNED_LANES(DST, N,
+ * BODY): BODY for i over [0, N), the elements before DST + i is aligned first. */
 #if defined(__AVX__)
 #define CBN_ALIGN 32
 #else
@@ -614,8 +614,10 @@ CBN_DEFINE_STREAMED(f64, double, int64_t)
  * windows of m values that begin at the first aligned value of each row and end in
  * the next row, with the per-channel arrays rotated to match (CBN_ROT_BYTES each, on
  * the stack: tiled rows are at most 4096 / 3 bytes).  Row 0's first values and the
- * last row's rest go through the plain pass.  Measured against tiles from channel 0,
- * float32 rows of 64 channels in L2 from a misaligned output: 1.7-2.2x faster. */
+ * last row's rest go through the plain pass.  Measured on an Intel Xeon (float32 in
+ * L2, x and out 16 bytes into a line, tiles from channel 0 / these windows): rows of
+ * 32-256 channels, inference 1.25-1.7x the time, dx 1.1-2x; as fast as from aligned
+ * arrays. */
 #define CBN_ROT_BYTES 1408
 #define CBN_ROTATES(OUT, ld, n, m)                                                          \
     ((ld) == (m) && (n) >= 2 && (m) * (Py_ssize_t)sizeof *(OUT) % CBN_ALIGN == 0             \
@@ -626,8 +628,14 @@ CBN_DEFINE_STREAMED(f64, double, int64_t)
         Py_ssize_t j_;                                                                      \
         for (j_ = 0; j_ < (m); j_++) (dst)[j_] = (src)[j_ + (h) < (m) ? j_ + (h) : j_ + (h) - (m)]; \
     }
-/* a tile of KV vectors down the block's rows (KV constant: the loop over them unrolls) */
+/* a tile of KV vectors at channel c down the block's rows (KV constant: the loops over
+ * them unroll, and the parameters stay in registers) */
 #define CBN_TILE_AFFINE(SUFFIX, KV)                                                         \
+    for (k = 0; k < (KV); k++) {                                                            \
+        H[k] = cbn_vld_##SUFFIX(hi + c + k * L);                                            \
+        S[k] = cbn_vld_##SUFFIX(s + c + k * L);                                             \
+        T[k] = cbn_vld_##SUFFIX(t + c + k * L);                                             \
+    }                                                                                       \
     for (r = 0; r < nb; r++)                                                                \
         for (k = 0; k < (KV); k++) {                                                        \
             v = (cbn_vld_##SUFFIX(xb + r * ld + c + k * L) - H[k]) * S[k] + T[k];           \
@@ -649,15 +657,11 @@ static inline void cbn_rows_affine_tiles_##SUFFIX(const R* x, R* out, Py_ssize_t
         nb = n - r0 < rb ? n - r0 : rb;                                                     \
         for (c = 0; c + L <= m; c += kv * L) {                                              \
             kv = c + W <= m ? CBN_TV : 1;                                                   \
-            for (k = 0; k < kv; k++) {                                                      \
-                H[k] = cbn_vld_##SUFFIX(hi + c + k * L);                                    \
-                S[k] = cbn_vld_##SUFFIX(s + c + k * L);                                     \
-                T[k] = cbn_vld_##SUFFIX(t + c + k * L);                                     \
-            }                                                                               \
-            if (kv == CBN_TV)                                                               \
+            if (kv == CBN_TV) {                                                             \
                 CBN_TILE_AFFINE(SUFFIX, CBN_TV)                                             \
-            else                                                                            \
+            } else {                                                                        \
                 CBN_TILE_AFFINE(SUFFIX, 1)                                                  \
+            }                                                                               \
         }                                                                                   \
         if (c < m)                                                                          \
             cbn_rows_affine_##SUFFIX(xb + c, ob + c, ld, nb, m - c, hi + c, s + c, t + c, relu); \
@@ -689,6 +693,12 @@ CBN_DEFINE_TILED(f64, double)
 /* The same for dx: CBN_TVD vectors of channels (four parameters each) at a time. */
 #define CBN_TVD 2
 #define CBN_TILE_DX(SUFFIX, KV)                                                             \
+    for (j = 0; j < (KV); j++) {                                                            \
+        H[j] = cbn_vld_##SUFFIX(hi + c + j * L);                                            \
+        S[j] = cbn_vld_##SUFFIX(s + c + j * L);                                             \
+        T[j] = cbn_vld_##SUFFIX(t + c + j * L);                                             \
+        K[j] = cbn_vld_##SUFFIX(kk + c + j * L);                                            \
+    }                                                                                       \
     for (r = 0; r < nb; r++)                                                                \
         for (j = 0; j < (KV); j++) {                                                        \
             o = (r0 + r) * ld + c + j * L;                                                  \
@@ -709,16 +719,11 @@ static inline void cbn_rows_dx_tiles_##SUFFIX(const R* x, const R* dy, const R* 
         nb = n - r0 < rb ? n - r0 : rb;                                                     \
         for (c = 0; c + L <= m; c += kv * L) {                                              \
             kv = c + W <= m ? CBN_TVD : 1;                                                  \
-            for (j = 0; j < kv; j++) {                                                      \
-                H[j] = cbn_vld_##SUFFIX(hi + c + j * L);                                    \
-                S[j] = cbn_vld_##SUFFIX(s + c + j * L);                                     \
-                T[j] = cbn_vld_##SUFFIX(t + c + j * L);                                     \
-                K[j] = cbn_vld_##SUFFIX(kk + c + j * L);                                    \
-            }                                                                               \
-            if (kv == CBN_TVD)                                                              \
+            if (kv == CBN_TVD) {                                                            \
                 CBN_TILE_DX(SUFFIX, CBN_TVD)                                                \
-            else                                                                            \
+            } else {                                                                        \
                 CBN_TILE_DX(SUFFIX, 1)                                                      \
+            }                                                                               \
         }                                                                                   \
         if (c < m) {                                                                        \
             o = r0 * ld + c;                                                                \
