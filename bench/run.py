@@ -16,9 +16,10 @@ the median per call is kept:
   ONNX Runtime (inference, NCHW), when installed.
 
 The full and quick runs add float16 against float32 per byte, the ResNet-50 sums,
-and the build cbn picks at run time against the portable one and against the same
-source compiled here with -march=native (bench/build/_kernels_native, never shipped:
-how much a CPU-specific build would add).
+arrays that start 16 bytes into a cache line against 64-byte-aligned ones (also alone:
+--alignment), and the build cbn picks at run time against the portable one and
+against the same source compiled here with -march=native (bench/build/_kernels_native,
+never shipped: how much a CPU-specific build would add).
 
 Results: a table on stdout, a JSON record in bench/results/ (machine, versions,
 flags, every number) and a PNG plot when matplotlib is installed.
@@ -487,6 +488,39 @@ def run_float16(args, nt):
     return rows
 
 
+def _placed(a, off):
+    """A copy of a that starts off bytes into a 64-byte line."""
+    buf = np.empty(a.nbytes + 128, np.uint8)
+    k = (off - buf.ctypes.data) % 64
+    b = buf[k:k + a.nbytes].view(a.dtype).reshape(a.shape)
+    b[...] = a
+    return b
+
+
+ALIGN_CASES = [((1, 64, 56, 56), "NCHW"), ((1, 64, 56, 56), "NHWC"), ((1, 256, 14, 14), "NCHW"),
+               ((1, 256, 14, 14), "NHWC"), ((256, 1024), "NC")]
+
+
+def run_alignment(args, nt):
+    """cbn with out= on x, dy and out that start 16 bytes into a 64-byte line (where
+    NumPy's allocations often start: malloc aligns to 16) against the same calls on
+    64-byte-aligned copies, timed interleaved (all cores): time ratio, on cells that
+    fit in cache, where 32-byte stores that split two lines cost most."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for shape, layout in ALIGN_CASES[1:2] if args.quick else ALIGN_CASES:
+        x, dy, axis, p, _, _ = make_case(shape, layout, rng)
+        ops = [cbn_ops(_placed(x, off), _placed(dy, off), axis, p, nt, _placed(x, off))
+               for off in (16, 0)]
+        if not rows:    # the first samples of a process run slow: warm up, unrecorded
+            time_interleaved([o[op] for o in ops for op in OPS], args.rounds, args.budget)
+        for op in OPS:
+            t = time_interleaved([o[op] for o in ops], args.rounds, args.budget)
+            rows.append({"shape": list(shape), "layout": layout, "op": op,
+                         "misaligned_over_aligned": t[0] / t[1]})
+    return rows
+
+
 def on_kernels(variant, fn):
     """fn run on the given build of the kernels (so that both builds time interleaved)."""
     def run():
@@ -548,7 +582,7 @@ def print_cell(c, flush=False):
           f"{c['vs_numpy']:8.2f}{c.get('vs_torch', float('nan')):8.2f}", flush=flush)
 
 
-def summarize(cells, resnet, f16, all_threads):
+def summarize(cells, resnet, f16, all_threads, align=()):
     full = [c for c in cells if c["threads"] == all_threads]
     vs_torch = [c["vs_torch"] for c in full if "vs_torch" in c]
     big = [c for c in full if c["x_bytes"] >= 1e6]
@@ -587,6 +621,8 @@ def summarize(cells, resnet, f16, all_threads):
         "max_peak_alloc_over_x": max((c.get("peak_alloc_bytes", 0) / c["x_bytes"] for c in full),
                                      default=None),
         "worst_f16_over_f32_per_byte": max(r["f16_over_f32_per_byte"] for r in f16) if f16 else None,
+        "worst_misaligned_over_aligned": max(r["misaligned_over_aligned"] for r in align)
+        if align else None,
     }
     return s
 
@@ -671,11 +707,37 @@ def markdown(record):
         lines.append("Portable baseline (SSE2) build time / AVX2 build time: "
                      + ratio_list(record["simd"], "baseline_over_avx2") + ".")
         lines.append("")
+    if record.get("alignment"):
+        lines.append("Time with x, dy and out 16 bytes into a 64-byte line / 64-byte-aligned "
+                     "(cbn `out=`): " + ratio_list(record["alignment"], "misaligned_over_aligned")
+                     + ".")
+        lines.append("")
     if any("avx2_over_native" in f for f in record.get("simd", [])):
         lines.append("AVX2 build time / the same source built with -march=native here: "
                      + ratio_list(record["simd"], "avx2_over_native") + ".")
         lines.append("")
     return "\n".join(lines)
+
+
+def alignment_only(args):
+    """--alignment: run_alignment alone, printed and kept as <stamp>-alignment.json."""
+    args.rounds = args.rounds or 15
+    args.budget = args.budget or 0.01
+    nt = cbn.get_num_threads()
+    print(f"cbn {cbn.__version__} from {os.path.dirname(cbn.__file__)} (kernels: "
+          f"{_dispatch.active()}), {nt} threads")
+    rows = run_alignment(args, nt)
+    for r in rows:
+        print(f"{cell_name(r):<28} misaligned / aligned {r['misaligned_over_aligned']:.2f}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{stamp}-alignment.json")
+    with open(path, "w") as f:
+        json.dump({"when": stamp, "mode": "alignment", "machine": machine(),
+                   "cbn_path": os.path.dirname(cbn.__file__), "alignment": rows}, f, indent=1,
+                  default=str)
+    print(f"wrote {path}")
+    return rows
 
 
 def machine():
@@ -699,6 +761,9 @@ def main(argv=None):
     ap.add_argument("--shape", action="append", type=lambda s: tuple(map(int, s.split("x"))),
                     help="only this shape's cells, e.g. 4x32x16x28x28 (repeatable; no ResNet, "
                          "float16 or SIMD extras; results tagged 'subset')")
+    ap.add_argument("--alignment", action="store_true",
+                    help="only the alignment extra (misaligned against aligned arrays; "
+                         "results tagged 'alignment')")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the cells and the ResNet sums this many times and keep each "
@@ -713,6 +778,8 @@ def main(argv=None):
         with open(args.report) as f:
             print(markdown(json.load(f)))
         return None
+    if args.alignment:
+        return alignment_only(args)
     extras = not (args.smoke or args.shape)
     if args.smoke:
         args.quick = args.no_torch = args.no_ort = True
@@ -772,6 +839,9 @@ def main(argv=None):
     f16 = run_float16(args, all_threads) if extras else []
     print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): "
           + ratio_list(f16, "f16_over_f32_per_byte"))
+    align = run_alignment(args, all_threads) if extras else []
+    print("\ntime with x, dy and out 16 bytes into a 64-byte line / 64-byte-aligned (cbn out=, "
+          "all cores): " + ratio_list(align, "misaligned_over_aligned"))
     native = build_native() if extras else None
     simd = run_simd(args, all_threads, native) if extras else []
     if simd:
@@ -780,7 +850,7 @@ def main(argv=None):
     if any("avx2_over_native" in r for r in simd):
         print("\nAVX2 build time / -march=native build time (cbn out=, all cores): "
               + ratio_list(simd, "avx2_over_native"))
-    summary = summarize(cells, resnet, f16, all_threads)
+    summary = summarize(cells, resnet, f16, all_threads, align)
     print("\nSUMMARY " + json.dumps(summary, default=str))
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -791,7 +861,7 @@ def main(argv=None):
                   "numpy": np.__version__, "torch": torch.__version__ if torch else None,
                   "onnxruntime": ort.__version__ if ort else None, "python": sys.version},
               "summary": summary, "cells": cells, "resnet50": resnet, "float16": f16,
-              "simd": simd, "native_build": {
+              "alignment": align, "simd": simd, "native_build": {
                   "flags": "-march=native", "simd": native.build_info()["simd"]} if native else None}
     for name in (f"{stamp}-{tag}.json", f"latest-{tag}.json"):
         with open(os.path.join(args.out, name), "w") as f:

@@ -25,3 +25,16 @@ def test_bench_smoke(tmp_path):
         if c["op"] != "inference":      # the float64 sums alone, timed in the same round
             assert t["acc"] > 0 and c["floor_fraction"] > 0
     assert record["machine"]["cbn"]["version"]
+
+
+def test_bench_alignment_mode(tmp_path):
+    """--alignment times cbn on arrays 16 bytes into a cache line against aligned copies
+    and keeps the ratios (one quick round here)."""
+    res = subprocess.run([sys.executable, str(BENCH), "--alignment", "--rounds", "1",
+                          "--budget", "1e-4", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (path,) = tmp_path.glob("*-alignment.json")
+    rows = json.loads(path.read_text())["alignment"]
+    assert len(rows) == 15 and {r["op"] for r in rows} == {"inference", "training", "backward"}
+    assert all(r["misaligned_over_aligned"] > 0 for r in rows)

@@ -625,8 +625,8 @@ CBN_DEFINE_STREAMED(f64, double, int64_t)
 /* dst[j] = src[(j + h) % m] */
 #define CBN_ROTATE(dst, src, m, h)                                                          \
     {                                                                                       \
-        Py_ssize_t j_;                                                                      \
-        for (j_ = 0; j_ < (m); j_++) (dst)[j_] = (src)[j_ + (h) < (m) ? j_ + (h) : j_ + (h) - (m)]; \
+        memcpy(dst, (src) + (h), ((m) - (h)) * sizeof *(dst));                              \
+        memcpy((dst) + (m) - (h), src, (h) * sizeof *(dst));                                \
     }
 /* a tile of KV vectors at channel c down the block's rows (KV constant: the loops over
  * them unroll, and the parameters stay in registers) */
