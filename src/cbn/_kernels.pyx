@@ -786,19 +786,17 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
-    if r1 - r0 <= ROW_BLOCK * ROW_BLOCK:
-        # at most ROW_BLOCK blocks: they go into the totals directly (the same sums
-        # as through a mid-block, 0 + m being m), and the mid-block is never touched
+    # more than ROW_BLOCK blocks go through the mid-block; fewer go into the totals
+    # directly (the same sums as through a mid-block, 0 + m being m)
+    cdef bint mid = r1 - r0 > ROW_BLOCK * ROW_BLOCK
+    if not mid:
         m1 = part
         m2 = part + cpad
-    for c in range(2 * cpad):
+    for c in range(2 * cpad):                  # totals
         part[c] = 0.0
-    if not short:
-        for c in range(4 * cpad, 6 * cpad):
+    if not short:                              # the mid-block when used, block sums
+        for c in range((2 if mid else 4) * cpad, 6 * cpad):
             part[c] = 0.0
-        if m1 != part:
-            for c in range(2 * cpad, 4 * cpad):
-                part[c] = 0.0
     c0 = 0
     while c0 < C:
         w = C - c0 if C - c0 < CTILE else CTILE
@@ -819,7 +817,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
             _flush(m2 + c0, b2 + c0, w)
             r += n
             k += 1
-            if (k == ROW_BLOCK or r >= r1) and m1 != part:
+            if mid and (k == ROW_BLOCK or r >= r1):
                 _flush(part + c0, m1 + c0, w)
                 _flush(part + cpad + c0, m2 + c0, w)
                 k = 0

@@ -378,10 +378,9 @@ static inline Py_ssize_t cbn_head_to(const void* p, Py_ssize_t size, Py_ssize_t 
     Py_ssize_t h = (Py_ssize_t)((0 - (uintptr_t)p) & (a - 1)) / size;
     return h < n ? h : n;
 }
-#define cbn_head(p, size, n) cbn_head_to(p, size, n, CBN_ALIGN)
 #define CBN_ALIGNED_LANES(DST, N, BODY)                                                     \
     {                                                                                       \
-        Py_ssize_t h_ = cbn_head(DST, (Py_ssize_t)sizeof *(DST), N);                        \
+        Py_ssize_t h_ = cbn_head_to(DST, (Py_ssize_t)sizeof *(DST), N, CBN_ALIGN);          \
         for (i = 0; i < h_; i++) { BODY }                                                   \
         CBN_SIMD_LANES for (i = h_; i < (N); i++) { BODY }                                  \
     }
@@ -449,11 +448,10 @@ CBN_DEFINE_PASSES(f64, double)
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__x86_64__))
 #include <immintrin.h>
 #define CBN_CAN_STREAM 1
+#define CBN_VBYTES CBN_ALIGN     /* one vector */
 #if defined(__AVX__)
-#define CBN_VBYTES 32
 #define CBN_VSTREAM(p, v) _mm256_stream_si256((__m256i*)(void*)(p), (__m256i)(v))
 #else
-#define CBN_VBYTES 16
 #define CBN_VSTREAM(p, v) _mm_stream_si128((__m128i*)(void*)(p), (__m128i)(v))
 #endif
 static inline void cbn_stream_fence(void) { _mm_sfence(); }
@@ -619,9 +617,14 @@ CBN_DEFINE_STREAMED(f64, double, int64_t)
  * 32-256 channels, inference 1.25-1.7x the time, dx 1.1-2x; as fast as from aligned
  * arrays. */
 #define CBN_ROT_BYTES 1408
-#define CBN_ROTATES(OUT, ld, n, m)                                                          \
-    ((ld) == (m) && (n) >= 2 && (m) * (Py_ssize_t)sizeof *(OUT) % CBN_ALIGN == 0             \
-     && (m) * (Py_ssize_t)sizeof *(OUT) <= CBN_ROT_BYTES && cbn_head_to(OUT, sizeof *(OUT), m, 64))
+/* The values of out's first row before its first 64-byte-aligned one when the tiles
+ * walk rotated windows, else 0 */
+static inline Py_ssize_t cbn_rot_head(const void* out, Py_ssize_t size, Py_ssize_t ld,
+                                      Py_ssize_t n, Py_ssize_t m) {
+    if (ld != m || n < 2 || m * size % CBN_ALIGN || m * size > CBN_ROT_BYTES)
+        return 0;
+    return cbn_head_to(out, size, m, 64);
+}
 /* dst[j] = src[(j + h) % m] */
 #define CBN_ROTATE(dst, src, m, h)                                                          \
     {                                                                                       \
@@ -671,12 +674,10 @@ CBN_PASS void cbn_rows_affine_tiled_##SUFFIX(const R* x, R* out, Py_ssize_t ld, 
                                              Py_ssize_t m, const R* hi, const R* s,         \
                                              const R* t, int relu) {                        \
     R rh[CBN_ROT_BYTES / sizeof(R)], rs[CBN_ROT_BYTES / sizeof(R)], rt[CBN_ROT_BYTES / sizeof(R)]; \
-    Py_ssize_t h, e;                                                                        \
+    Py_ssize_t h = cbn_rot_head(out, sizeof(R), ld, n, m), e = (n - 1) * ld + h;             \
     if (CBN_BLOCK_ROWS(ld, R) < 2) {                                                        \
         cbn_rows_affine_##SUFFIX(x, out, ld, n, m, hi, s, t, relu);                         \
-    } else if (CBN_ROTATES(out, ld, n, m)) {                                                \
-        h = cbn_head_to(out, sizeof(R), m, 64);                                             \
-        e = (n - 1) * ld + h;                                                               \
+    } else if (h) {                                                                         \
         CBN_ROTATE(rh, hi, m, h)                                                            \
         CBN_ROTATE(rs, s, m, h)                                                             \
         CBN_ROTATE(rt, t, m, h)                                                             \
@@ -737,12 +738,10 @@ CBN_PASS void cbn_rows_dx_tiled_##SUFFIX(const R* x, const R* dy, const R* y, R*
                                          const R* hi, const R* s, const R* t, const R* kk) { \
     R rh[CBN_ROT_BYTES / sizeof(R)], rs[CBN_ROT_BYTES / sizeof(R)], rt[CBN_ROT_BYTES / sizeof(R)]; \
     R rk[CBN_ROT_BYTES / sizeof(R)];                                                        \
-    Py_ssize_t h, e;                                                                        \
+    Py_ssize_t h = cbn_rot_head(dx, sizeof(R), ld, n, m), e = (n - 1) * ld + h;              \
     if (CBN_BLOCK_ROWS(ld, R) < 2) {                                                        \
         cbn_rows_dx_##SUFFIX(x, dy, y, dx, ld, n, m, hi, s, t, kk);                         \
-    } else if (CBN_ROTATES(dx, ld, n, m)) {                                                 \
-        h = cbn_head_to(dx, sizeof(R), m, 64);                                              \
-        e = (n - 1) * ld + h;                                                               \
+    } else if (h) {                                                                         \
         CBN_ROTATE(rh, hi, m, h)                                                            \
         CBN_ROTATE(rs, s, m, h)                                                             \
         CBN_ROTATE(rt, t, m, h)                                                             \
