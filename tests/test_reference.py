@@ -427,7 +427,7 @@ def test_stream_threshold_api(kernels):
     K = _dispatch.kernels
     old = K.stream_from()
     llc = K.llc_bytes()
-    assert old == (min(llc, 96 << 20) or None) or old is None
+    assert old == (min(llc, 36 << 20) or None) or old is None
     try:
         assert K.stream_from(123) == old
         assert K.stream_from() == 123

@@ -247,11 +247,17 @@ def cpu_has_avx2():
 # 51 MB tensors 0.75-0.97, 25.7 MB 0.65-0.84, but inference on 12.8 MB (26 MB
 # touched, in cache across calls) 1.4.  Inside a virtual machine cpuid may report
 # the host's whole L3 (a 2-core Intel Xeon VM: 480 MB, "shared by 2 cores"), far
-# more than the guest gets, so the threshold is at most STREAM_CAP bytes.  Measured
-# there (float32 N x 128 x 56 x 56, 2 threads, streamed / plain time, inference and
-# training): 38.5 MB tensors (77 MB touched) 0.96-1.11, 51 MB (103 MB) 0.86-0.90.
+# more than the guest gets, so the threshold is at most STREAM_CAP bytes, set where
+# streaming starts to win there when the passes run as in a network: each call reads
+# what the one before wrote and writes a buffer last touched six calls ago (float32
+# N x 128 x 56 x 56, 2 threads, streamed / plain time): inference and training
+# 16.1 MB tensors (32 MB touched) 1.09-1.13, 19.3 MB (39 MB) 0.90-0.91, 25.7 MB
+# (51 MB) 0.85-0.93; backward with x from a cold buffer 9.6 MB (29 MB) 1.06,
+# 12.8 MB (38 MB) 1.00, 19.3 MB 0.93, 25.7 MB 0.89.  (The same pass repeated on
+# the same arrays keeps up to ~80 MB in that L3, where plain stores win, but no
+# network repeats a layer on its own output.)
 cdef Py_ssize_t _NEVER = PY_SSIZE_T_MAX
-cdef Py_ssize_t STREAM_CAP = 96 << 20
+cdef Py_ssize_t STREAM_CAP = 36 << 20
 # An output cbn has just allocated, of this many bytes or more, is written plainly:
 # allocations this large come as new pages (glibc maps 32 MiB or more afresh on each
 # call) that the OS zeroes on first touch, leaving them in cache, where streaming
