@@ -309,6 +309,17 @@ def test_interleaved_statistics_from_memory_both_walks(shape, tiled, kernels, rn
     assert _dispatch.kernels.tiled_from_memory() == old
 
 
+@pytest.mark.parametrize("shape", [(70003, 37), (2103, 1100)], ids=str)
+def test_float16_sums_from_memory(shape, kernels, rng):
+    """float16 reductions over more than 2**21 values walk a few rows at a time
+    (CBN_HWALK), prefetching the next walk: rows not a multiple of the walk or of the
+    float32 group, channels not a multiple of the tile, rows wider than a reduction
+    tile (CTILE), against the float64 oracle on 1 and 2 threads."""
+    for t in (1, 2):
+        for check in (test_batch_norm_training, test_batch_stats, test_backward):
+            check(np.float16, shape, "C", t, rng)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_planar_short_runs_sample_by_sample(dtype, rng):
     """Planar sums over runs shorter than 2 KB in arrays of 4 MB or more go sample by

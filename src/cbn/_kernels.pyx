@@ -136,20 +136,11 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_dx_f16(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
                          Py_ssize_t, Py_ssize_t, Py_ssize_t, const float*, const float*,
                          const float*, const float*, int) noexcept nogil
-    void cbn_rows_sums_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
-                           double*, double*, Py_ssize_t) noexcept nogil
-    void cbn_rows_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
-                            Py_ssize_t, Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_rows_sums_tiled_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                 const double*, double*, double*) noexcept nogil
+                                 const double*, double*, double*, int) noexcept nogil
     void cbn_rows_gsums_tiled_f16(const cbn_half*, const cbn_half*, const cbn_half*,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*, double*,
-                                  double*) noexcept nogil
-    void cbn_rows_sums_cached_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                  const double*, double*, double*) noexcept nogil
-    void cbn_rows_gsums_cached_f16(const cbn_half*, const cbn_half*, const cbn_half*,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*, double*,
-                                   double*) noexcept nogil
+                                  double*, int) noexcept nogil
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
@@ -189,7 +180,6 @@ cdef enum:
     PF_RUN = 1024       # planar sums prefetch runs shorter than this many values PF_AHEAD runs
     PF_AHEAD = 8        # ahead (measured, float32 512x512x7x7: statistics 0.53x the time,
                         # training 0.68-0.72x, backward 0.76-0.78x; 3 and 16 ahead no better)
-    HROWS = 4           # float16 rows per tile walk in reductions over more than TILED_MAX
     PF_ROWS_BYTES = 4096  # interleaved statistics over more than TILED_MAX values prefetch
                         # this many bytes ahead of each row (measured, float32 channels-last
                         # 32x128x56x56 and 8x64x112x112, one thread: statistics 0.79-0.81x
@@ -651,7 +641,6 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h; tiles: the register-tiled ones)."""
-    cdef Py_ssize_t r, k
     if data_t is float:
         tiles = tiles or ld >= WIDE_TILES or (_tiles_mem and not grad)
         if grad and tiles:
@@ -668,25 +657,12 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, 0 if tiles else PF_ROWS_BYTES)
     else:
-        # float16: in cache, float32 tiles over all n rows; from memory, float64 tiles
-        # HROWS rows at a time (measured, channels-last 100352x128 and 200704x64:
-        # 1.1-1.5x faster than the float blocks; walks of 2 or 4 rows beat walks of 16
-        # or of all rows)
-        if tiles and grad:
-            cbn_rows_gsums_cached_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
-        elif tiles:
-            cbn_rows_sums_cached_f16(x, ld, n, m, ref, s1, s2)
+        # float16: float32 tile groups; from memory, walks of a few rows at a time
+        if grad:
+            cbn_rows_gsums_tiled_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
+                                     not tiles)
         else:
-            r = 0
-            while r < n:
-                k = n - r if n - r < HROWS else HROWS
-                if grad:
-                    cbn_rows_gsums_tiled_f16(x + r * ld, dy + r * ld,
-                                             y + r * ld if masked else NULL, ld, k, m, ref,
-                                             s1, s2)
-                else:
-                    cbn_rows_sums_tiled_f16(x + r * ld, ld, k, m, ref, s1, s2)
-                r += HROWS
+            cbn_rows_sums_tiled_f16(x, ld, n, m, ref, s1, s2, not tiles)
 
 
 cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ssize_t n,

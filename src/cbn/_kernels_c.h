@@ -851,7 +851,7 @@ CBN_DEFINE_ROW_SUMS(f32, float)
 CBN_DEFINE_ROW_SUMS(f64, double)
 
 #if defined(__AVX2__) && defined(__FMA__)
-/* float32 (and float16, below) with AVX2: tiles of 8 channels whose sums stay in
+/* float32 with AVX2 (float16: cbn_tiles32_f16 below): tiles of 8 channels whose sums stay in
  * registers while the rows go past (no per-row loads and stores of the partial sums).
  * Measured against the lanes loop: 1.1-1.4x faster on data in cache, 0.6x on data from
  * memory in rows of 64 channels (the tile walks the rows with a stride, which the
@@ -859,7 +859,7 @@ CBN_DEFINE_ROW_SUMS(f64, double)
  * more (the lanes loop's per-channel sums no longer stay in L1), so the kernels choose
  * them by size and width (_kernels.pyx TILED_MAX, WIDE_TILES).  float16's lanes loop
  * converts rows to float32 blocks first, and there the tiles win from memory too,
- * walking 4 rows at a time (_kernels.pyx HROWS). */
+ * walking a few rows at a time (CBN_HWALK). */
 /* rows per tile walk: all of them for short rows; for rows of 512 floats or more,
  * whose 2 KB+ strides map a tile's rows to few L1 sets, as many as an 8-way L1 holds
  * for the arrays read (8 rows of x; 4 of x and dy; 2 of x, dy and y) */
@@ -998,12 +998,10 @@ static inline void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
 }
 #endif
 
-/* (pf: the float32 signature, which CBN_DEFINE_TILED_SUMS calls for both; not used) */
 CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                                const double* ref, double* s1, double* s2, Py_ssize_t pf) {
+                                const double* ref, double* s1, double* s2) {
     float bx[CBN_HCHUNK];
     Py_ssize_t r;
-    (void)pf;
     for (r = 0; r < n; r++, x += ld) {
         CBN_HBLOCKS(m, cbn_h2f_n(x + b_, bx, w_);
                        cbn_rows_sums_f32(bx, w_, 1, w_, ref + b_, s1 + b_, s2 + b_, 0);)
@@ -1050,29 +1048,48 @@ static inline __m256 cbn_g8h(const cbn_half* dy, const cbn_half* y) {
 static inline __m256d cbn_cvt4d(__m256 v, int upper) {
     return _mm256_cvtps_pd(upper ? _mm256_extractf128_ps(v, 1) : _mm256_castps256_ps128(v));
 }
-/* float16 register tiles: each value converted to float64, as float32's are */
-#define CBN_LD8D_F16(p, a, b)                                                               \
-    { __m256 f_ = cbn_ld8h(p); a = cbn_cvt4d(f_, 0); b = cbn_cvt4d(f_, 1); }
-CBN_DEFINE_TILED_SUMS(f16, cbn_half, CBN_LD8D_F16)
 #define CBN_TILED_SUMS_F16
-/* float16 tiles for data in cache: d = x - rf in float32 (rf: the reference rounded to
- * float32) summed over 4 rows per lane in float32 before float64 takes them, as the
- * planar float16 sums do, with the reference's remainder L = ref - rf put back per
- * tile.  Half the vector work of converting every value to float64: one thread, 0.70-
- * 0.74x the time on 3136x64 and 1568x128 statistics and backward sums (256x1024,
- * whose tiles walk 8 rows at a time: 1.0x and 0.83x); from memory, where the kernels
- * walk 4 rows at a time, the per-call correction made it 1.12-1.18x slower, so it
- * serves the in-cache tiles.
+/* float16 register tiles: d = x - rf in float32 (rf: the reference rounded to float32)
+ * summed per lane in float32 over CBN_HGROUP rows, in chains of 4 rows and a tree (as
+ * CBN_HREDUCE: at most 8 float32 roundings per value), before float64 takes them,
+ * with the reference's remainder L = ref - rf put back per walk.  Converting every
+ * value to float64 instead doubles the vector work.  Rows per walk: CBN_TILE_ROWS for
+ * data in cache (walk 0); from memory CBN_HWALK rows at a time, prefetching the rows
+ * one walk ahead.  Measured against the kernels before (groups of 4 rows in one chain
+ * in cache; float64 tiles walking 4 rows from memory), 2-core Intel Xeon VM, float16
+ * channels-last, 2 threads: 32x128x56x56 statistics 0.64x the time, training 0.81x,
+ * backward 0.83x; 1x64x56x56 statistics 0.85x, training 0.95x, backward 1.0x.
  * grad 0: s1 += sum d, s2 += sum d^2 about ref; grad 1: s1 += sum g, s2 += sum g d. */
+#define CBN_HGROUP(grad) ((grad) ? 8 : 16)
+#define CBN_HWALK 16
+/* one row of a float16 tile into (A, Q): A += g, Q += g * d */
+#define CBN_HROW(o, A, Q)                                                                   \
+    {                                                                                       \
+        const __m256 d_ = _mm256_sub_ps(cbn_ld8h(x + (o)), R);                              \
+        const __m256 g_ = grad ? cbn_g8h(dy + (o), y ? y + (o) : NULL) : d_;                \
+        A = _mm256_add_ps(A, g_);                                                           \
+        Q = _mm256_fmadd_ps(g_, d_, Q);                                                     \
+    }
 static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                                    Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                                   const double* ref, double* s1, double* s2, int grad) {
+                                   const double* ref, double* s1, double* s2, int grad,
+                                   Py_ssize_t walk) {
     const __m256 Z8 = _mm256_setzero_ps();
     const __m256d Z = _mm256_setzero_pd();
-    Py_ssize_t c, r, r0, nb, k, o;
+    const Py_ssize_t hb = m * (Py_ssize_t)sizeof(cbn_half);
+    const Py_ssize_t ahead = walk * ld * (Py_ssize_t)sizeof(cbn_half);
+    Py_ssize_t c, r, r0, nb, o;
     for (r0 = 0; r0 < n; r0 += nb) {
-        nb = CBN_TILE_ROWS(ld, grad ? (y ? 3 : 2) : 1);
+        nb = walk ? walk : CBN_TILE_ROWS(ld, grad ? (y ? 3 : 2) : 1);
         nb = n - r0 < nb ? n - r0 : nb;
+        for (r = 0; walk && r < nb; r++) {            /* the rows one walk ahead */
+            o = (r0 + r) * ld;
+            cbn_prefetch_ahead(x + o, ahead, hb);
+            if (grad)
+                cbn_prefetch_ahead(dy + o, ahead, hb);
+            if (grad && y)
+                cbn_prefetch_ahead(y + o, ahead, hb);
+        }
         for (c = 0; c + 8 <= m; c += 8) {
             __m256d L0 = _mm256_loadu_pd(ref + c), L1 = _mm256_loadu_pd(ref + c + 4);
             const __m256 R = _mm256_set_m128(_mm256_cvtpd_ps(L1), _mm256_cvtpd_ps(L0));
@@ -1080,17 +1097,30 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
             L0 = _mm256_sub_pd(L0, cbn_cvt4d(R, 0));
             L1 = _mm256_sub_pd(L1, cbn_cvt4d(R, 1));
             for (r = 0, o = r0 * ld + c; r < nb;) {
-                __m256 a = Z8, q = Z8, d, g;
-                for (k = 0; k < 4 && r < nb; k++, r++, o += ld) {
-                    d = _mm256_sub_ps(cbn_ld8h(x + o), R);
-                    g = grad ? cbn_g8h(dy + o, y ? y + o : NULL) : d;
-                    a = _mm256_add_ps(a, g);
-                    q = _mm256_fmadd_ps(g, d, q);
+                __m256 a0 = Z8, a1 = Z8, a2 = Z8, a3 = Z8, q0 = Z8, q1 = Z8, q2 = Z8, q3 = Z8;
+                const Py_ssize_t e = nb - r < CBN_HGROUP(grad) ? nb : r + CBN_HGROUP(grad);
+                if (grad) {         /* two chains (registers for dy and y) */
+                    for (; r + 2 <= e; r += 2, o += 2 * ld) {
+                        CBN_HROW(o, a0, q0)
+                        CBN_HROW(o + ld, a1, q1)
+                    }
+                } else {
+                    for (; r + 4 <= e; r += 4, o += 4 * ld) {
+                        CBN_HROW(o, a0, q0)
+                        CBN_HROW(o + ld, a1, q1)
+                        CBN_HROW(o + 2 * ld, a2, q2)
+                        CBN_HROW(o + 3 * ld, a3, q3)
+                    }
                 }
-                A0 = _mm256_add_pd(A0, cbn_cvt4d(a, 0));
-                A1 = _mm256_add_pd(A1, cbn_cvt4d(a, 1));
-                Q0 = _mm256_add_pd(Q0, cbn_cvt4d(q, 0));
-                Q1 = _mm256_add_pd(Q1, cbn_cvt4d(q, 1));
+                if (r < e) { CBN_HROW(o, a0, q0) r++; o += ld; }   /* at most 3 full steps */
+                if (r < e) { CBN_HROW(o, a1, q1) r++; o += ld; }   /* before these */
+                if (r < e) { CBN_HROW(o, a2, q2) r++; o += ld; }
+                a0 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+                q0 = _mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3));
+                A0 = _mm256_add_pd(A0, cbn_cvt4d(a0, 0));
+                A1 = _mm256_add_pd(A1, cbn_cvt4d(a0, 1));
+                Q0 = _mm256_add_pd(Q0, cbn_cvt4d(q0, 0));
+                Q1 = _mm256_add_pd(Q1, cbn_cvt4d(q0, 1));
             }
             /* about ref = rf + L: sum g (d - L) = sum g d - L sum g; for the statistics
              * (g = d) also sum (d - L) = sum d - nb L, and sum (d - L)^2 = sum d^2 -
@@ -1112,20 +1142,21 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
                 cbn_rows_gsums_f16(x + o, dy + o, y ? y + o : NULL, ld, nb, m - c, ref + c,
                                    s1 + c, s2 + c);
             else
-                cbn_rows_sums_f16(x + o, ld, nb, m - c, ref + c, s1 + c, s2 + c, 0);
+                cbn_rows_sums_f16(x + o, ld, nb, m - c, ref + c, s1 + c, s2 + c);
         }
     }
 }
-CBN_PASS void cbn_rows_sums_cached_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n,
-                                       Py_ssize_t m, const double* ref, double* s1,
-                                       double* s2) {
-    cbn_tiles32_f16(x, NULL, NULL, ld, n, m, ref, s1, s2, 0);
+/* mem: 0 for data in cache, 1 from memory */
+CBN_PASS void cbn_rows_sums_tiled_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n,
+                                      Py_ssize_t m, const double* ref, double* s1,
+                                      double* s2, int mem) {
+    cbn_tiles32_f16(x, NULL, NULL, ld, n, m, ref, s1, s2, 0, mem ? CBN_HWALK : 0);
 }
-CBN_PASS void cbn_rows_gsums_cached_f16(const cbn_half* x, const cbn_half* dy,
-                                        const cbn_half* y, Py_ssize_t ld, Py_ssize_t n,
-                                        Py_ssize_t m, const double* mean, double* s1,
-                                        double* s2) {
-    cbn_tiles32_f16(x, dy, y, ld, n, m, mean, s1, s2, 1);
+CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
+                                       const cbn_half* y, Py_ssize_t ld, Py_ssize_t n,
+                                       Py_ssize_t m, const double* mean, double* s1,
+                                       double* s2, int mem) {
+    cbn_tiles32_f16(x, dy, y, ld, n, m, mean, s1, s2, 1, mem ? CBN_HWALK : 0);
 }
 #endif
 /* relu: max(0, v) returns v when v is NaN, as v < 0 ? 0 : v does */
@@ -1266,10 +1297,10 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
 }
 #endif
 #if !defined(CBN_TILED_SUMS_F16)
-#define cbn_rows_sums_tiled_f16(...) cbn_rows_sums_f16(__VA_ARGS__, 0)
-#define cbn_rows_gsums_tiled_f16 cbn_rows_gsums_f16
-#define cbn_rows_sums_cached_f16(...) cbn_rows_sums_f16(__VA_ARGS__, 0)
-#define cbn_rows_gsums_cached_f16 cbn_rows_gsums_f16
+#define cbn_rows_sums_tiled_f16(x, ld, n, m, ref, s1, s2, mem) \
+    cbn_rows_sums_f16(x, ld, n, m, ref, s1, s2)
+#define cbn_rows_gsums_tiled_f16(x, dy, y, ld, n, m, mean, s1, s2, mem) \
+    cbn_rows_gsums_f16(x, dy, y, ld, n, m, mean, s1, s2)
 #endif
 
 /* ------------------------------------------------------------ CPU features
