@@ -95,9 +95,9 @@ def test_interleaved_sums_every_tile_path(rows, C, masked, rng):
     """Channels-last statistics and backward sums through each way the float16 sums walk
     interleaved rows: grouped short rows, register tiles of 8 channels over all rows in
     cache with a channel tail, tiles a few rows at a time for rows of 512 values or
-    more, and 4 rows at a time past 2**21 values (the row counts leave a partial group
-    of 4 on 1, 2 or 4 threads), with and without the ReLU mask, about a mean far from
-    zero."""
+    more, and walks of 16 rows past 2**21 values (the row counts leave partial walks
+    and float32 groups on 1, 2 or 4 threads), with and without the ReLU mask, about a
+    mean far from zero."""
     x = _far((rows, C), 6e4, 100.0, rng)
     y = rng.standard_normal(x.shape).astype(np.float16) if masked else None
     _check_sums(x, -1, y, rng)
