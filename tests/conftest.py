@@ -17,10 +17,10 @@ U64 = 2.0 ** -53
 ACC = 64
 # float16 data: each vector lane sums 16 values of d = x - pivot (d * d, g * d) in
 # float32 before the float64 sums take them (_kernels_c.h, CBN_HREDUCE; channels-last,
-# cbn_tiles32_f16: 16 rows, 8 for the backward sums), at most 8 float32 roundings per value (the subtraction,
-# the product, 4 chained additions, 2 of a tree); |x - pivot| is up to twice the magnitudes the allowances are written
-# against (max |x|, max |x - mean|), so squares up to 4x: 56 roundings for the
-# variance, the largest.
+# cbn_tiles32_f16: 16 rows, 8 for the backward sums), at most 8 float32 roundings per
+# value (the subtraction, the product, 4 chained additions, 2 of a tree); |x - pivot|
+# is up to twice the magnitudes the allowances are written against (max |x|,
+# max |x - mean|), so squares up to 4x: 56 roundings for the variance, the largest.
 F16_ACC = 56
 
 
