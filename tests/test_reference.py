@@ -309,6 +309,27 @@ def test_interleaved_statistics_from_memory_both_walks(shape, tiled, kernels, rn
     assert _dispatch.kernels.tiled_from_memory() == old
 
 
+@pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
+@pytest.mark.parametrize("shape", [(70000, 32), (2200, 1000), (203, 1027), (1500, 600),
+                                   (9001, 61)], ids=str)
+def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
+    """float32 interleaved sums go eight rows per step on Intel CPUs (eight_row_sums):
+    statistics beyond L2 or in rows of 512 values or more, unmasked backward sums in
+    cache.  Both choices against the float64 oracle on 1 and 2 threads: rows not a
+    multiple of 8 (in each thread's 64-row blocks), channels not a multiple of 4, wide
+    rows in cache and from memory, folded narrow rows; backward masked and not."""
+    from cbn import _dispatch
+    old = _dispatch.kernels.eight_row_sums(eight)
+    try:
+        assert _dispatch.kernels.eight_row_sums() is eight
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_batch_stats, test_backward):
+                check(np.float32, shape, "C", t, rng)
+    finally:
+        _dispatch.kernels.eight_row_sums(old)
+    assert _dispatch.kernels.eight_row_sums() == old
+
+
 @pytest.mark.parametrize("shape", [(70003, 37), (2103, 1100)], ids=str)
 def test_float16_sums_from_memory(shape, kernels, rng):
     """float16 reductions over more than 2**21 values walk a few rows at a time

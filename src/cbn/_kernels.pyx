@@ -120,6 +120,10 @@ cdef extern from "_kernels_c.h":
                            double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_sums_tiled_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                  const double*, double*, double*) noexcept nogil
+    void cbn_rows_sums8_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
+                            double*, double*) noexcept nogil
+    void cbn_rows_gsums8_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
+                             Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_rows_gsums_tiled_f32(const float*, const float*, const float*, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, const double*, double*,
                                   double*) noexcept nogil
@@ -169,6 +173,8 @@ cdef enum:
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
     SLOT = 6            # rows of partials per thread in interleaved reductions
+    ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
+    ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
@@ -270,6 +276,31 @@ cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc 
 # statistics 0.93, training 0.82 (backward sums 0.96-1.07: not changed); on the
 # 2-core AMD EPYC Zen 3 VM (512 KB L2) tile walks from memory were 1.5-2x slower.
 cdef bint _tiles_mem = cbn_cpu_is_intel()
+
+# On Intel CPUs, float32 sums over interleaved rows go eight rows per step
+# (cbn_rows_sums8_f32, cbn_rows_gsums8_f32: each channel's eight deviations added in
+# a tree, then into its sums) instead of the register tiles or one row per step, except
+# rows narrower than ROWS8_WIDE values of at most ROWS8_NEAR bytes per thread (in L2:
+# the tiles are as fast) and the backward sums from memory or with the ReLU mask
+# (more streams than the prefetchers follow).  Measured in one process, 2-core Intel
+# Xeon VM, eight-row / previous time on 1 and 2 threads: statistics of channels-last
+# 4x32x16x28x28 0.82-0.85, 256x1024 0.83-0.89, 512x512 0.69-0.88, 32x128x56x56
+# 0.94, 8x64x112x112 0.94-0.99, 1x64x56x56 (in L2) 1.11 (hence ROWS8_NEAR); training
+# 256x1024 0.90-0.91, 32x128x56x56 0.96; backward 4x32x16x28x28 0.94-0.96, 256x1024
+# 0.91-0.95; backward with the mask 1.03-1.10 (4x32x16x28x28) and 1.32 (32x128x56x56),
+# and unmasked 32x128x56x56 1.06-1.09 on 2 threads (hence not there).
+cdef bint _rows8 = cbn_cpu_is_intel()
+
+
+def eight_row_sums(flag=None):
+    """Whether float32 interleaved sums may go eight rows per step (see _rows_sums);
+    eight_row_sums(True/False) sets it and returns the old value (for tests and
+    measurements)."""
+    global _rows8
+    old = bool(_rows8)
+    if flag is not None:
+        _rows8 = bool(flag)
+    return old
 
 
 def tiled_from_memory(flag=None):
@@ -648,11 +679,18 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                             bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                             const double* ref, double* s1, double* s2,
-                            bint tiles) noexcept nogil:
+                            bint tiles, bint near) noexcept nogil:
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
-    primitives of _kernels_c.h; tiles: the register-tiled ones)."""
+    primitives of _kernels_c.h).  tiles: the reduction is small enough for the
+    register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes."""
     if data_t is float:
+        if _rows8 and (not near or ld >= ROWS8_WIDE) and not (grad and (masked or not tiles)):
+            if grad:
+                cbn_rows_gsums8_f32(x, dy, NULL, ld, n, m, ref, s1, s2)
+            else:
+                cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2)
+            return
         tiles = tiles or ld >= WIDE_TILES or (_tiles_mem and not grad)
         if grad and tiles:
             cbn_rows_gsums_tiled_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
@@ -778,6 +816,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef double* b2 = part + 5 * cpad
     cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
+    cdef bint near = (r1 - r0) * C * <Py_ssize_t>sizeof(data_t) <= ROWS8_NEAR
     cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
     # more than ROW_BLOCK blocks go through the mid-block; fewer go into the totals
     # directly (the same sums as through a mid-block, 0 + m being m)
@@ -796,7 +835,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
         if short:
             off = r0 * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, r1 - r0, w, ref + c0,
-                       part + c0, part + cpad + c0, tiles)
+                       part + c0, part + cpad + c0, tiles, near)
             c0 += w
             continue
         r = r0
@@ -805,7 +844,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
             n = r1 - r if r1 - r < ROW_BLOCK else ROW_BLOCK
             off = r * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, n, w, ref + c0, b1 + c0,
-                       b2 + c0, tiles)
+                       b2 + c0, tiles, near)
             _flush(m1 + c0, b1 + c0, w)
             _flush(m2 + c0, b2 + c0, w)
             r += n

@@ -850,6 +850,7 @@ CBN_PASS void cbn_rows_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ss
 CBN_DEFINE_ROW_SUMS(f32, float)
 CBN_DEFINE_ROW_SUMS(f64, double)
 
+
 #if defined(__AVX2__) && defined(__FMA__)
 /* float32 with AVX2 (float16: cbn_tiles32_f16 below): tiles of 8 channels whose sums
  * stay in registers while the rows go past (no per-row loads and stores of the partial
@@ -963,8 +964,81 @@ CBN_PASS void cbn_rows_gsums_tiled_##SUFFIX(const T* x, const T* dy, const T* y,
     }                                                                                       \
 }
 CBN_DEFINE_TILED_SUMS(f32, float, CBN_LD8D_F32)
+/* Eight rows per step along the channels, four channels at a time: the eight deviations
+ * of a channel are added in a tree before they meet its sums in memory, so the sums
+ * are loaded and stored once per eight rows (that traffic bounds the one-row loop)
+ * and the rows stream past in order (the tiles walk them with a stride).  The last
+ * m % 4 channels and n % 8 rows take the one-row loop. */
+#define CBN_DEV4(k) _mm256_sub_pd(CBN_LD4D(a + (k) * ld + c), R)
+#define CBN_SQ2(u, v) _mm256_fmadd_pd(v, v, _mm256_mul_pd(u, u))
+CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                                 const double* ref, double* s1, double* s2) {
+    Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
+    for (r = 0; r < n8; r += 8) {
+        const float* a = x + r * ld;
+        for (c = 0; c < m4; c += 4) {
+            const __m256d R = _mm256_loadu_pd(ref + c);
+            __m256d d0 = CBN_DEV4(0), d1 = CBN_DEV4(1), d2 = CBN_DEV4(2), d3 = CBN_DEV4(3);
+            __m256d d4 = CBN_DEV4(4), d5 = CBN_DEV4(5), d6 = CBN_DEV4(6), d7 = CBN_DEV4(7);
+            __m256d s = _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(d0, d1), _mm256_add_pd(d2, d3)),
+                                      _mm256_add_pd(_mm256_add_pd(d4, d5), _mm256_add_pd(d6, d7)));
+            __m256d q = _mm256_add_pd(_mm256_add_pd(CBN_SQ2(d0, d1), CBN_SQ2(d2, d3)),
+                                      _mm256_add_pd(CBN_SQ2(d4, d5), CBN_SQ2(d6, d7)));
+            cbn_add4(s1 + c, s);
+            cbn_add4(s2 + c, q);
+        }
+    }
+    if (m4 < m)
+        cbn_rows_sums_f32(x + m4, ld, n8, m - m4, ref + m4, s1 + m4, s2 + m4, 0);
+    if (n8 < n)
+        cbn_rows_sums_f32(x + n8 * ld, ld, n - n8, m, ref, s1, s2, 0);
+}
+/* The same for the backward sums: g = dy (or 0 where y <= 0), G(k) the 4 values of
+ * g in row k */
+#define CBN_GPLAIN4(k) CBN_LD4D(dy + (k) * ld + c)
+#define CBN_GMASK4(k)                                                                       \
+    _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(y + (k) * ld + c), Z, _CMP_NLE_UQ), CBN_GPLAIN4(k))
+#define CBN_GQ(k, o) _mm256_mul_pd(g##k, _mm256_sub_pd(CBN_LD4D(x + ((o) + k) * ld + c), M))
+/* rows o .. o + 3: A, Q = the sums of their g and g * (x - mean) */
+#define CBN_GHALF(G, o, A, Q)                                                               \
+    {                                                                                       \
+        __m256d g0 = G((o)), g1 = G((o) + 1), g2 = G((o) + 2), g3 = G((o) + 3);            \
+        A = _mm256_add_pd(_mm256_add_pd(g0, g1), _mm256_add_pd(g2, g3));                    \
+        Q = _mm256_add_pd(_mm256_add_pd(CBN_GQ(0, o), CBN_GQ(1, o)),                        \
+                          _mm256_add_pd(CBN_GQ(2, o), CBN_GQ(3, o)));                       \
+    }
+#define CBN_GROWS8(G)                                                                       \
+    for (r = 0; r < n8; r += 8, x += 8 * ld, dy += 8 * ld, y = y ? y + 8 * ld : y)          \
+        for (c = 0; c < m4; c += 4) {                                                       \
+            const __m256d M = _mm256_loadu_pd(mean + c);                                     \
+            __m256d a0, q0, a1, q1;                                                         \
+            CBN_GHALF(G, 0, a0, q0)                                                         \
+            CBN_GHALF(G, 4, a1, q1)                                                         \
+            cbn_add4(s1 + c, _mm256_add_pd(a0, a1));                                        \
+            cbn_add4(s2 + c, _mm256_add_pd(q0, q1));                                        \
+        }
+CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* y,
+                                  Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                                  const double* mean, double* s1, double* s2) {
+    const __m256d Z = _mm256_setzero_pd();
+    const float *x0 = x, *dy0 = dy, *y0 = y;
+    Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
+    if (y) {
+        CBN_GROWS8(CBN_GMASK4)
+    } else {
+        CBN_GROWS8(CBN_GPLAIN4)
+    }
+    if (m4 < m)
+        cbn_rows_gsums_f32(x0 + m4, dy0 + m4, y0 ? y0 + m4 : NULL, ld, n8, m - m4, mean + m4,
+                           s1 + m4, s2 + m4);
+    if (n8 < n)
+        cbn_rows_gsums_f32(x0 + n8 * ld, dy0 + n8 * ld, y0 ? y0 + n8 * ld : NULL, ld, n - n8,
+                           m, mean, s1, s2);
+}
 #else
 #define cbn_rows_sums_tiled_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
+#define cbn_rows_sums8_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
+#define cbn_rows_gsums8_f32 cbn_rows_gsums_f32
 #define cbn_rows_gsums_tiled_f32 cbn_rows_gsums_f32
 #endif
 
