@@ -330,6 +330,26 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     assert _dispatch.kernels.eight_row_sums() == old
 
 
+@pytest.mark.parametrize("back", [False, True], ids=["forward", "reversed"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(70000, 32), (9001, 61), (2200, 1000)], ids=str)
+def test_interleaved_second_pass_reversed(shape, dtype, back, rng):
+    """Interleaved training and backward write rows beyond L2 in 32 KB blocks from the
+    last (second_pass_reversed): rows not a multiple of the block, folded narrow rows
+    with a leftover row, wide rows; both walks against the float64 oracle on 1 and 2
+    threads."""
+    from cbn import _dispatch
+    old = _dispatch.kernels.second_pass_reversed(back)
+    try:
+        assert _dispatch.kernels.second_pass_reversed() is back
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_backward):
+                check(dtype, shape, "C", t, rng)
+    finally:
+        _dispatch.kernels.second_pass_reversed(old)
+    assert _dispatch.kernels.second_pass_reversed() == old
+
+
 @pytest.mark.parametrize("shape", [(70003, 37), (2103, 1100)], ids=str)
 def test_float16_sums_from_memory(shape, kernels, rng):
     """float16 reductions over more than 2**21 values walk a few rows at a time

@@ -174,6 +174,7 @@ cdef enum:
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
+    BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
@@ -290,6 +291,26 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # 0.91-0.95; backward with the mask 1.03-1.10 (4x32x16x28x28) and 1.32 (32x128x56x56),
 # and unmasked 32x128x56x56 1.06-1.09 on 2 threads (hence not there).
 cdef bint _rows8 = cbn_cpu_is_intel()
+
+# The second pass of interleaved training and backward (the output after the sums), when
+# it writes plainly (not register-tiled: beyond L2; not streamed: within the last-level
+# cache), walks each thread's rows in blocks of BACK_BYTES from its last: the rows the
+# sums read last are still in L2.  Measured in one process, 2-core Intel Xeon VM, float32
+# channels-last, reversed / forward time on 1 and 2 threads: training 4x32x16x28x28
+# 0.91-0.99, 4x64x56x56 0.92-0.97; backward 0.94-0.99 and 0.90-0.97; 1x64x56x56 and
+# 256x1024 (register-tiled) unchanged.
+cdef bint _back = True
+
+
+def second_pass_reversed(flag=None):
+    """Whether interleaved training and backward write their output from the last rows
+    back (see _task_apply); second_pass_reversed(True/False) sets it and returns the old
+    value (for tests and measurements)."""
+    global _back
+    old = bool(_back)
+    if flag is not None:
+        _back = bool(flag)
+    return old
 
 
 def eight_row_sums(flag=None):
@@ -913,10 +934,17 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
                              const real_t* p, bint relu, Py_ssize_t q0, Py_ssize_t q1,
-                             int store) noexcept nogil:
-    """Planes [q0, q1) (planar) or rows [q0, q1) (interleaved) of the output."""
+                             int store, bint back=False) noexcept nogil:
+    """Planes [q0, q1) (planar) or rows [q0, q1) (interleaved) of the output.  back:
+    interleaved rows written plainly go in blocks of BACK_BYTES from the last."""
     cdef Py_ssize_t q, c = q0 % C
-    if inner == 1:
+    cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
+    if inner == 1 and back and store == STORE_PLAIN and _back:
+        while q1 > q0:
+            q = q1 - b if q1 - b > q0 else q0
+            _rows_affine(x + q * C, out + q * C, C, q1 - q, C, p, C, relu, store)
+            q1 = q
+    elif inner == 1:
         _rows_affine(x + q0 * C, out + q0 * C, C, q1 - q0, C, p, C, relu, store)
     else:
         for q in range(q0, q1):
@@ -929,7 +957,7 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
 
 cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  Py_ssize_t inner, const real_t* p, real_t* pw, bint relu, int T,
-                 bint fresh) noexcept nogil:
+                 bint fresh, bint back=False) noexcept nogil:
     """out = (x - hi) * scale + shift per channel (then max(., 0) with relu).
 
     Narrow interleaved rows go R at a time (_fold) with the table repeated into pw
@@ -938,18 +966,18 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     cdef Py_ssize_t full = outer // R
     cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T, inner, fresh)
     if R == 1 or full == 0:
-        _apply_blocks(x, out, outer, C, inner, p, relu, store, T)
+        _apply_blocks(x, out, outer, C, inner, p, relu, store, T, back)
         return
     for k in range(N_PARAMS):
         _repeat(p + k * C, C, R * C, pw + k * R * C)
-    _apply_blocks(x, out, full, R * C, 1, pw, relu, store, T)
+    _apply_blocks(x, out, full, R * C, 1, pw, relu, store, T, back)
     _task_apply(x + full * R * C, out + full * R * C, C, 1, p, relu, 0, outer - full * R,
                 store)
 
 
 cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                         Py_ssize_t inner, const real_t* p, bint relu, int store,
-                        int T) noexcept nogil:
+                        int T, bint back) noexcept nogil:
     """_apply without folding: planes (or rows) are contiguous and consecutive; they
     are split into nb equal blocks, one per thread, of TASK values or more (small
     planes share a task)."""
@@ -959,9 +987,10 @@ cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize
     nb = 1 if nb < 1 else min(nb, nq, T)
     if T > 1 and nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
-            _task_apply(x, out, C, inner, p, relu, nq * k // nb, nq * (k + 1) // nb, store)
+            _task_apply(x, out, C, inner, p, relu, nq * k // nb, nq * (k + 1) // nb, store,
+                        back)
     else:
-        _task_apply(x, out, C, inner, p, relu, 0, nq, store)
+        _task_apply(x, out, C, inner, p, relu, 0, nq, store, back)
 
 
 cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
@@ -1015,7 +1044,7 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
         _stats(x, outer, C, inner, mean, var, scratch, T)
         for c in range(C):
             _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
-        _apply(x, out, outer, C, inner, p, <real_t*>scratch, relu, T, fresh)
+        _apply(x, out, outer, C, inner, p, <real_t*>scratch, relu, T, fresh, True)
 
 
 cdef inline bint _slabs(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
@@ -1140,10 +1169,18 @@ cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t*
 
 cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bint masked,
                           data_t* dx, Py_ssize_t C, Py_ssize_t inner, const real_t* p,
-                          Py_ssize_t q0, Py_ssize_t q1, int store) noexcept nogil:
-    """Rows [q0, q1) (interleaved) or planes [q0, q1) (planar) of dx."""
+                          Py_ssize_t q0, Py_ssize_t q1, int store, bint back=False) noexcept nogil:
+    """Rows [q0, q1) (interleaved) or planes [q0, q1) (planar) of dx; back as in
+    _task_apply."""
     cdef Py_ssize_t q, off, c = q0 % C
-    if inner == 1:
+    cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
+    if inner == 1 and back and store == STORE_PLAIN and _back:
+        while q1 > q0:
+            q = q1 - b if q1 - b > q0 else q0
+            off = q * C
+            _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, q1 - q, C, p, C, store)
+            q1 = q
+    elif inner == 1:
         off = q0 * C
         _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, q1 - q0, C, p, C, store)
     else:
@@ -1159,18 +1196,18 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
 
 cdef void _dx_blocks(const data_t* dy, const data_t* x, const data_t* y, bint masked,
                      data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                     const real_t* p, int store, int T) noexcept nogil:
+                     const real_t* p, int store, int T, bint back=False) noexcept nogil:
     """dx over rows of C channels (inner 1) or over all planes in memory order, in nb
-    equal blocks, one per thread, of TASK values or more."""
+    equal blocks, one per thread, of TASK values or more; back as in _task_apply."""
     cdef Py_ssize_t nq = outer * C if inner > 1 else outer
     cdef Py_ssize_t k, nb = outer * C * inner // TASK
     nb = 1 if nb < 1 else min(nb, nq, T)
     if T > 1 and nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
             _task_dx(dy, x, y, masked, dx, C, inner, p, nq * k // nb, nq * (k + 1) // nb,
-                     store)
+                     store, back)
     else:
-        _task_dx(dy, x, y, masked, dx, C, inner, p, 0, nq, store)
+        _task_dx(dy, x, y, masked, dx, C, inner, p, 0, nq, store, back)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -1211,7 +1248,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     pw = <real_t*>scratch
     for c in range(N_PARAMS):
         _repeat(p + c * C, C, R * C, pw + c * R * C)
-    _dx_blocks(dy, x, y, masked, dx, full, R * C, 1, pw, store, T)
+    _dx_blocks(dy, x, y, masked, dx, full, R * C, 1, pw, store, T, True)
     off = full * R * C
     _task_dx(dy + off, x + off, y + off, masked, dx + off, C, 1, p, 0, outer - full * R,
              store)

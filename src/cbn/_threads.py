@@ -170,6 +170,7 @@ def show_config(print_out=True):
         "streaming_stores_from_bytes": _dispatch.kernels.stream_from(),
         "tiled_stats_from_memory": _dispatch.kernels.tiled_from_memory(),
         "eight_row_sums": _dispatch.kernels.eight_row_sums(),
+        "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
     }
     if print_out:
         width = max(map(len, cfg))
