@@ -174,6 +174,7 @@ cdef enum:
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
+    GSUMS8_MAX = 1 << 23  # unmasked backward sums go eight rows per step up to this many values
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
@@ -282,14 +283,15 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # (cbn_rows_sums8_f32, cbn_rows_gsums8_f32: each channel's eight deviations added in
 # a tree, then into its sums) instead of the register tiles or one row per step, except
 # rows narrower than ROWS8_WIDE values of at most ROWS8_NEAR bytes per thread (in L2:
-# the tiles are as fast) and the backward sums from memory or with the ReLU mask
-# (more streams than the prefetchers follow).  Measured in one process, 2-core Intel
-# Xeon VM, eight-row / previous time on 1 and 2 threads: statistics of channels-last
-# 4x32x16x28x28 0.82-0.85, 256x1024 0.83-0.89, 512x512 0.69-0.88, 32x128x56x56
-# 0.94, 8x64x112x112 0.94-0.99, 1x64x56x56 (in L2) 1.11 (hence ROWS8_NEAR); training
-# 256x1024 0.90-0.91, 32x128x56x56 0.96; backward 4x32x16x28x28 0.94-0.96, 256x1024
-# 0.91-0.95; backward with the mask 1.03-1.10 (4x32x16x28x28) and 1.32 (32x128x56x56),
-# and unmasked 32x128x56x56 1.06-1.09 on 2 threads (hence not there).
+# the tiles are as fast), backward sums with the ReLU mask, and backward sums over
+# more than GSUMS8_MAX values per array (more streams than the prefetchers follow).
+# Measured in one process, 2-core Intel Xeon VM, eight-row / previous time on 1 and 2
+# threads: statistics of channels-last 4x32x16x28x28 0.82-0.85, 256x1024 0.83-0.89,
+# 512x512 0.69-0.88, 32x128x56x56 0.94, 8x64x112x112 0.94-0.99, 1x64x56x56 (in L2)
+# 1.11 (hence ROWS8_NEAR); training 256x1024 0.90-0.91, 32x128x56x56 0.96; backward
+# 4x32x16x28x28 0.89-0.92, 8x64x112x112 0.98-1.00, 256x1024 0.91-0.95; backward with
+# the mask 1.03-1.10 (4x32x16x28x28) and 1.32 (32x128x56x56), and unmasked
+# 32x128x56x56 1.06-1.09 on 2 threads (hence not there).
 cdef bint _rows8 = cbn_cpu_is_intel()
 
 # The second pass of interleaved training and backward (the output after the sums), when
@@ -700,13 +702,14 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                             bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                             const double* ref, double* s1, double* s2,
-                            bint tiles, bint near) noexcept nogil:
+                            bint tiles, bint near, bint fits) noexcept nogil:
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
-    register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes."""
+    register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
+    fits: each array holds at most GSUMS8_MAX values."""
     if data_t is float:
-        if _rows8 and (not near or ld >= ROWS8_WIDE) and not (grad and (masked or not tiles)):
+        if _rows8 and (not near or ld >= ROWS8_WIDE) and not (grad and (masked or not fits)):
             if grad:
                 cbn_rows_gsums8_f32(x, dy, NULL, ld, n, m, ref, s1, s2)
             else:
@@ -838,6 +841,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint near = (r1 - r0) * C * <Py_ssize_t>sizeof(data_t) <= ROWS8_NEAR
+    cdef bint fits = rows * C <= GSUMS8_MAX
     cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
     # more than ROW_BLOCK blocks go through the mid-block; fewer go into the totals
     # directly (the same sums as through a mid-block, 0 + m being m)
@@ -856,7 +860,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
         if short:
             off = r0 * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, r1 - r0, w, ref + c0,
-                       part + c0, part + cpad + c0, tiles, near)
+                       part + c0, part + cpad + c0, tiles, near, fits)
             c0 += w
             continue
         r = r0
@@ -865,7 +869,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
             n = r1 - r if r1 - r < ROW_BLOCK else ROW_BLOCK
             off = r * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, n, w, ref + c0, b1 + c0,
-                       b2 + c0, tiles, near)
+                       b2 + c0, tiles, near, fits)
             _flush(m1 + c0, b1 + c0, w)
             _flush(m2 + c0, b2 + c0, w)
             r += n
