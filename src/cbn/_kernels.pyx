@@ -174,9 +174,10 @@ cdef enum:
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
-    GSUMS8_MAX = 1 << 23  # unmasked backward sums go eight rows per step up to this many values
-    BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8)
+    GSUMS8_MAX = 1 << 23  # unmasked backward sums go eight rows per step up to this many
+                        # values per array (_rows8)
+    BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
@@ -1173,7 +1174,8 @@ cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t*
 
 cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bint masked,
                           data_t* dx, Py_ssize_t C, Py_ssize_t inner, const real_t* p,
-                          Py_ssize_t q0, Py_ssize_t q1, int store, bint back=False) noexcept nogil:
+                          Py_ssize_t q0, Py_ssize_t q1, int store,
+                          bint back=False) noexcept nogil:
     """Rows [q0, q1) (interleaved) or planes [q0, q1) (planar) of dx; back as in
     _task_apply."""
     cdef Py_ssize_t q, off, c = q0 % C
