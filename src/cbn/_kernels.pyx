@@ -122,8 +122,8 @@ cdef extern from "_kernels_c.h":
                                  const double*, double*, double*) noexcept nogil
     void cbn_rows_sums8_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                             double*, double*) noexcept nogil
-    void cbn_rows_gsums8_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
-                             Py_ssize_t, const double*, double*, double*) noexcept nogil
+    void cbn_rows_gsums8_f32(const float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             const double*, double*, double*) noexcept nogil
     void cbn_rows_gsums_tiled_f32(const float*, const float*, const float*, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, const double*, double*,
                                   double*) noexcept nogil
@@ -712,7 +712,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     if data_t is float:
         if _rows8 and (not near or ld >= ROWS8_WIDE) and not (grad and (masked or not fits)):
             if grad:
-                cbn_rows_gsums8_f32(x, dy, NULL, ld, n, m, ref, s1, s2)
+                cbn_rows_gsums8_f32(x, dy, ld, n, m, ref, s1, s2)
             else:
                 cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2)
             return
