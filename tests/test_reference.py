@@ -350,6 +350,29 @@ def test_interleaved_second_pass_reversed(shape, dtype, back, rng):
     assert _dispatch.kernels.second_pass_reversed() == old
 
 
+@pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("split", [False, True], ids=["channels", "split"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1, 1, 70001), (5, 3, 4099), (2, 5, 97, 101)], ids=str)
+def test_planar_few_channels_split(shape, dtype, split, rng):
+    """Planar work on few channels (not a multiple of the threads) splits the values
+    among threads (split_few_channels) for statistics, training and backward sums, and
+    every planar output pass cuts its blocks by values, mid-plane.  Both choices against
+    the float64 oracle on 2 and 3 threads, plain and streamed: one channel, three and
+    five, planes not a multiple of the 16-value cut unit; backward masked and not."""
+    from cbn import _dispatch
+    old = _dispatch.kernels.split_few_channels(split)
+    try:
+        assert _dispatch.kernels.split_few_channels() is split
+        for t in (2, 3):
+            for check in (test_batch_norm_training, test_batch_stats, test_backward,
+                          test_batch_norm_eval):
+                check(dtype, shape, "C", t, rng)
+    finally:
+        _dispatch.kernels.split_few_channels(old)
+    assert _dispatch.kernels.split_few_channels() == old
+
+
 @pytest.mark.parametrize("shape", [(70003, 37), (2103, 1100)], ids=str)
 def test_float16_sums_from_memory(shape, kernels, rng):
     """float16 reductions over more than 2**21 values walk a few rows at a time

@@ -168,6 +168,7 @@ ctypedef fused real_t:      # what the outputs are computed in
 cdef enum:
     BLOCK = 1024        # planar reductions add a block total into the result every BLOCK values
     TASK = 4096         # least values per parallel task of the output passes
+    CUT_UNIT = 16       # planar blocks of parallel passes start on multiples of this many values
     CTILE = 1024        # channels per tile in interleaved reductions (block sums stay in L1)
     WIDE_TILES = 1024   # float32 rows of at least this many channels take the register tiles from memory too
     ROW_BLOCK = 64      # interleaved reductions flush their partials every ROW_BLOCK rows
@@ -303,6 +304,26 @@ cdef bint _rows8 = cbn_cpu_is_intel()
 # 0.91-0.99, 4x64x56x56 0.92-0.97; backward 0.94-0.99 and 0.90-0.97; 1x64x56x56 and
 # 256x1024 (register-tiled) unchanged.
 cdef bint _back = True
+
+# Planar statistics, training and backward on few channels split the values among
+# threads (_split) instead of giving each thread whole channels.  Measured in one
+# process, 2-core Intel Xeon VM, float32, 2 threads, split / by-channel time: training
+# 1x1x512x512 0.39, 16x1x16000 0.42, 1x3x224x224 and 4x3x224x224 0.75, 32x3x224x224
+# (19 MB, from memory: x is read twice, but by both cores) 0.77, 2x3x512x512 0.82;
+# backward 0.31-0.34 (one channel), 0.78-0.90 (three); statistics 0.51-0.84;
+# 1x5x128x128 (80K values) 0.97-1.04.
+cdef bint _split_on = True
+
+
+def split_few_channels(flag=None):
+    """Whether planar statistics, training and backward sums on few channels split the
+    values among threads (see _split); split_few_channels(True/False) sets it and
+    returns the old setting (for benchmarks and tests)."""
+    global _split_on
+    old = bool(_split_on)
+    if flag is not None:
+        _split_on = bool(flag)
+    return old
 
 
 def second_pass_reversed(flag=None):
@@ -937,12 +958,35 @@ cdef void _rows_reduce(const data_t* x, const data_t* dy, const data_t* y, bint 
                 s2[c] += part[t * SLOT * wpad + wpad + j * C + c]
 
 
+cdef inline Py_ssize_t _blocks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, int T,
+                               Py_ssize_t* nq, Py_ssize_t* unit) noexcept nogil:
+    """How many equal blocks, one per thread, an output pass (or _split_sums) cuts its
+    work into: of TASK values or more, at most T.  The work is nq items of unit
+    granularity: interleaved, outer rows (unit 1); planar, all outer * C * inner values
+    in memory order (unit CUT_UNIT, so that blocks start on their own cache lines), which
+    balances the threads whatever the number of channels and planes."""
+    cdef Py_ssize_t nb = outer * C * inner // TASK
+    if inner > 1:
+        nq[0], unit[0] = outer * C * inner, CUT_UNIT
+    else:
+        nq[0], unit[0] = outer, 1
+    return 1 if nb < 1 or T < 2 else min(nb, nq[0], T)
+
+
+cdef inline Py_ssize_t _cut(Py_ssize_t n, Py_ssize_t k, Py_ssize_t nb,
+                            Py_ssize_t unit) noexcept nogil:
+    """Start of block k of nb equal blocks of n items (n for k == nb), rounded down to
+    a multiple of unit."""
+    return n if k >= nb else n * k // nb // unit * unit
+
+
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
                              const real_t* p, bint relu, Py_ssize_t q0, Py_ssize_t q1,
                              int store, bint back=False) noexcept nogil:
-    """Planes [q0, q1) (planar) or rows [q0, q1) (interleaved) of the output.  back:
-    interleaved rows written plainly go in blocks of BACK_BYTES from the last."""
-    cdef Py_ssize_t q, c = q0 % C
+    """Rows [q0, q1) (interleaved) or values [q0, q1) in memory order (planar: runs of
+    inner values, channel by channel) of the output.  back: interleaved rows written
+    plainly go in blocks of BACK_BYTES from the last."""
+    cdef Py_ssize_t q, e, c
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
     if inner == 1 and back and store == STORE_PLAIN and _back:
         while q1 > q0:
@@ -952,9 +996,14 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     elif inner == 1:
         _rows_affine(x + q0 * C, out + q0 * C, C, q1 - q0, C, p, C, relu, store)
     else:
-        for q in range(q0, q1):
-            _run_affine(x + q * inner, out + q * inner, inner, p[P_HI * C + c],
-                        p[P_SCALE * C + c], p[P_SHIFT * C + c], relu, store == STORE_STREAM)
+        q = q0 // inner
+        c = q % C
+        while q0 < q1:
+            e = (q + 1) * inner if (q + 1) * inner < q1 else q1
+            _run_affine(x + q0, out + q0, e - q0, p[P_HI * C + c], p[P_SCALE * C + c],
+                        p[P_SHIFT * C + c], relu, store == STORE_STREAM)
+            q0 = e
+            q += 1
             c = c + 1 if c + 1 < C else 0
     if store == STORE_STREAM:
         cbn_stream_fence()
@@ -983,17 +1032,13 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
 cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                         Py_ssize_t inner, const real_t* p, bint relu, int store,
                         int T, bint back) noexcept nogil:
-    """_apply without folding: planes (or rows) are contiguous and consecutive; they
-    are split into nb equal blocks, one per thread, of TASK values or more (small
-    planes share a task)."""
-    cdef Py_ssize_t nq = outer * C if inner > 1 else outer
-    cdef Py_ssize_t per = inner if inner > 1 else C
-    cdef Py_ssize_t k, nb = nq * per // TASK
-    nb = 1 if nb < 1 else min(nb, nq, T)
-    if T > 1 and nb > 1:
+    """_apply without folding, in _blocks (rows, or planar values in memory order)."""
+    cdef Py_ssize_t k, nq, unit
+    cdef Py_ssize_t nb = _blocks(outer, C, inner, T, &nq, &unit)
+    if nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
-            _task_apply(x, out, C, inner, p, relu, nq * k // nb, nq * (k + 1) // nb, store,
-                        back)
+            _task_apply(x, out, C, inner, p, relu, _cut(nq, k, nb, unit),
+                        _cut(nq, k + 1, nb, unit), store, back)
     else:
         _task_apply(x, out, C, inner, p, relu, 0, nq, store, back)
 
@@ -1038,7 +1083,7 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     cdef Py_ssize_t c
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
                               fresh) == STORE_STREAM
-    if inner > 1 and not _slabs(outer, C, inner, sizeof(data_t)):
+    if inner > 1 and not _slabs(outer, C, inner, sizeof(data_t)) and not _split(C, inner, T):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
                 _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream)
@@ -1090,6 +1135,20 @@ cdef inline void _task_slab(const data_t* x, const data_t* dy, const data_t* y, 
             since = 0
 
 
+cdef inline void _merge_slots(const double* part, Py_ssize_t slot, Py_ssize_t cpad,
+                              Py_ssize_t C, Py_ssize_t n, double* s1,
+                              double* s2) noexcept nogil:
+    """s1, s2 = the sums of n threads' partials, slot doubles apart (each: the first
+    sums, then at cpad the second), added in slot order."""
+    cdef Py_ssize_t c, t
+    for c in range(C):
+        s1[c] = 0.0
+        s2[c] = 0.0
+        for t in range(n):
+            s1[c] += part[t * slot + c]
+            s2[c] += part[t * slot + cpad + c]
+
+
 cdef void _slab_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                      bint masked, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                      const double* ref, double* s1, double* s2, double* part,
@@ -1098,7 +1157,7 @@ cdef void _slab_sums(const data_t* x, const data_t* dy, const data_t* y, bint gr
     each thread over whole samples into its own per-channel partials, merged in slot
     order (the result depends only on T).  part: 4 * T * cpad doubles."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    cdef Py_ssize_t c, t
+    cdef Py_ssize_t t
     cdef int Te = T if outer >= 2 * T else 1
     if Te > 1:
         for t in prange(Te, num_threads=Te, schedule='static', chunksize=1):
@@ -1106,23 +1165,72 @@ cdef void _slab_sums(const data_t* x, const data_t* dy, const data_t* y, bint gr
                        Te)
     else:
         _task_slab(x, dy, y, grad, masked, outer, C, inner, ref, part, 0, 1)
-    for c in range(C):
-        s1[c] = 0.0
-        s2[c] = 0.0
-        for t in range(Te):
-            s1[c] += part[t * 4 * cpad + c]
-            s2[c] += part[t * 4 * cpad + cpad + c]
+    _merge_slots(part, 4 * cpad, cpad, C, Te, s1, s2)
+
+
+cdef inline bint _split(Py_ssize_t C, Py_ssize_t inner, int T) noexcept nogil:
+    """Planar statistics, training and backward sums split the data among threads by
+    values (_split_sums) instead of by channel when one channel per thread at a time
+    would leave threads idle more than 1/9 of the time: few channels, not a multiple
+    of T (one channel on two threads: no speedup; three: 1.5x at best)."""
+    return _split_on and inner > 1 and T > 1 and (C + T - 1) // T * T * 8 > C * 9
+
+
+cdef inline void _task_split(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                             bint masked, Py_ssize_t C, Py_ssize_t inner, const double* ref,
+                             double* part, Py_ssize_t v0, Py_ssize_t v1) noexcept nogil:
+    """Values [v0, v1) of a planar array in memory order (runs of inner values, channel
+    by channel), each run's piece summed by _plane_sums into part: 2 rows of cpad."""
+    cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
+    cdef Py_ssize_t c, e, q = v0 // inner
+    cdef Sums r
+    for c in range(2 * cpad):
+        part[c] = 0.0
+    c = q % C
+    while v0 < v1:
+        e = (q + 1) * inner if (q + 1) * inner < v1 else v1
+        r = _plane_sums(x + v0, dy + v0, y + v0, grad, masked, 1, 0, e - v0, ref[c])
+        part[c] += r.s1
+        part[cpad + c] += r.s2
+        v0 = e
+        q += 1
+        c = c + 1 if c + 1 < C else 0
+
+
+cdef void _split_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                      bint masked, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                      const double* ref, double* s1, double* s2, double* part,
+                      int T) noexcept nogil:
+    """Planar sums (see _split) about ref: statistics (grad False) or backward sums,
+    each thread over the block of values its output pass will write (_blocks), into
+    its own per-channel partials, merged in slot order (the result depends only on T).
+    part: 2 * T * cpad doubles."""
+    cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
+    cdef Py_ssize_t k, nq, unit
+    cdef Py_ssize_t nb = _blocks(outer, C, inner, T, &nq, &unit)
+    if nb > 1:
+        for k in prange(nb, num_threads=T, schedule='static'):
+            _task_split(x, dy, y, grad, masked, C, inner, ref, part + k * 2 * cpad,
+                        _cut(nq, k, nb, unit), _cut(nq, k + 1, nb, unit))
+    else:
+        _task_split(x, dy, y, grad, masked, C, inner, ref, part, 0, nq)
+    _merge_slots(part, 2 * cpad, cpad, C, nb, s1, s2)
 
 
 cdef void _slab_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                       double* mean, double* var, double* scratch, int T) noexcept nogil:
-    """Planar statistics (see _slabs).  scratch: _partials' planar part, (1 + 4 * T) *
-    cpad doubles."""
+    """Planar statistics (see _slabs, _split).  scratch: _partials' planar part,
+    (1 + 4 * T) * cpad doubles."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     cdef Py_ssize_t c
     for c in range(C):
         scratch[c] = _ldd(x, c * inner)
-    _slab_sums(x, x, x, False, False, outer, C, inner, scratch, mean, var, scratch + cpad, T)
+    if _slabs(outer, C, inner, sizeof(data_t)):
+        _slab_sums(x, x, x, False, False, outer, C, inner, scratch, mean, var, scratch + cpad,
+                   T)
+    else:
+        _split_sums(x, x, x, False, False, outer, C, inner, scratch, mean, var,
+                    scratch + cpad, T)
     for c in range(C):
         _finish_stats(mean[c], var[c], scratch[c], <double>outer * <double>inner, &mean[c],
                       &var[c])
@@ -1133,7 +1241,7 @@ cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inn
     """OUT mean, var: per-channel mean and biased variance.  For interleaved data
     scratch holds C doubles of pivots, then the _rows_reduce partials."""
     cdef Py_ssize_t c
-    if _slabs(outer, C, inner, sizeof(data_t)):
+    if _slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T):
         _slab_stats(x, outer, C, inner, mean, var, scratch, T)
     elif inner > 1:
         if T > 1:
@@ -1176,9 +1284,8 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
                           data_t* dx, Py_ssize_t C, Py_ssize_t inner, const real_t* p,
                           Py_ssize_t q0, Py_ssize_t q1, int store,
                           bint back=False) noexcept nogil:
-    """Rows [q0, q1) (interleaved) or planes [q0, q1) (planar) of dx; back as in
-    _task_apply."""
-    cdef Py_ssize_t q, off, c = q0 % C
+    """Rows [q0, q1) (interleaved) or values [q0, q1) (planar) of dx, as _task_apply."""
+    cdef Py_ssize_t q, off, e, c
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
     if inner == 1 and back and store == STORE_PLAIN and _back:
         while q1 > q0:
@@ -1190,11 +1297,15 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
         off = q0 * C
         _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, q1 - q0, C, p, C, store)
     else:
-        for q in range(q0, q1):
-            off = q * inner
-            _run_dx(x + off, dy + off, y + off, masked, dx + off, inner, p[P_HI * C + c],
+        q = q0 // inner
+        c = q % C
+        while q0 < q1:
+            e = (q + 1) * inner if (q + 1) * inner < q1 else q1
+            _run_dx(x + q0, dy + q0, y + q0, masked, dx + q0, e - q0, p[P_HI * C + c],
                     p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c],
                     store == STORE_STREAM)
+            q0 = e
+            q += 1
             c = c + 1 if c + 1 < C else 0
     if store == STORE_STREAM:
         cbn_stream_fence()
@@ -1203,15 +1314,14 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
 cdef void _dx_blocks(const data_t* dy, const data_t* x, const data_t* y, bint masked,
                      data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                      const real_t* p, int store, int T, bint back=False) noexcept nogil:
-    """dx over rows of C channels (inner 1) or over all planes in memory order, in nb
-    equal blocks, one per thread, of TASK values or more; back as in _task_apply."""
-    cdef Py_ssize_t nq = outer * C if inner > 1 else outer
-    cdef Py_ssize_t k, nb = outer * C * inner // TASK
-    nb = 1 if nb < 1 else min(nb, nq, T)
-    if T > 1 and nb > 1:
+    """dx in _blocks (rows of C channels, or planar values in memory order); back as in
+    _task_apply."""
+    cdef Py_ssize_t k, nq, unit
+    cdef Py_ssize_t nb = _blocks(outer, C, inner, T, &nq, &unit)
+    if nb > 1:
         for k in prange(nb, num_threads=T, schedule='static'):
-            _task_dx(dy, x, y, masked, dx, C, inner, p, nq * k // nb, nq * (k + 1) // nb,
-                     store, back)
+            _task_dx(dy, x, y, masked, dx, C, inner, p, _cut(nq, k, nb, unit),
+                     _cut(nq, k + 1, nb, unit), store, back)
     else:
         _task_dx(dy, x, y, masked, dx, C, inner, p, 0, nq, store, back)
 
@@ -1227,12 +1337,17 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner,
                             fresh)
     cdef bint stream = store == STORE_STREAM
-    if _slabs(outer, C, inner, sizeof(data_t)):
-        _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch, T)
+    if _slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T):
+        if _slabs(outer, C, inner, sizeof(data_t)):
+            _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch,
+                       T)
+        else:
+            _split_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight,
+                        scratch, T)
         for c in range(C):
             _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
                              <double>outer * <double>inner, training, &dweight[c], &dbias[c])
-        _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, STORE_PLAIN, T)
+        _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, store, T)
         return
     if inner > 1:
         if T > 1:

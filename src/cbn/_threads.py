@@ -171,6 +171,7 @@ def show_config(print_out=True):
         "tiled_stats_from_memory": _dispatch.kernels.tiled_from_memory(),
         "eight_row_sums": _dispatch.kernels.eight_row_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
+        "split_few_channels": _dispatch.kernels.split_few_channels(),
     }
     if print_out:
         width = max(map(len, cfg))
