@@ -373,6 +373,40 @@ def test_planar_few_channels_split(shape, dtype, split, rng):
     assert _dispatch.kernels.split_few_channels() == old
 
 
+@pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("cols", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(2, 4099), (9, 2048), (64, 2500), (1, 40001)], ids=str)
+def test_wide_rows_inference(shape, dtype, cols, rng):
+    """Inference on few wide interleaved rows goes by columns (by_columns): each thread
+    sets up the parameters of its 512-channel chunks where it uses them.  Both choices
+    against the float64 oracle on 1, 2 and 3 threads, plain and streamed: a last chunk
+    of 3 channels, rows of exactly four chunks, 64 rows, one row of 79 chunks; and
+    running statistics and weight given as strided float64 views must give exactly the
+    output of their contiguous float32 copies (each chunk reads its own channels)."""
+    from cbn import _dispatch
+    old = _dispatch.kernels.by_columns(cols)
+    try:
+        assert _dispatch.kernels.by_columns() is cols
+        for t in (1, 2, 3):
+            test_batch_norm_eval(dtype, shape, "C", t, rng)
+            test_scale_shift(dtype, shape, "C", t, rng)
+        x, axis, C, params = _data(shape, "C", dtype, rng)
+        rm = rng.uniform(-5, 5, C).astype(np.float32)
+        rv = rng.uniform(0.01, 100, C).astype(np.float32)
+        w = params["weight"]
+        wide = np.zeros((3, C, 2))
+        wide[0, :, 1], wide[1, :, 1], wide[2, :, 1] = rm, rv, w
+        for t in (1, 2):
+            y = cbn.batch_norm(x, rm, rv, w, params["bias"], n_threads=t)
+            ys = cbn.batch_norm(x, wide[0, ::-1, 1][::-1], wide[1, :, 1], wide[2, :, 1],
+                                params["bias"], n_threads=t)
+            np.testing.assert_array_equal(ys, y)
+    finally:
+        _dispatch.kernels.by_columns(old)
+    assert _dispatch.kernels.by_columns() == old
+
+
 @pytest.mark.parametrize("shape", [(70003, 37), (2103, 1100)], ids=str)
 def test_float16_sums_from_memory(shape, kernels, rng):
     """float16 reductions over more than 2**21 values walk a few rows at a time

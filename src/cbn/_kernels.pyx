@@ -168,6 +168,10 @@ ctypedef fused real_t:      # what the outputs are computed in
 cdef enum:
     BLOCK = 1024        # planar reductions add a block total into the result every BLOCK values
     TASK = 4096         # least values per parallel task of the output passes
+    PCHUNK = 512        # channels per chunk of a parameter table's setup (_params)
+    PAR_PARAMS = 8192   # parameter tables of this many channels are set up on all threads
+    COLS_MIN = 2048     # inference on at most COLS_ROWS rows of COLS_MIN or more channels
+    COLS_ROWS = 64      # goes by columns (_by_cols)
     CUT_UNIT = 16       # planar blocks of parallel passes start on multiples of this many values
     CTILE = 1024        # channels per tile in interleaved reductions (block sums stay in L1)
     WIDE_TILES = 1024   # float32 rows of at least this many channels take the register tiles from memory too
@@ -313,50 +317,56 @@ cdef bint _back = True
 # backward 0.31-0.34 (one channel), 0.78-0.90 (three); statistics 0.51-0.84;
 # 1x5x128x128 (80K values) 0.97-1.04.
 cdef bint _split_on = True
+# Inference on at most COLS_ROWS interleaved rows of COLS_MIN or more channels goes by
+# columns (_apply_cols).  Measured in one process, 2-core Intel Xeon VM, float32, by
+# columns / by rows (one table set up on the calling thread, then rows split between
+# threads) time: 2 threads 8x4096 0.27, 15x4096 0.38, 32x4096 0.49, 64x4096 0.69,
+# 2x40000 0.78, 8x40000 0.69, 2x300000 0.69, 32x8192 0.63, 64x40000 0.96; 1 thread
+# 0.70-1.03; but 256x1024 2.23 and 128x4096 0.93-1.10 (hence the bounds).
+cdef bint _cols_on = True
+
+
+cdef bint _setting(bint* setting, flag):
+    """The old value of a kernel setting, which is set to flag unless flag is None."""
+    cdef bint old = setting[0]
+    if flag is not None:
+        setting[0] = bool(flag)
+    return old
+
+
+def by_columns(flag=None):
+    """Whether inference on few wide interleaved rows goes by columns (see _by_cols);
+    by_columns(True/False) sets it and returns the old setting (for benchmarks and
+    tests)."""
+    return _setting(&_cols_on, flag)
 
 
 def split_few_channels(flag=None):
     """Whether planar statistics, training and backward sums on few channels split the
     values among threads (see _split); split_few_channels(True/False) sets it and
     returns the old setting (for benchmarks and tests)."""
-    global _split_on
-    old = bool(_split_on)
-    if flag is not None:
-        _split_on = bool(flag)
-    return old
+    return _setting(&_split_on, flag)
 
 
 def second_pass_reversed(flag=None):
     """Whether interleaved training and backward write their output from the last rows
     back (see _task_apply); second_pass_reversed(True/False) sets it and returns the old
     value (for tests and measurements)."""
-    global _back
-    old = bool(_back)
-    if flag is not None:
-        _back = bool(flag)
-    return old
+    return _setting(&_back, flag)
 
 
 def eight_row_sums(flag=None):
     """Whether float32 interleaved sums may go eight rows per step (see _rows_sums);
     eight_row_sums(True/False) sets it and returns the old value (for tests and
     measurements)."""
-    global _rows8
-    old = bool(_rows8)
-    if flag is not None:
-        _rows8 = bool(flag)
-    return old
+    return _setting(&_rows8, flag)
 
 
 def tiled_from_memory(flag=None):
     """Whether interleaved float32 statistics over more than TILED_MAX values take the
     register tiles; tiled_from_memory(True/False) sets it and returns the old value
     (for tests and measurements)."""
-    global _tiles_mem
-    old = bool(_tiles_mem)
-    if flag is not None:
-        _tiles_mem = bool(flag)
-    return old
+    return _setting(&_tiles_mem, flag)
 
 
 def llc_bytes():
@@ -1403,29 +1413,52 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     return C + wpad + SLOT * cpad + T * SLOT * wpad
 
 
+cdef struct Col:
+    # A per-channel input as the kernels read it: base NULL for None (every value dflt)
+    const char* base
+    Py_ssize_t stride
+    bint f32
+    double dflt
+
+
+cdef Col _col(object a, double dflt):
+    """The Col of a: None, or 1-D float32/float64 of length C (any stride)."""
+    cdef Col r
+    r.dflt = dflt
+    r.base = NULL
+    r.stride = 0
+    r.f32 = False
+    if a is not None:
+        r.base = <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+        r.stride = cnp.PyArray_STRIDE(<cnp.ndarray>a, 0)
+        r.f32 = cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT
+    return r
+
+
+cdef inline void _col_get(Col a, double* dst, Py_ssize_t c0, Py_ssize_t n) noexcept nogil:
+    """dst[i] = a[c0 + i] as double, i < n."""
+    cdef Py_ssize_t i
+    cdef const char* base = a.base + c0 * a.stride
+    if a.base == NULL:
+        for i in range(n):
+            dst[i] = a.dflt
+    elif a.f32 and a.stride == sizeof(float):   # the common cases, as loops that vectorize
+        for i in range(n):
+            dst[i] = (<const float*>base)[i]
+    elif a.f32:
+        for i in range(n):
+            dst[i] = (<const float*>(base + i * a.stride))[0]
+    elif a.stride == sizeof(double):
+        for i in range(n):
+            dst[i] = (<const double*>base)[i]
+    else:
+        for i in range(n):
+            dst[i] = (<const double*>(base + i * a.stride))[0]
+
+
 cdef void _gather(object a, double* dst, Py_ssize_t C, double default):
     """dst[c] = a[c] as double (a: None, or 1-D float32/float64 of length C)."""
-    cdef Py_ssize_t c, stride
-    cdef char* base
-    if a is None:
-        for c in range(C):
-            dst[c] = default
-        return
-    base = <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
-    stride = cnp.PyArray_STRIDE(<cnp.ndarray>a, 0)
-    if cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT:
-        if stride == sizeof(float):     # the common case, as a loop that vectorizes
-            for c in range(C):
-                dst[c] = (<float*>base)[c]
-        else:
-            for c in range(C):
-                dst[c] = (<float*>(base + c * stride))[0]
-    elif stride == sizeof(double):
-        for c in range(C):
-            dst[c] = (<double*>base)[c]
-    else:
-        for c in range(C):
-            dst[c] = (<double*>(base + c * stride))[0]
+    _col_get(_col(a, default), dst, 0, C)
 
 
 cdef void _scatter(object a, const double* src, Py_ssize_t C):
@@ -1453,71 +1486,154 @@ cdef int _kind(cnp.ndarray x) except -1:
     return 2        # NPY_HALF
 
 
+cdef inline void _param_chunk(const Col* cols, double eps, bint inv, real_t* p,
+                              Py_ssize_t ldp, Py_ssize_t c0, Py_ssize_t n) noexcept nogil:
+    """Channels [c0, c0 + n), n <= PCHUNK, of the parameter table of (x - center) * scale
+    + shift from cols (center, variance, scale, shift), into p[k * ldp + i] for channel
+    c0 + i: with inv the scale is multiplied by 1 / sqrt(variance + eps) (bn_eval), else
+    the variance is not read (scale_shift)."""
+    cdef double m[PCHUNK]
+    cdef double v[PCHUNK]
+    cdef double w[PCHUNK]
+    cdef double b[PCHUNK]
+    cdef Py_ssize_t i
+    _col_get(cols[0], m, c0, n)
+    _col_get(cols[2], w, c0, n)
+    _col_get(cols[3], b, c0, n)
+    if inv:
+        _col_get(cols[1], v, c0, n)
+        for i in range(n):
+            w[i] *= _invstd(v[i], eps)
+    for i in range(n):
+        _set_params(p, ldp, i, m[i], w[i], b[i])
+
+
+cdef void _params(const Col* cols, double eps, bint inv, real_t* p, Py_ssize_t C,
+                  int T) noexcept nogil:
+    """The whole parameter table (_param_chunk), in chunks of PCHUNK channels that stay
+    in L1, on T threads from PAR_PARAMS channels."""
+    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    if T > 1 and C >= PAR_PARAMS:
+        for k in prange(nk, num_threads=T, schedule='static'):
+            _param_chunk(cols, eps, inv, p + k * PCHUNK, C, k * PCHUNK,
+                         min(PCHUNK, C - k * PCHUNK))
+    else:
+        for k in range(nk):
+            _param_chunk(cols, eps, inv, p + k * PCHUNK, C, k * PCHUNK,
+                         min(PCHUNK, C - k * PCHUNK))
+
+
+cdef inline void _chunk_rows(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
+                             const Col* cols, double eps, bint inv, bint relu, int store,
+                             Py_ssize_t c0, real_t* tp) noexcept nogil:
+    """Columns [c0, c0 + PCHUNK) of all rows (_apply_cols), their parameters set up in
+    tp (N_PARAMS * PCHUNK values) first."""
+    cdef Py_ssize_t n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    _param_chunk(cols, eps, inv, tp, PCHUNK, c0, n)
+    _rows_affine(x + c0, out + c0, C, rows, n, tp, PCHUNK, relu, store)
+
+
+cdef inline void _task_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
+                            const Col* cols, double eps, bint inv, bint relu, int store,
+                            Py_ssize_t c0) noexcept nogil:
+    cdef double buf[N_PARAMS * PCHUNK]     # a float or double table, on this thread
+    if data_t is double:
+        _chunk_rows(x, out, rows, C, cols, eps, inv, relu, store, c0, <double*>buf)
+    else:
+        _chunk_rows(x, out, rows, C, cols, eps, inv, relu, store, c0, <float*>buf)
+    if store == STORE_STREAM:
+        cbn_stream_fence()
+
+
+cdef void _apply_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
+                      const Col* cols, double eps, bint inv, bint relu, int T,
+                      bint fresh) noexcept nogil:
+    """Inference over few wide interleaved rows (_by_cols), by columns: each thread takes
+    chunks of PCHUNK channels, sets up their parameters where it uses them and runs
+    them down all the rows; no table is shared between threads or held in memory."""
+    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    cdef int store = _store(rows * C, sizeof(data_t), 2, T, 1, fresh)
+    if T > 1:
+        for k in prange(nk, num_threads=T, schedule='static'):
+            _task_cols(x, out, rows, C, cols, eps, inv, relu, store, k * PCHUNK)
+    else:
+        for k in range(nk):
+            _task_cols(x, out, rows, C, cols, eps, inv, relu, store, k * PCHUNK)
+
+
+cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
+    """Inference on interleaved rows goes by columns (_apply_cols) when the rows are few
+    and wide: setting up one parameter table and sharing it between threads would cost
+    more than the rows themselves."""
+    return _cols_on and C >= COLS_MIN and rows <= COLS_ROWS
+
+
+cdef inline Py_ssize_t _apply_scratch(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner):
+    """Doubles of scratch _apply needs: the repeated table of folded narrow rows."""
+    return N_PARAMS * _fold(C, outer) * C if inner == 1 else 0
+
+
 def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             Py_ssize_t inner, running_mean, running_var, weight, bias, double eps,
             bint relu, int n_threads, bint fresh=False):
     """OUT out: batch norm with running statistics.  fresh: out was just allocated
     (_store)."""
-    cdef int kind = _kind(x)
-    cdef double* d = _work(C, 4, _partials(inner, C, 1))
-    cdef Py_ssize_t c
-    cdef void* px = cnp.PyArray_DATA(x)
-    cdef void* po = cnp.PyArray_DATA(out)
-    try:
-        _gather(running_mean, d, C, 0.0)
-        _gather(running_var, d + C, C, 0.0)
-        _gather(weight, d + 2 * C, C, 1.0)
-        _gather(bias, d + 3 * C, C, 0.0)
-        with nogil:
-            for c in range(C):
-                d[2 * C + c] *= _invstd(d[C + c], eps)
-            _affine(kind, px, po, outer, C, inner, d, d + 2 * C, d + 3 * C, d + 4 * C,
-                    d + (4 + N_PARAMS) * C, relu, n_threads, fresh)
-    finally:
-        free(d)
+    cdef Col cols[4]
+    cols[0], cols[1] = _col(running_mean, 0.0), _col(running_var, 0.0)
+    cols[2], cols[3] = _col(weight, 1.0), _col(bias, 0.0)
+    _affine(_kind(x), x, out, outer, C, inner, cols, eps, True, relu, n_threads, fresh)
 
 
 def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
                 Py_ssize_t inner, scale, shift, bint relu, int n_threads, bint fresh=False):
     """OUT out = x * scale + shift per channel (fresh: as bn_eval)."""
-    cdef int kind = _kind(x)
-    cdef double* d = _work(C, 3, _partials(inner, C, 1))
-    cdef Py_ssize_t c
+    cdef Col cols[4]
+    cols[0], cols[1] = _col(None, 0.0), _col(None, 0.0)
+    cols[2], cols[3] = _col(scale, 1.0), _col(shift, 0.0)
+    _affine(_kind(x), x, out, outer, C, inner, cols, 0.0, False, relu, n_threads, fresh)
+
+
+cdef void _affine(int kind, cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
+                  Py_ssize_t inner, const Col* cols, double eps, bint inv, bint relu, int T,
+                  bint fresh):
+    """out = (x - center) * scale + shift from cols (_param_chunk); the scratch is the
+    parameter table p and its repeated copy pw (_apply)."""
+    cdef double* d
+    cdef void* p
+    cdef void* pw
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
-    try:
-        for c in range(C):
-            d[c] = 0.0
-        _gather(scale, d + C, C, 1.0)
-        _gather(shift, d + 2 * C, C, 0.0)
+    if inner == 1 and _by_cols(outer, C):
         with nogil:
-            _affine(kind, px, po, outer, C, inner, d, d + C, d + 2 * C, d + 3 * C,
-                    d + (3 + N_PARAMS) * C, relu, n_threads, fresh)
+            if kind == 0:
+                _apply_cols(<const float*>px, <float*>po, outer, C, cols, eps, inv, relu, T,
+                            fresh)
+            elif kind == 1:
+                _apply_cols(<const double*>px, <double*>po, outer, C, cols, eps, inv, relu,
+                            T, fresh)
+            else:
+                _apply_cols(<const cbn_half*>px, <cbn_half*>po, outer, C, cols, eps, inv,
+                            relu, T, fresh)
+        return
+    d = _work(C, 0, _apply_scratch(outer, C, inner))
+    p = d
+    pw = d + N_PARAMS * C
+    try:
+        with nogil:
+            if kind == 1:
+                _params(cols, eps, inv, <double*>p, C, T)
+                _apply(<const double*>px, <double*>po, outer, C, inner, <const double*>p,
+                       <double*>pw, relu, T, fresh)
+            else:
+                _params(cols, eps, inv, <float*>p, C, T)
+                if kind == 0:
+                    _apply(<const float*>px, <float*>po, outer, C, inner, <const float*>p,
+                           <float*>pw, relu, T, fresh)
+                else:
+                    _apply(<const cbn_half*>px, <cbn_half*>po, outer, C, inner,
+                           <const float*>p, <float*>pw, relu, T, fresh)
     finally:
         free(d)
-
-
-cdef void _affine(int kind, void* px, void* po, Py_ssize_t outer, Py_ssize_t C,
-                  Py_ssize_t inner, const double* center, const double* scale,
-                  const double* shift, void* p, void* pw, bint relu, int T,
-                  bint fresh) noexcept nogil:
-    """out = (x - center) * scale + shift; p: the parameter table, pw: its repeated copy
-    (_apply)."""
-    cdef Py_ssize_t c
-    if kind == 1:
-        for c in range(C):
-            _set_params(<double*>p, C, c, center[c], scale[c], shift[c])
-        _apply(<const double*>px, <double*>po, outer, C, inner, <const double*>p,
-               <double*>pw, relu, T, fresh)
-    else:
-        for c in range(C):
-            _set_params(<float*>p, C, c, center[c], scale[c], shift[c])
-        if kind == 0:
-            _apply(<const float*>px, <float*>po, outer, C, inner, <const float*>p,
-                   <float*>pw, relu, T, fresh)
-        else:
-            _apply(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, <const float*>p,
-                   <float*>pw, relu, T, fresh)
 
 
 def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
