@@ -377,13 +377,15 @@ def test_planar_few_channels_split(shape, dtype, split, rng):
 @pytest.mark.parametrize("cols", [False, True], ids=["rows", "columns"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(2, 4099), (9, 2048), (64, 2500), (1, 40001)], ids=str)
-def test_wide_rows_inference(shape, dtype, cols, rng):
-    """Inference on few wide interleaved rows goes by columns (by_columns): each thread
-    sets up the parameters of its 512-channel chunks where it uses them.  Both choices
-    against the float64 oracle on 1, 2 and 3 threads, plain and streamed: a last chunk
-    of 3 channels, rows of exactly four chunks, 64 rows, one row of 79 chunks; and
-    running statistics and weight given as strided float64 views must give exactly the
-    output of their contiguous float32 copies (each chunk reads its own channels)."""
+def test_wide_rows_by_columns(shape, dtype, cols, rng):
+    """Inference, training and backward on few wide interleaved rows go by columns
+    (by_columns): each thread takes 512-channel chunks from their sums (training,
+    backward) and parameters to their output.  Both choices against the float64 oracle
+    on 1, 2 and 3 threads, plain and streamed: a last chunk of 3 channels, rows of
+    exactly four chunks, 64 rows, one row of 79 chunks (no training: it needs two values
+    per channel); and running statistics and weight given as strided
+    float64 views must give exactly the output of their contiguous float32 copies (each
+    chunk reads its own channels)."""
     from cbn import _dispatch
     old = _dispatch.kernels.by_columns(cols)
     try:
@@ -391,6 +393,9 @@ def test_wide_rows_inference(shape, dtype, cols, rng):
         for t in (1, 2, 3):
             test_batch_norm_eval(dtype, shape, "C", t, rng)
             test_scale_shift(dtype, shape, "C", t, rng)
+            if shape[0] > 1:
+                test_batch_norm_training(dtype, shape, "C", t, rng)
+            test_backward(dtype, shape, "C", t, rng)
         x, axis, C, params = _data(shape, "C", dtype, rng)
         rm = rng.uniform(-5, 5, C).astype(np.float32)
         rv = rng.uniform(0.01, 100, C).astype(np.float32)

@@ -170,8 +170,8 @@ cdef enum:
     TASK = 4096         # least values per parallel task of the output passes
     PCHUNK = 512        # channels per chunk of a parameter table's setup (_params)
     PAR_PARAMS = 8192   # parameter tables of this many channels are set up on all threads
-    COLS_MIN = 2048     # inference on at most COLS_ROWS rows of COLS_MIN or more channels
-    COLS_ROWS = 64      # goes by columns (_by_cols)
+    COLS_MIN = 2048     # at most COLS_ROWS interleaved rows of COLS_MIN or more channels
+    COLS_ROWS = 64      # go by columns (_by_cols)
     CUT_UNIT = 16       # planar blocks of parallel passes start on multiples of this many values
     CTILE = 1024        # channels per tile in interleaved reductions (block sums stay in L1)
     WIDE_TILES = 1024   # float32 rows of at least this many channels take the register tiles from memory too
@@ -317,12 +317,17 @@ cdef bint _back = True
 # backward 0.31-0.34 (one channel), 0.78-0.90 (three); statistics 0.51-0.84;
 # 1x5x128x128 (80K values) 0.97-1.04.
 cdef bint _split_on = True
-# Inference on at most COLS_ROWS interleaved rows of COLS_MIN or more channels goes by
-# columns (_apply_cols).  Measured in one process, 2-core Intel Xeon VM, float32, by
-# columns / by rows (one table set up on the calling thread, then rows split between
-# threads) time: 2 threads 8x4096 0.27, 15x4096 0.38, 32x4096 0.49, 64x4096 0.69,
-# 2x40000 0.78, 8x40000 0.69, 2x300000 0.69, 32x8192 0.63, 64x40000 0.96; 1 thread
-# 0.70-1.03; but 256x1024 2.23 and 128x4096 0.93-1.10 (hence the bounds).
+# Inference, training and backward on at most COLS_ROWS interleaved rows of COLS_MIN or
+# more channels go by columns (_by_cols).  Measured in one process, 2-core Intel Xeon
+# VM, float32, by columns / by rows time (rows: one parameter table set up on the
+# calling thread and read by every thread; training and backward with per-thread
+# partial sums of every channel, merged, and their scratch).  Inference, 2 threads:
+# 8x4096 0.27, 15x4096 0.38, 32x4096 0.49, 64x4096 0.69, 2x40000 0.78, 8x40000 0.69,
+# 2x300000 0.69, 32x8192 0.63, 64x40000 0.96; 1 thread 0.70-1.03; but 256x1024 2.23
+# and 128x4096 0.93-1.10 (hence the bounds).  Training / backward, 2 threads: 8x4096
+# 0.45 / 0.44, 32x4096 0.68 / 0.59, 64x4096 0.79 / 0.73, 64x2048 0.63 / 0.70, 2x40000
+# 0.40 / 0.52, 16x100000 0.43 / 0.45, 2x300000 0.10 / 0.12 (the rows' 70 MB of scratch
+# was mapped afresh, and faulted in, on every call); 1 thread 0.17-0.98.
 cdef bint _cols_on = True
 
 
@@ -335,7 +340,7 @@ cdef bint _setting(bint* setting, flag):
 
 
 def by_columns(flag=None):
-    """Whether inference on few wide interleaved rows goes by columns (see _by_cols);
+    """Whether work on few wide interleaved rows goes by columns (see _by_cols);
     by_columns(True/False) sets it and returns the old setting (for benchmarks and
     tests)."""
     return _setting(&_cols_on, flag)
@@ -1080,6 +1085,52 @@ cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_
         cbn_stream_fence()
 
 
+cdef inline void _task_train_cols(const data_t* x, data_t* out, Py_ssize_t rows,
+                                  Py_ssize_t C, const double* w, const double* b, double eps,
+                                  bint relu, double* mean, double* var, real_t* p, int store,
+                                  Py_ssize_t c0) noexcept nogil:
+    """Channels [c0, c0 + PCHUNK) of interleaved training by columns (_by_cols): their
+    sums down all the rows, statistics and parameters, then their output."""
+    cdef double ref[PCHUNK]
+    cdef double m[PCHUNK]
+    cdef double v[PCHUNK]
+    cdef Py_ssize_t i, n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    for i in range(n):
+        ref[i] = _ldd(x, c0 + i)
+        m[i] = 0.0
+        v[i] = 0.0
+    _rows_sums(x + c0, x, x, False, False, C, rows, n, ref, m, v, True, True, True)
+    for i in range(n):      # loops apart, on this chunk's own arrays: they vectorize
+        _finish_stats(m[i], v[i], ref[i], <double>rows, &m[i], &v[i])
+    for i in range(n):
+        mean[c0 + i] = m[i]
+        var[c0 + i] = v[i]
+        v[i] = w[c0 + i] * _invstd(v[i], eps)
+    for i in range(n):
+        _set_params(p + c0, C, i, m[i], v[i], b[c0 + i])
+    _rows_affine(x + c0, out + c0, C, rows, n, p + c0, C, relu, store)
+    if store == STORE_STREAM:
+        cbn_stream_fence()
+
+
+cdef void _train_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
+                      const double* w, const double* b, double eps, bint relu, double* mean,
+                      double* var, real_t* p, int T, bint fresh) noexcept nogil:
+    """Training on few wide interleaved rows (_by_cols), by columns: each thread takes
+    chunks of PCHUNK channels from their sums to their output; nothing is merged or
+    shared between threads, and each channel's sums do not depend on T."""
+    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    cdef int store = _store(rows * C, sizeof(data_t), 2, T, 1, fresh)
+    if T > 1:
+        for k in prange(nk, num_threads=T, schedule='static'):
+            _task_train_cols(x, out, rows, C, w, b, eps, relu, mean, var, p, store,
+                             k * PCHUNK)
+    else:
+        for k in range(nk):
+            _task_train_cols(x, out, rows, C, w, b, eps, relu, mean, var, p, store,
+                             k * PCHUNK)
+
+
 cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  Py_ssize_t inner, const double* w, const double* b, double eps, bint relu,
                  double* mean, double* var, real_t* p, double* scratch,
@@ -1093,6 +1144,9 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     cdef Py_ssize_t c
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
                               fresh) == STORE_STREAM
+    if inner == 1 and _by_cols(outer, C):
+        _train_cols(x, out, outer, C, w, b, eps, relu, mean, var, p, T, fresh)
+        return
     if inner > 1 and not _slabs(outer, C, inner, sizeof(data_t)) and not _split(C, inner, T):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -1336,6 +1390,47 @@ cdef void _dx_blocks(const data_t* dy, const data_t* x, const data_t* y, bint ma
         _task_dx(dy, x, y, masked, dx, C, inner, p, 0, nq, store, back)
 
 
+cdef inline void _task_backward_cols(const data_t* dy, const data_t* x, const data_t* y,
+                                     bint masked, data_t* dx, Py_ssize_t rows, Py_ssize_t C,
+                                     const double* mean, const double* invstd,
+                                     const double* w, bint training, double* dweight,
+                                     double* dbias, real_t* p, int store,
+                                     Py_ssize_t c0) noexcept nogil:
+    """Channels [c0, c0 + PCHUNK) of the interleaved backward pass by columns
+    (_by_cols): their sums down all the rows, parameters, then dx."""
+    cdef Py_ssize_t i, n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    for i in range(n):
+        dbias[c0 + i] = 0.0
+        dweight[c0 + i] = 0.0
+    _rows_sums(x + c0, dy + c0, y + c0, True, masked, C, rows, n, mean + c0, dbias + c0,
+               dweight + c0, True, True, True)
+    for i in range(n):
+        _set_grad_params(p + c0, C, i, dbias[c0 + i], dweight[c0 + i], mean[c0 + i],
+                         invstd[c0 + i], w[c0 + i], <double>rows, training, &dweight[c0 + i],
+                         &dbias[c0 + i])
+    _rows_dx(x + c0, dy + c0, y + c0, masked, dx + c0, C, rows, n, p + c0, C, store)
+    if store == STORE_STREAM:
+        cbn_stream_fence()
+
+
+cdef void _backward_cols(const data_t* dy, const data_t* x, const data_t* y, bint masked,
+                         data_t* dx, Py_ssize_t rows, Py_ssize_t C, const double* mean,
+                         const double* invstd, const double* w, bint training,
+                         double* dweight, double* dbias, real_t* p, int store,
+                         int T) noexcept nogil:
+    """The backward pass on few wide interleaved rows (_by_cols), by columns, as
+    _train_cols."""
+    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    if T > 1:
+        for k in prange(nk, num_threads=T, schedule='static'):
+            _task_backward_cols(dy, x, y, masked, dx, rows, C, mean, invstd, w, training,
+                                dweight, dbias, p, store, k * PCHUNK)
+    else:
+        for k in range(nk):
+            _task_backward_cols(dy, x, y, masked, dx, rows, C, mean, invstd, w, training,
+                                dweight, dbias, p, store, k * PCHUNK)
+
+
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
                     data_t* dx, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                     const double* mean, const double* invstd, const double* w,
@@ -1347,6 +1442,10 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner,
                             fresh)
     cdef bint stream = store == STORE_STREAM
+    if inner == 1 and _by_cols(outer, C):
+        _backward_cols(dy, x, y, masked, dx, outer, C, mean, invstd, w, training, dweight,
+                       dbias, p, store, T)
+        return
     if _slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T):
         if _slabs(outer, C, inner, sizeof(data_t)):
             _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch,
@@ -1413,6 +1512,12 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     return C + wpad + SLOT * cpad + T * SLOT * wpad
 
 
+cdef inline Py_ssize_t _pass_partials(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                                      int T):
+    """_partials for training and backward, which by columns (_by_cols) need none."""
+    return 0 if inner == 1 and _by_cols(outer, C) else _partials(inner, C, T)
+
+
 cdef struct Col:
     # A per-channel input as the kernels read it: base NULL for None (every value dflt)
     const char* base
@@ -1470,8 +1575,15 @@ cdef void _scatter(object a, const double* src, Py_ssize_t C):
     base = <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
     stride = cnp.PyArray_STRIDE(<cnp.ndarray>a, 0)
     if cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT:
+        if stride == sizeof(float):     # the common cases, as loops that vectorize
+            for c in range(C):
+                (<float*>base)[c] = <float>src[c]
+        else:
+            for c in range(C):
+                (<float*>(base + c * stride))[0] = <float>src[c]
+    elif stride == sizeof(double):
         for c in range(C):
-            (<float*>(base + c * stride))[0] = <float>src[c]
+            (<double*>base)[c] = src[c]
     else:
         for c in range(C):
             (<double*>(base + c * stride))[0] = src[c]
@@ -1562,9 +1674,10 @@ cdef void _apply_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t 
 
 
 cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
-    """Inference on interleaved rows goes by columns (_apply_cols) when the rows are few
-    and wide: setting up one parameter table and sharing it between threads would cost
-    more than the rows themselves."""
+    """Inference, training and backward on interleaved rows go by columns (_apply_cols,
+    _train_cols, _backward_cols) when the rows are few and wide: one parameter table
+    set up and shared between threads, and per-thread partial sums of every channel,
+    would cost more than the rows themselves."""
     return _cols_on and C >= COLS_MIN and rows <= COLS_ROWS
 
 
@@ -1643,7 +1756,7 @@ def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
     """OUT out; running stats updated in place (when given); mean_out, invstd_out
     (when given) receive the batch mean and 1 / sqrt(var + eps).  fresh: as bn_eval."""
     cdef int kind = _kind(x)
-    cdef double* d = _work(C, 5, _partials(inner, C, n_threads))
+    cdef double* d = _work(C, 5, _pass_partials(outer, C, inner, n_threads))
     cdef double* mean = d + 2 * C
     cdef double* var = d + 3 * C
     cdef double* tmp = d + 4 * C
@@ -1718,7 +1831,7 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
     """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
     (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval)."""
     cdef int kind = _kind(x)
-    cdef double* d = _work(C, 5, _partials(inner, C, n_threads))
+    cdef double* d = _work(C, 5, _pass_partials(outer, C, inner, n_threads))
     cdef void* p = d + 5 * C
     cdef double* scratch = d + (5 + N_PARAMS) * C
     cdef bint masked = y is not None
