@@ -1086,14 +1086,17 @@ cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_
 
 
 cdef inline void _task_train_cols(const data_t* x, data_t* out, Py_ssize_t rows,
-                                  Py_ssize_t C, const double* w, const double* b, double eps,
-                                  bint relu, double* mean, double* var, real_t* p, int store,
+                                  Py_ssize_t C, const Col* cols, double eps, double momentum,
+                                  bint relu, real_t* p, int store,
                                   Py_ssize_t c0) noexcept nogil:
     """Channels [c0, c0 + PCHUNK) of interleaved training by columns (_by_cols): their
-    sums down all the rows, statistics and parameters, then their output."""
+    sums down all the rows, statistics (and _update_chunk's outputs, cols[2:6]),
+    parameters from the weight and bias in cols[0:2], then their output."""
     cdef double ref[PCHUNK]
     cdef double m[PCHUNK]
     cdef double v[PCHUNK]
+    cdef double w[PCHUNK]
+    cdef double b[PCHUNK]
     cdef Py_ssize_t i, n = C - c0 if C - c0 < PCHUNK else PCHUNK
     for i in range(n):
         ref[i] = _ldd(x, c0 + i)
@@ -1102,32 +1105,35 @@ cdef inline void _task_train_cols(const data_t* x, data_t* out, Py_ssize_t rows,
     _rows_sums(x + c0, x, x, False, False, C, rows, n, ref, m, v, True, True, True)
     for i in range(n):      # loops apart, on this chunk's own arrays: they vectorize
         _finish_stats(m[i], v[i], ref[i], <double>rows, &m[i], &v[i])
+    _update_chunk(cols + 2, m, v, eps, momentum, <double>rows, c0, n)
+    _col_get(cols[0], w, c0, n)
+    _col_get(cols[1], b, c0, n)
     for i in range(n):
-        mean[c0 + i] = m[i]
-        var[c0 + i] = v[i]
-        v[i] = w[c0 + i] * _invstd(v[i], eps)
+        w[i] *= _invstd(v[i], eps)
     for i in range(n):
-        _set_params(p + c0, C, i, m[i], v[i], b[c0 + i])
+        _set_params(p + c0, C, i, m[i], w[i], b[i])
     _rows_affine(x + c0, out + c0, C, rows, n, p + c0, C, relu, store)
     if store == STORE_STREAM:
         cbn_stream_fence()
 
 
 cdef void _train_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
-                      const double* w, const double* b, double eps, bint relu, double* mean,
-                      double* var, real_t* p, int T, bint fresh) noexcept nogil:
+                      const Col* cols, double eps, double momentum, bint relu, real_t* p,
+                      int T, bint fresh) noexcept nogil:
     """Training on few wide interleaved rows (_by_cols), by columns: each thread takes
-    chunks of PCHUNK channels from their sums to their output; nothing is merged or
-    shared between threads, and each channel's sums do not depend on T."""
+    chunks of PCHUNK channels from their sums to their output, reading and writing
+    their per-channel inputs and outputs (cols: weight, bias, then those of
+    _update_chunk) itself; nothing is merged or shared between threads, and each
+    channel's sums do not depend on T."""
     cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
     cdef int store = _store(rows * C, sizeof(data_t), 2, T, 1, fresh)
     if T > 1:
         for k in prange(nk, num_threads=T, schedule='static'):
-            _task_train_cols(x, out, rows, C, w, b, eps, relu, mean, var, p, store,
+            _task_train_cols(x, out, rows, C, cols, eps, momentum, relu, p, store,
                              k * PCHUNK)
     else:
         for k in range(nk):
-            _task_train_cols(x, out, rows, C, w, b, eps, relu, mean, var, p, store,
+            _task_train_cols(x, out, rows, C, cols, eps, momentum, relu, p, store,
                              k * PCHUNK)
 
 
@@ -1144,9 +1150,6 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     cdef Py_ssize_t c
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
                               fresh) == STORE_STREAM
-    if inner == 1 and _by_cols(outer, C):
-        _train_cols(x, out, outer, C, w, b, eps, relu, mean, var, p, T, fresh)
-        return
     if inner > 1 and not _slabs(outer, C, inner, sizeof(data_t)) and not _split(C, inner, T):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
@@ -1392,43 +1395,51 @@ cdef void _dx_blocks(const data_t* dy, const data_t* x, const data_t* y, bint ma
 
 cdef inline void _task_backward_cols(const data_t* dy, const data_t* x, const data_t* y,
                                      bint masked, data_t* dx, Py_ssize_t rows, Py_ssize_t C,
-                                     const double* mean, const double* invstd,
-                                     const double* w, bint training, double* dweight,
-                                     double* dbias, real_t* p, int store,
+                                     const Col* cols, bint training, real_t* p, int store,
                                      Py_ssize_t c0) noexcept nogil:
     """Channels [c0, c0 + PCHUNK) of the interleaved backward pass by columns
-    (_by_cols): their sums down all the rows, parameters, then dx."""
+    (_by_cols): their mean, invstd and weight read from cols[0:3], their sums down all
+    the rows, parameters, dweight and dbias written to cols[3:5], then dx."""
+    cdef double mn[PCHUNK]
+    cdef double iv[PCHUNK]
+    cdef double w[PCHUNK]
+    cdef double sg[PCHUNK]
+    cdef double sgd[PCHUNK]
     cdef Py_ssize_t i, n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    _col_get(cols[0], mn, c0, n)
+    _col_get(cols[1], iv, c0, n)
+    _col_get(cols[2], w, c0, n)
     for i in range(n):
-        dbias[c0 + i] = 0.0
-        dweight[c0 + i] = 0.0
-    _rows_sums(x + c0, dy + c0, y + c0, True, masked, C, rows, n, mean + c0, dbias + c0,
-               dweight + c0, True, True, True)
+        sg[i] = 0.0
+        sgd[i] = 0.0
+    _rows_sums(x + c0, dy + c0, y + c0, True, masked, C, rows, n, mn, sg, sgd, True, True,
+               True)
     for i in range(n):
-        _set_grad_params(p + c0, C, i, dbias[c0 + i], dweight[c0 + i], mean[c0 + i],
-                         invstd[c0 + i], w[c0 + i], <double>rows, training, &dweight[c0 + i],
-                         &dbias[c0 + i])
+        _set_grad_params(p + c0, C, i, sg[i], sgd[i], mn[i], iv[i], w[i], <double>rows,
+                         training, &sgd[i], &sg[i])
+    _col_put(cols[3], sgd, c0, n)
+    _col_put(cols[4], sg, c0, n)
     _rows_dx(x + c0, dy + c0, y + c0, masked, dx + c0, C, rows, n, p + c0, C, store)
     if store == STORE_STREAM:
         cbn_stream_fence()
 
 
 cdef void _backward_cols(const data_t* dy, const data_t* x, const data_t* y, bint masked,
-                         data_t* dx, Py_ssize_t rows, Py_ssize_t C, const double* mean,
-                         const double* invstd, const double* w, bint training,
-                         double* dweight, double* dbias, real_t* p, int store,
-                         int T) noexcept nogil:
+                         data_t* dx, Py_ssize_t rows, Py_ssize_t C, const Col* cols,
+                         bint training, real_t* p, int T, bint fresh) noexcept nogil:
     """The backward pass on few wide interleaved rows (_by_cols), by columns, as
-    _train_cols."""
+    _train_cols; the per-channel inputs and outputs are read and written chunk by chunk
+    by the thread that uses them (cols: mean, invstd, weight, dweight, dbias)."""
     cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    cdef int store = _store(rows * C, sizeof(data_t), 4 if masked else 3, T, 1, fresh)
     if T > 1:
         for k in prange(nk, num_threads=T, schedule='static'):
-            _task_backward_cols(dy, x, y, masked, dx, rows, C, mean, invstd, w, training,
-                                dweight, dbias, p, store, k * PCHUNK)
+            _task_backward_cols(dy, x, y, masked, dx, rows, C, cols, training, p, store,
+                                k * PCHUNK)
     else:
         for k in range(nk):
-            _task_backward_cols(dy, x, y, masked, dx, rows, C, mean, invstd, w, training,
-                                dweight, dbias, p, store, k * PCHUNK)
+            _task_backward_cols(dy, x, y, masked, dx, rows, C, cols, training, p, store,
+                                k * PCHUNK)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -1442,10 +1453,6 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner,
                             fresh)
     cdef bint stream = store == STORE_STREAM
-    if inner == 1 and _by_cols(outer, C):
-        _backward_cols(dy, x, y, masked, dx, outer, C, mean, invstd, w, training, dweight,
-                       dbias, p, store, T)
-        return
     if _slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T):
         if _slabs(outer, C, inner, sizeof(data_t)):
             _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch,
@@ -1512,12 +1519,6 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     return C + wpad + SLOT * cpad + T * SLOT * wpad
 
 
-cdef inline Py_ssize_t _pass_partials(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                                      int T):
-    """_partials for training and backward, which by columns (_by_cols) need none."""
-    return 0 if inner == 1 and _by_cols(outer, C) else _partials(inner, C, T)
-
-
 cdef struct Col:
     # A per-channel input as the kernels read it: base NULL for None (every value dflt)
     const char* base
@@ -1561,6 +1562,26 @@ cdef inline void _col_get(Col a, double* dst, Py_ssize_t c0, Py_ssize_t n) noexc
             dst[i] = (<const double*>(base + i * a.stride))[0]
 
 
+cdef inline void _col_put(Col a, const double* src, Py_ssize_t c0, Py_ssize_t n) noexcept nogil:
+    """a[c0 + i] = src[i], i < n, rounded to a's type (nothing for None)."""
+    cdef Py_ssize_t i
+    cdef char* base = <char*>a.base + c0 * a.stride
+    if a.base == NULL:
+        return
+    if a.f32 and a.stride == sizeof(float):
+        for i in range(n):
+            (<float*>base)[i] = <float>src[i]
+    elif a.f32:
+        for i in range(n):
+            (<float*>(base + i * a.stride))[0] = <float>src[i]
+    elif a.stride == sizeof(double):
+        for i in range(n):
+            (<double*>base)[i] = src[i]
+    else:
+        for i in range(n):
+            (<double*>(base + i * a.stride))[0] = src[i]
+
+
 cdef void _gather(object a, double* dst, Py_ssize_t C, double default):
     """dst[c] = a[c] as double (a: None, or 1-D float32/float64 of length C)."""
     _col_get(_col(a, default), dst, 0, C)
@@ -1568,25 +1589,7 @@ cdef void _gather(object a, double* dst, Py_ssize_t C, double default):
 
 cdef void _scatter(object a, const double* src, Py_ssize_t C):
     """a[c] = src[c] (a: None, or 1-D float32/float64 of length C)."""
-    cdef Py_ssize_t c, stride
-    cdef char* base
-    if a is None:
-        return
-    base = <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
-    stride = cnp.PyArray_STRIDE(<cnp.ndarray>a, 0)
-    if cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT:
-        if stride == sizeof(float):     # the common cases, as loops that vectorize
-            for c in range(C):
-                (<float*>base)[c] = <float>src[c]
-        else:
-            for c in range(C):
-                (<float*>(base + c * stride))[0] = <float>src[c]
-    elif stride == sizeof(double):
-        for c in range(C):
-            (<double*>base)[c] = src[c]
-    else:
-        for c in range(C):
-            (<double*>(base + c * stride))[0] = src[c]
+    _col_put(_col(a, 0.0), src, 0, C)
 
 
 cdef int _kind(cnp.ndarray x) except -1:
@@ -1756,14 +1759,39 @@ def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
     """OUT out; running stats updated in place (when given); mean_out, invstd_out
     (when given) receive the batch mean and 1 / sqrt(var + eps).  fresh: as bn_eval."""
     cdef int kind = _kind(x)
-    cdef double* d = _work(C, 5, _pass_partials(outer, C, inner, n_threads))
-    cdef double* mean = d + 2 * C
-    cdef double* var = d + 3 * C
-    cdef double* tmp = d + 4 * C
-    cdef void* p = d + 5 * C
-    cdef double* scratch = d + (5 + N_PARAMS) * C
+    cdef Col cols[6]
+    cdef double* d
+    cdef double* mean
+    cdef double* var
+    cdef void* p
+    cdef double* scratch
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
+    cdef Py_ssize_t k
+    cols[0], cols[1] = _col(weight, 1.0), _col(bias, 0.0)
+    cols[2], cols[3] = _col(running_mean, 0.0), _col(running_var, 0.0)
+    cols[4], cols[5] = _col(mean_out, 0.0), _col(invstd_out, 0.0)
+    if inner == 1 and _by_cols(outer, C):
+        d = _work(C, 0, 0)
+        try:
+            with nogil:
+                if kind == 0:
+                    _train_cols(<const float*>px, <float*>po, outer, C, cols, eps, momentum,
+                                relu, <float*>d, n_threads, fresh)
+                elif kind == 1:
+                    _train_cols(<const double*>px, <double*>po, outer, C, cols, eps,
+                                momentum, relu, d, n_threads, fresh)
+                else:
+                    _train_cols(<const cbn_half*>px, <cbn_half*>po, outer, C, cols, eps,
+                                momentum, relu, <float*>d, n_threads, fresh)
+        finally:
+            free(d)
+        return
+    d = _work(C, 4, _partials(inner, C, n_threads))
+    mean = d + 2 * C
+    var = d + 3 * C
+    p = d + 4 * C
+    scratch = d + (4 + N_PARAMS) * C
     try:
         _gather(weight, d, C, 1.0)
         _gather(bias, d + C, C, 0.0)
@@ -1777,31 +1805,38 @@ def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             else:
                 _train(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, d, d + C, eps,
                        relu, mean, var, <float*>p, scratch, n_threads, fresh)
-        _update_outputs(running_mean, running_var, momentum, mean_out, invstd_out, mean, var,
-                        tmp, eps, <double>outer * <double>inner, C)
+            for k in range((C + PCHUNK - 1) // PCHUNK):
+                _update_chunk(cols + 2, mean + k * PCHUNK, var + k * PCHUNK, eps, momentum,
+                              <double>outer * <double>inner, k * PCHUNK,
+                              min(PCHUNK, C - k * PCHUNK))
     finally:
         free(d)
 
 
-cdef void _update_outputs(running_mean, running_var, double momentum, mean_out, invstd_out,
-                          const double* mean, const double* var, double* tmp, double eps,
-                          double n, Py_ssize_t C):
-    """The running-statistics update (unbiased variance) and the saved statistics."""
-    cdef Py_ssize_t c
-    if running_mean is not None:
-        _gather(running_mean, tmp, C, 0.0)
-        for c in range(C):
-            tmp[c] = (1.0 - momentum) * tmp[c] + momentum * mean[c]
-        _scatter(running_mean, tmp, C)
-        _gather(running_var, tmp, C, 0.0)
-        for c in range(C):
-            tmp[c] = (1.0 - momentum) * tmp[c] + momentum * var[c] * (n / (n - 1.0))
-        _scatter(running_var, tmp, C)
-    _scatter(mean_out, mean, C)
-    if invstd_out is not None:
-        for c in range(C):
-            tmp[c] = _invstd(var[c], eps)
-        _scatter(invstd_out, tmp, C)
+cdef inline void _update_chunk(const Col* outs, const double* mean, const double* var,
+                               double eps, double momentum, double n, Py_ssize_t c0,
+                               Py_ssize_t k) noexcept nogil:
+    """For channels [c0, c0 + k), k <= PCHUNK, of batch mean and biased variance mean[i],
+    var[i]: the running-statistics update (outs[0], outs[1]: running mean and variance,
+    which takes the unbiased variance) and the saved statistics (outs[2]: mean, outs[3]:
+    1 / sqrt(var + eps)); None outputs are skipped."""
+    cdef double t[PCHUNK]
+    cdef Py_ssize_t i
+    if outs[0].base != NULL:
+        _col_get(outs[0], t, c0, k)
+        for i in range(k):
+            t[i] = (1.0 - momentum) * t[i] + momentum * mean[i]
+        _col_put(outs[0], t, c0, k)
+    if outs[1].base != NULL:
+        _col_get(outs[1], t, c0, k)
+        for i in range(k):
+            t[i] = (1.0 - momentum) * t[i] + momentum * var[i] * (n / (n - 1.0))
+        _col_put(outs[1], t, c0, k)
+    _col_put(outs[2], mean, c0, k)
+    if outs[3].base != NULL:
+        for i in range(k):
+            t[i] = _invstd(var[i], eps)
+        _col_put(outs[3], t, c0, k)
 
 
 def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, mean_out,
@@ -1831,14 +1866,39 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
     """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
     (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval)."""
     cdef int kind = _kind(x)
-    cdef double* d = _work(C, 5, _pass_partials(outer, C, inner, n_threads))
-    cdef void* p = d + 5 * C
-    cdef double* scratch = d + (5 + N_PARAMS) * C
     cdef bint masked = y is not None
     cdef void* pdy = cnp.PyArray_DATA(dy)
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* py = cnp.PyArray_DATA(<cnp.ndarray>y) if masked else px
     cdef void* pdx = cnp.PyArray_DATA(dx)
+    cdef Col cols[5]
+    cdef double* d
+    cdef void* p
+    cdef double* scratch
+    if inner == 1 and _by_cols(outer, C):
+        cols[0], cols[1], cols[2] = _col(mean, 0.0), _col(invstd, 0.0), _col(weight, 1.0)
+        cols[3], cols[4] = _col(dweight_out, 0.0), _col(dbias_out, 0.0)
+        d = _work(C, 0, 0)
+        try:
+            with nogil:
+                if kind == 0:
+                    _backward_cols(<const float*>pdy, <const float*>px, <const float*>py,
+                                   masked, <float*>pdx, outer, C, cols, training, <float*>d,
+                                   n_threads, fresh)
+                elif kind == 1:
+                    _backward_cols(<const double*>pdy, <const double*>px, <const double*>py,
+                                   masked, <double*>pdx, outer, C, cols, training, d,
+                                   n_threads, fresh)
+                else:
+                    _backward_cols(<const cbn_half*>pdy, <const cbn_half*>px,
+                                   <const cbn_half*>py, masked, <cbn_half*>pdx, outer, C,
+                                   cols, training, <float*>d, n_threads, fresh)
+        finally:
+            free(d)
+        return
+    d = _work(C, 5, _partials(inner, C, n_threads))
+    p = d + 5 * C
+    scratch = d + (5 + N_PARAMS) * C
     try:
         _gather(mean, d, C, 0.0)
         _gather(invstd, d + C, C, 0.0)

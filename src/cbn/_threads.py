@@ -172,7 +172,7 @@ def show_config(print_out=True):
         "eight_row_sums": _dispatch.kernels.eight_row_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
         "split_few_channels": _dispatch.kernels.split_few_channels(),
-        "inference_by_columns": _dispatch.kernels.by_columns(),
+        "wide_rows_by_columns": _dispatch.kernels.by_columns(),
     }
     if print_out:
         width = max(map(len, cfg))
