@@ -378,9 +378,9 @@ def test_planar_few_channels_split(shape, dtype, split, rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(2, 4099), (9, 2048), (64, 2500), (1, 40001)], ids=str)
 def test_wide_rows_by_columns(shape, dtype, cols, rng):
-    """Inference, training and backward on few wide interleaved rows go by columns
-    (by_columns): each thread takes 512-channel chunks from their sums (training,
-    backward) and parameters to their output.  Both choices against the float64 oracle
+    """Inference, training, statistics and backward on few wide interleaved rows go by
+    columns (by_columns): each thread takes 512-channel chunks from their sums and
+    parameters to their outputs.  Both choices against the float64 oracle
     on 1, 2 and 3 threads, plain and streamed: a last chunk of 3 channels, rows of
     exactly four chunks, 64 rows, one row of 79 chunks (no training: it needs two values
     per channel); and running statistics and weight given as strided
@@ -395,6 +395,7 @@ def test_wide_rows_by_columns(shape, dtype, cols, rng):
             test_scale_shift(dtype, shape, "C", t, rng)
             if shape[0] > 1:
                 test_batch_norm_training(dtype, shape, "C", t, rng)
+            test_batch_stats(dtype, shape, "C", t, rng)
             test_backward(dtype, shape, "C", t, rng)
         x, axis, C, params = _data(shape, "C", dtype, rng)
         rm = rng.uniform(-5, 5, C).astype(np.float32)

@@ -317,8 +317,8 @@ cdef bint _back = True
 # backward 0.31-0.34 (one channel), 0.78-0.90 (three); statistics 0.51-0.84;
 # 1x5x128x128 (80K values) 0.97-1.04.
 cdef bint _split_on = True
-# Inference, training and backward on at most COLS_ROWS interleaved rows of COLS_MIN or
-# more channels go by columns (_by_cols).  Measured in one process, 2-core Intel Xeon
+# Inference, training, statistics and backward on at most COLS_ROWS interleaved rows of
+# COLS_MIN or more channels go by columns (_by_cols).  Measured in one process, 2-core Intel Xeon
 # VM, float32, by columns / by rows time (rows: one parameter table set up on the
 # calling thread and read by every thread; training and backward with per-thread
 # partial sums of every channel, merged, and their scratch).  Inference, 2 threads:
@@ -327,7 +327,9 @@ cdef bint _split_on = True
 # and 128x4096 0.93-1.10 (hence the bounds).  Training / backward, 2 threads: 8x4096
 # 0.45 / 0.44, 32x4096 0.68 / 0.59, 64x4096 0.79 / 0.73, 64x2048 0.63 / 0.70, 2x40000
 # 0.40 / 0.52, 16x100000 0.43 / 0.45, 2x300000 0.10 / 0.12 (the rows' 70 MB of scratch
-# was mapped afresh, and faulted in, on every call); 1 thread 0.17-0.98.
+# was mapped afresh, and faulted in, on every call); 1 thread 0.17-0.98.  Statistics
+# alone, 2 threads: 8x4096 0.28, 2x40000 0.27, 16x100000 0.25, 2x300000 0.06, 64x2048
+# 0.45; 1 thread 0.11-0.89.
 cdef bint _cols_on = True
 
 
@@ -1085,6 +1087,46 @@ cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_
         cbn_stream_fence()
 
 
+cdef inline void _chunk_stats(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
+                              Py_ssize_t c0, Py_ssize_t n, double* mean,
+                              double* var) noexcept nogil:
+    """mean[i], var[i]: the batch mean and biased variance of channel c0 + i, i < n <=
+    PCHUNK, of interleaved rows, summed down all the rows about their first."""
+    cdef double ref[PCHUNK]
+    cdef Py_ssize_t i
+    for i in range(n):
+        ref[i] = _ldd(x, c0 + i)
+        mean[i] = 0.0
+        var[i] = 0.0
+    _rows_sums(x + c0, x, x, False, False, C, rows, n, ref, mean, var, True, True, True)
+    for i in range(n):      # a loop apart, on the chunk's own arrays: it vectorizes
+        _finish_stats(mean[i], var[i], ref[i], <double>rows, &mean[i], &var[i])
+
+
+cdef inline void _task_stats_cols(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
+                                  const Col* outs, Py_ssize_t c0) noexcept nogil:
+    """Channels [c0, c0 + PCHUNK) of interleaved statistics by columns (_by_cols),
+    written to outs (mean, variance)."""
+    cdef double m[PCHUNK]
+    cdef double v[PCHUNK]
+    cdef Py_ssize_t n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    _chunk_stats(x, rows, C, c0, n, m, v)
+    _col_put(outs[0], m, c0, n)
+    _col_put(outs[1], v, c0, n)
+
+
+cdef void _stats_cols(const data_t* x, Py_ssize_t rows, Py_ssize_t C, const Col* outs,
+                      int T) noexcept nogil:
+    """Statistics of few wide interleaved rows (_by_cols), by columns, as _train_cols."""
+    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    if T > 1:
+        for k in prange(nk, num_threads=T, schedule='static'):
+            _task_stats_cols(x, rows, C, outs, k * PCHUNK)
+    else:
+        for k in range(nk):
+            _task_stats_cols(x, rows, C, outs, k * PCHUNK)
+
+
 cdef inline void _task_train_cols(const data_t* x, data_t* out, Py_ssize_t rows,
                                   Py_ssize_t C, const Col* cols, double eps, double momentum,
                                   bint relu, real_t* p, int store,
@@ -1092,19 +1134,12 @@ cdef inline void _task_train_cols(const data_t* x, data_t* out, Py_ssize_t rows,
     """Channels [c0, c0 + PCHUNK) of interleaved training by columns (_by_cols): their
     sums down all the rows, statistics (and _update_chunk's outputs, cols[2:6]),
     parameters from the weight and bias in cols[0:2], then their output."""
-    cdef double ref[PCHUNK]
     cdef double m[PCHUNK]
     cdef double v[PCHUNK]
     cdef double w[PCHUNK]
     cdef double b[PCHUNK]
     cdef Py_ssize_t i, n = C - c0 if C - c0 < PCHUNK else PCHUNK
-    for i in range(n):
-        ref[i] = _ldd(x, c0 + i)
-        m[i] = 0.0
-        v[i] = 0.0
-    _rows_sums(x + c0, x, x, False, False, C, rows, n, ref, m, v, True, True, True)
-    for i in range(n):      # loops apart, on this chunk's own arrays: they vectorize
-        _finish_stats(m[i], v[i], ref[i], <double>rows, &m[i], &v[i])
+    _chunk_stats(x, rows, C, c0, n, m, v)
     _update_chunk(cols + 2, m, v, eps, momentum, <double>rows, c0, n)
     _col_get(cols[0], w, c0, n)
     _col_get(cols[1], b, c0, n)
@@ -1677,10 +1712,10 @@ cdef void _apply_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t 
 
 
 cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
-    """Inference, training and backward on interleaved rows go by columns (_apply_cols,
-    _train_cols, _backward_cols) when the rows are few and wide: one parameter table
-    set up and shared between threads, and per-thread partial sums of every channel,
-    would cost more than the rows themselves."""
+    """Inference, training, statistics and backward on interleaved rows go by columns
+    (_apply_cols, _train_cols, _stats_cols, _backward_cols) when the rows are few and
+    wide: one parameter table set up and shared between threads, and per-thread
+    partial sums of every channel, would cost more than the rows themselves."""
     return _cols_on and C >= COLS_MIN and rows <= COLS_ROWS
 
 
@@ -1843,9 +1878,22 @@ def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, me
              var_out, int n_threads):
     """OUT mean_out, var_out: per-channel mean and biased variance (outer * inner >= 1)."""
     cdef int kind = _kind(x)
-    cdef double* d = _work(C, 2, _partials(inner, C, n_threads))
-    cdef double* scratch = d + (2 + N_PARAMS) * C
+    cdef double* d
+    cdef double* scratch
     cdef void* px = cnp.PyArray_DATA(x)
+    cdef Col outs[2]
+    if inner == 1 and _by_cols(outer, C):
+        outs[0], outs[1] = _col(mean_out, 0.0), _col(var_out, 0.0)
+        with nogil:
+            if kind == 0:
+                _stats_cols(<const float*>px, outer, C, outs, n_threads)
+            elif kind == 1:
+                _stats_cols(<const double*>px, outer, C, outs, n_threads)
+            else:
+                _stats_cols(<const cbn_half*>px, outer, C, outs, n_threads)
+        return
+    d = _work(C, 2, _partials(inner, C, n_threads))
+    scratch = d + (2 + N_PARAMS) * C
     try:
         with nogil:
             if kind == 0:
