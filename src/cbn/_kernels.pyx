@@ -168,7 +168,7 @@ ctypedef fused real_t:      # what the outputs are computed in
 cdef enum:
     BLOCK = 1024        # planar reductions add a block total into the result every BLOCK values
     TASK = 4096         # least values per parallel task of the output passes
-    PCHUNK = 512        # channels per chunk of a parameter table's setup (_params)
+    PCHUNK = 512        # channels per chunk: parameter setup (_params), columns (_by_cols)
     PAR_PARAMS = 8192   # parameter tables of this many channels are set up on all threads
     COLS_MIN = 2048     # at most COLS_ROWS interleaved rows of COLS_MIN or more channels
     COLS_ROWS = 64      # go by columns (_by_cols)
@@ -318,9 +318,9 @@ cdef bint _back = True
 # 1x5x128x128 (80K values) 0.97-1.04.
 cdef bint _split_on = True
 # Inference, training, statistics and backward on at most COLS_ROWS interleaved rows of
-# COLS_MIN or more channels go by columns (_by_cols).  Measured in one process, 2-core Intel Xeon
-# VM, float32, by columns / by rows time (rows: one parameter table set up on the
-# calling thread and read by every thread; training and backward with per-thread
+# COLS_MIN or more channels go by columns (_by_cols).  Measured in one process, 2-core
+# Intel Xeon VM, float32, by columns / by rows time (rows: one parameter table set up on
+# the calling thread and read by every thread; training and backward with per-thread
 # partial sums of every channel, merged, and their scratch).  Inference, 2 threads:
 # 8x4096 0.27, 15x4096 0.38, 32x4096 0.49, 64x4096 0.69, 2x40000 0.78, 8x40000 0.69,
 # 2x300000 0.69, 32x8192 0.63, 64x40000 0.96; 1 thread 0.70-1.03; but 256x1024 2.23
