@@ -997,6 +997,14 @@ cdef inline Py_ssize_t _cut(Py_ssize_t n, Py_ssize_t k, Py_ssize_t nb,
     return n if k >= nb else n * k // nb // unit * unit
 
 
+cdef inline Py_ssize_t _piece_end(Py_ssize_t v, Py_ssize_t v1,
+                                  Py_ssize_t inner) noexcept nogil:
+    """Where the piece of planar values from v ends: the end of v's run of inner values,
+    or v1 if sooner.  (The run's channel is v // inner % C.)"""
+    cdef Py_ssize_t e = (v // inner + 1) * inner
+    return e if e < v1 else v1
+
+
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
                              const real_t* p, bint relu, Py_ssize_t q0, Py_ssize_t q1,
                              int store, bint back=False) noexcept nogil:
@@ -1013,15 +1021,12 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     elif inner == 1:
         _rows_affine(x + q0 * C, out + q0 * C, C, q1 - q0, C, p, C, relu, store)
     else:
-        q = q0 // inner
-        c = q % C
         while q0 < q1:
-            e = (q + 1) * inner if (q + 1) * inner < q1 else q1
+            e = _piece_end(q0, q1, inner)
+            c = q0 // inner % C
             _run_affine(x + q0, out + q0, e - q0, p[P_HI * C + c], p[P_SCALE * C + c],
                         p[P_SHIFT * C + c], relu, store == STORE_STREAM)
             q0 = e
-            q += 1
-            c = c + 1 if c + 1 < C else 0
     if store == STORE_STREAM:
         cbn_stream_fence()
 
@@ -1109,7 +1114,7 @@ cdef inline void _task_stats_cols(const data_t* x, Py_ssize_t rows, Py_ssize_t C
     written to outs (mean, variance)."""
     cdef double m[PCHUNK]
     cdef double v[PCHUNK]
-    cdef Py_ssize_t n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    cdef Py_ssize_t n = _chunk(C, c0)
     _chunk_stats(x, rows, C, c0, n, m, v)
     _col_put(outs[0], m, c0, n)
     _col_put(outs[1], v, c0, n)
@@ -1138,7 +1143,7 @@ cdef inline void _task_train_cols(const data_t* x, data_t* out, Py_ssize_t rows,
     cdef double v[PCHUNK]
     cdef double w[PCHUNK]
     cdef double b[PCHUNK]
-    cdef Py_ssize_t i, n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    cdef Py_ssize_t i, n = _chunk(C, c0)
     _chunk_stats(x, rows, C, c0, n, m, v)
     _update_chunk(cols + 2, m, v, eps, momentum, <double>rows, c0, n)
     _col_get(cols[0], w, c0, n)
@@ -1284,19 +1289,17 @@ cdef inline void _task_split(const data_t* x, const data_t* dy, const data_t* y,
     """Values [v0, v1) of a planar array in memory order (runs of inner values, channel
     by channel), each run's piece summed by _plane_sums into part: 2 rows of cpad."""
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
-    cdef Py_ssize_t c, e, q = v0 // inner
+    cdef Py_ssize_t c, e
     cdef Sums r
     for c in range(2 * cpad):
         part[c] = 0.0
-    c = q % C
     while v0 < v1:
-        e = (q + 1) * inner if (q + 1) * inner < v1 else v1
+        e = _piece_end(v0, v1, inner)
+        c = v0 // inner % C
         r = _plane_sums(x + v0, dy + v0, y + v0, grad, masked, 1, 0, e - v0, ref[c])
         part[c] += r.s1
         part[cpad + c] += r.s2
         v0 = e
-        q += 1
-        c = c + 1 if c + 1 < C else 0
 
 
 cdef void _split_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
@@ -1399,16 +1402,13 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
         off = q0 * C
         _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, q1 - q0, C, p, C, store)
     else:
-        q = q0 // inner
-        c = q % C
         while q0 < q1:
-            e = (q + 1) * inner if (q + 1) * inner < q1 else q1
+            e = _piece_end(q0, q1, inner)
+            c = q0 // inner % C
             _run_dx(x + q0, dy + q0, y + q0, masked, dx + q0, e - q0, p[P_HI * C + c],
                     p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c],
                     store == STORE_STREAM)
             q0 = e
-            q += 1
-            c = c + 1 if c + 1 < C else 0
     if store == STORE_STREAM:
         cbn_stream_fence()
 
@@ -1440,7 +1440,7 @@ cdef inline void _task_backward_cols(const data_t* dy, const data_t* x, const da
     cdef double w[PCHUNK]
     cdef double sg[PCHUNK]
     cdef double sgd[PCHUNK]
-    cdef Py_ssize_t i, n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    cdef Py_ssize_t i, n = _chunk(C, c0)
     _col_get(cols[0], mn, c0, n)
     _col_get(cols[1], iv, c0, n)
     _col_get(cols[2], w, c0, n)
@@ -1636,6 +1636,11 @@ cdef int _kind(cnp.ndarray x) except -1:
     return 2        # NPY_HALF
 
 
+cdef inline Py_ssize_t _chunk(Py_ssize_t C, Py_ssize_t c0) noexcept nogil:
+    """Channels in the chunk of (at most PCHUNK) channels from c0 < C."""
+    return C - c0 if C - c0 < PCHUNK else PCHUNK
+
+
 cdef inline void _param_chunk(const Col* cols, double eps, bint inv, real_t* p,
                               Py_ssize_t ldp, Py_ssize_t c0, Py_ssize_t n) noexcept nogil:
     """Channels [c0, c0 + n), n <= PCHUNK, of the parameter table of (x - center) * scale
@@ -1666,11 +1671,11 @@ cdef void _params(const Col* cols, double eps, bint inv, real_t* p, Py_ssize_t C
     if T > 1 and C >= PAR_PARAMS:
         for k in prange(nk, num_threads=T, schedule='static'):
             _param_chunk(cols, eps, inv, p + k * PCHUNK, C, k * PCHUNK,
-                         min(PCHUNK, C - k * PCHUNK))
+                         _chunk(C, k * PCHUNK))
     else:
         for k in range(nk):
             _param_chunk(cols, eps, inv, p + k * PCHUNK, C, k * PCHUNK,
-                         min(PCHUNK, C - k * PCHUNK))
+                         _chunk(C, k * PCHUNK))
 
 
 cdef inline void _chunk_rows(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
@@ -1678,7 +1683,7 @@ cdef inline void _chunk_rows(const data_t* x, data_t* out, Py_ssize_t rows, Py_s
                              Py_ssize_t c0, real_t* tp) noexcept nogil:
     """Columns [c0, c0 + PCHUNK) of all rows (_apply_cols), their parameters set up in
     tp (N_PARAMS * PCHUNK values) first."""
-    cdef Py_ssize_t n = C - c0 if C - c0 < PCHUNK else PCHUNK
+    cdef Py_ssize_t n = _chunk(C, c0)
     _param_chunk(cols, eps, inv, tp, PCHUNK, c0, n)
     _rows_affine(x + c0, out + c0, C, rows, n, tp, PCHUNK, relu, store)
 
@@ -1843,7 +1848,7 @@ def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             for k in range((C + PCHUNK - 1) // PCHUNK):
                 _update_chunk(cols + 2, mean + k * PCHUNK, var + k * PCHUNK, eps, momentum,
                               <double>outer * <double>inner, k * PCHUNK,
-                              min(PCHUNK, C - k * PCHUNK))
+                              _chunk(C, k * PCHUNK))
     finally:
         free(d)
 
