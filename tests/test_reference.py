@@ -337,11 +337,13 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
 
 @pytest.mark.parametrize("back", [False, True], ids=["forward", "reversed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape", [(70000, 32), (9001, 61), (2200, 1000)], ids=str)
+@pytest.mark.parametrize("shape", [(70000, 32), (9001, 61), (2200, 1000), (3001, 64),
+                                   (257, 1000)], ids=str)
 def test_interleaved_second_pass_reversed(shape, dtype, back, rng):
-    """Interleaved training and backward write rows beyond L2 in 32 KB blocks from the
-    last (second_pass_reversed): rows not a multiple of the block, folded narrow rows
-    with a leftover row, wide rows; both walks against the float64 oracle on 1 and 2
+    """Interleaved training and backward write rows that are not streamed in 32 KB
+    blocks from the last (second_pass_reversed): rows beyond L2 not a multiple of the
+    block, folded narrow rows with a leftover row, wide rows; register-tiled rows
+    within L2 (3001x64, 257x1000); both walks against the float64 oracle on 1 and 2
     threads."""
     with _kernel_setting("second_pass_reversed", back):
         for t in (1, 2):

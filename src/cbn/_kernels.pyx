@@ -301,12 +301,15 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 cdef bint _rows8 = cbn_cpu_is_intel()
 
 # The second pass of interleaved training and backward (the output after the sums), when
-# it writes plainly (not register-tiled: beyond L2; not streamed: within the last-level
-# cache), walks each thread's rows in blocks of BACK_BYTES from its last: the rows the
-# sums read last are still in L2.  Measured in one process, 2-core Intel Xeon VM, float32
-# channels-last, reversed / forward time on 1 and 2 threads: training 4x32x16x28x28
-# 0.91-0.99, 4x64x56x56 0.92-0.97; backward 0.94-0.99 and 0.90-0.97; 1x64x56x56 and
-# 256x1024 (register-tiled) unchanged.
+# it is not streamed (its arrays fit the last-level cache), walks each thread's rows in
+# blocks of BACK_BYTES from its last: the rows the sums read last are still in L2, where
+# a forward walk would find its first rows evicted by the sums' last ones.  Measured in
+# one process, 2-core Intel Xeon VM (2 MB L2 per core), float32 channels-last, reversed /
+# forward time on 1 and 2 threads, plain stores (beyond L2): training 4x32x16x28x28
+# 0.91-0.99, 4x64x56x56 0.92-0.97; backward 0.94-0.99 and 0.90-0.97.  Register-tiled
+# stores (x, dy and dx of 2.4-3 MB on one thread): backward 256x1024 0.84-0.87,
+# 1x64x56x56 0.92-0.96 on 1 thread, 0.97-1.03 on 2 (each core's rows fit its L2);
+# training 1.00-1.02.
 cdef bint _back = True
 
 # Planar statistics, training and backward on few channels split the values among
@@ -1009,11 +1012,11 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
                              const real_t* p, bint relu, Py_ssize_t q0, Py_ssize_t q1,
                              int store, bint back=False) noexcept nogil:
     """Rows [q0, q1) (interleaved) or values [q0, q1) in memory order (planar: runs of
-    inner values, channel by channel) of the output.  back: interleaved rows written
-    plainly go in blocks of BACK_BYTES from the last."""
+    inner values, channel by channel) of the output.  back: interleaved rows not
+    streamed go in blocks of BACK_BYTES from the last (_back)."""
     cdef Py_ssize_t q, e, c
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
-    if inner == 1 and back and store == STORE_PLAIN and _back:
+    if inner == 1 and back and store != STORE_STREAM and _back:
         while q1 > q0:
             q = q1 - b if q1 - b > q0 else q0
             _rows_affine(x + q * C, out + q * C, C, q1 - q, C, p, C, relu, store)
@@ -1392,7 +1395,7 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
     """Rows [q0, q1) (interleaved) or values [q0, q1) (planar) of dx, as _task_apply."""
     cdef Py_ssize_t q, off, e, c
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
-    if inner == 1 and back and store == STORE_PLAIN and _back:
+    if inner == 1 and back and store != STORE_STREAM and _back:
         while q1 > q0:
             q = q1 - b if q1 - b > q0 else q0
             off = q * C
