@@ -369,6 +369,24 @@ def test_planar_few_channels_split(shape, dtype, split, rng):
 
 
 @pytest.mark.usefixtures("streaming")
+@pytest.mark.parametrize("own", [False, True], ids=["shared", "per-block"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1, 37, 301), (1, 1500, 50), (3, 5, 1001), (3, 700, 20),
+                                   (2, 8200, 3), (150, 300)], ids=str)
+def test_inference_params_per_block(shape, dtype, own, rng):
+    """Inference gives each block of its output pass a parameter table of its own, set
+    up for the channels the block touches (params_per_block).  Both choices against the
+    float64 oracle on 1, 2 and 3 threads, plain and streamed: planar blocks that start
+    and end mid-channel, that touch more than one 512-channel chunk, that run from one
+    image's last channels into the next image's first (in one chunk and split at C);
+    8200 channels on two images (per block on 3 threads, shared on 1 and 2); rows."""
+    with _kernel_setting("params_per_block", own):
+        for t in (1, 2, 3):
+            test_batch_norm_eval(dtype, shape, "C", t, rng)
+            test_scale_shift(dtype, shape, "C", t, rng)
+
+
+@pytest.mark.usefixtures("streaming")
 @pytest.mark.parametrize("cols", [False, True], ids=["rows", "columns"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(2, 4099), (9, 2048), (64, 2500), (1, 40001)], ids=str)

@@ -334,6 +334,16 @@ cdef bint _split_on = True
 # alone, 2 threads: 8x4096 0.28, 2x40000 0.27, 16x100000 0.25, 2x300000 0.06, 64x2048
 # 0.45; 1 thread 0.11-0.89.
 cdef bint _cols_on = True
+# Inference other than by columns gives each block of its output pass a parameter table
+# of its own, set up on the thread that uses it for the channels the block touches
+# (_apply_own), instead of one table set up on the calling thread and read from every
+# core; a batch of one splits the set-up among threads.  Measured in one process, 2-core
+# Intel Xeon VM, float32, 2 threads, per-block / shared time: NCHW 1x2048x7x7 0.70,
+# 1x1024x14x14 0.81, 1x512x14x14 0.86, 1x256x14x14 0.91, 1x64x56x56 0.99, 1x256x56x56,
+# 32x128x56x56 and 8x64x112x112 0.99-1.00; channels-last 1x1024x14x14 0.77, 1x256x14x14
+# 0.84, 256x1024 0.85, 8x1024 0.97, 32x128x56x56 and 200x2000 0.99-1.00; 1 thread
+# 0.98-1.01.
+cdef bint _own_on = True
 
 
 cdef bint _setting(bint* setting, flag):
@@ -349,6 +359,10 @@ def by_columns(flag=None):
     by_columns(True/False) sets it and returns the old setting (for benchmarks and
     tests)."""
     return _setting(&_cols_on, flag)
+
+
+def params_per_block(flag=None):
+    return _setting(&_own_on, flag)
 
 
 def split_few_channels(flag=None):
@@ -1003,9 +1017,17 @@ cdef inline Py_ssize_t _cut(Py_ssize_t n, Py_ssize_t k, Py_ssize_t nb,
 cdef inline Py_ssize_t _piece_end(Py_ssize_t v, Py_ssize_t v1,
                                   Py_ssize_t inner) noexcept nogil:
     """Where the piece of planar values from v ends: the end of v's run of inner values,
-    or v1 if sooner.  (The run's channel is v // inner % C.)"""
+    or v1 if sooner.  (The run's channel is v // inner % C.)  A walk over [v0, v1) takes
+    its first piece's end and channel from these divisions and steps on from there (the
+    next piece is the next run, of the next channel): on short runs, two divisions per
+    run took as long as the run itself (1x2048x7x7, runs of 49 values)."""
     cdef Py_ssize_t e = (v // inner + 1) * inner
     return e if e < v1 else v1
+
+
+cdef inline Py_ssize_t _next_end(Py_ssize_t e, Py_ssize_t v1, Py_ssize_t inner) noexcept nogil:
+    """The end of the piece after the one ending at e (a run boundary): e + inner, or v1."""
+    return e + inner if e + inner < v1 else v1
 
 
 cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
@@ -1024,12 +1046,14 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     elif inner == 1:
         _rows_affine(x + q0 * C, out + q0 * C, C, q1 - q0, C, p, C, relu, store)
     else:
+        e = _piece_end(q0, q1, inner)
+        c = q0 // inner % C
         while q0 < q1:
-            e = _piece_end(q0, q1, inner)
-            c = q0 // inner % C
             _run_affine(x + q0, out + q0, e - q0, p[P_HI * C + c], p[P_SCALE * C + c],
                         p[P_SHIFT * C + c], relu, store == STORE_STREAM)
             q0 = e
+            e = _next_end(e, q1, inner)
+            c = c + 1 if c + 1 < C else 0
     if store == STORE_STREAM:
         cbn_stream_fence()
 
@@ -1296,13 +1320,15 @@ cdef inline void _task_split(const data_t* x, const data_t* dy, const data_t* y,
     cdef Sums r
     for c in range(2 * cpad):
         part[c] = 0.0
+    e = _piece_end(v0, v1, inner)
+    c = v0 // inner % C
     while v0 < v1:
-        e = _piece_end(v0, v1, inner)
-        c = v0 // inner % C
         r = _plane_sums(x + v0, dy + v0, y + v0, grad, masked, 1, 0, e - v0, ref[c])
         part[c] += r.s1
         part[cpad + c] += r.s2
         v0 = e
+        e = _next_end(e, v1, inner)
+        c = c + 1 if c + 1 < C else 0
 
 
 cdef void _split_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
@@ -1405,13 +1431,15 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
         off = q0 * C
         _rows_dx(x + off, dy + off, y + off, masked, dx + off, C, q1 - q0, C, p, C, store)
     else:
+        e = _piece_end(q0, q1, inner)
+        c = q0 // inner % C
         while q0 < q1:
-            e = _piece_end(q0, q1, inner)
-            c = q0 // inner % C
             _run_dx(x + q0, dy + q0, y + q0, masked, dx + q0, e - q0, p[P_HI * C + c],
                     p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c],
                     store == STORE_STREAM)
             q0 = e
+            e = _next_end(e, q1, inner)
+            c = c + 1 if c + 1 < C else 0
     if store == STORE_STREAM:
         cbn_stream_fence()
 
@@ -1752,11 +1780,66 @@ def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
     _affine(_kind(x), x, out, outer, C, inner, cols, 0.0, False, relu, n_threads, fresh)
 
 
+cdef inline void _block_params(const Col* cols, double eps, bint inv, real_t* p,
+                               Py_ssize_t C, Py_ssize_t inner, Py_ssize_t q0,
+                               Py_ssize_t q1) noexcept nogil:
+    """The parameter table entries (_param_chunk) of the channels that block [q0, q1) of
+    an output pass touches (rows: all; planar values in memory order: the runs from
+    q0's to q1 - 1's, channel 0 again after C - 1), into p (N_PARAMS x C)."""
+    cdef Py_ssize_t a = 0, n = C, c, e
+    if inner > 1 and q1 > q0:
+        a = q0 // inner
+        n = (q1 - 1) // inner - a + 1
+        a = a % C
+        n = n if n < C else C
+    c = a
+    while c < a + n:        # c % C is the channel; chunks end at PCHUNK and at C
+        e = min(c + PCHUNK, a + n, (c // C + 1) * C)
+        _param_chunk(cols, eps, inv, p + c % C, C, c % C, e - c)
+        c = e
+
+
+cdef inline void _task_own(const data_t* x, data_t* out, Py_ssize_t C, Py_ssize_t inner,
+                           const Col* cols, double eps, bint inv, real_t* p, bint relu,
+                           Py_ssize_t q0, Py_ssize_t q1, int store) noexcept nogil:
+    _block_params(cols, eps, inv, p, C, inner, q0, q1)
+    _task_apply(x, out, C, inner, p, relu, q0, q1, store)
+
+
+cdef void _apply_own(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
+                     Py_ssize_t inner, const Col* cols, double eps, bint inv, real_t* p,
+                     bint relu, int T, bint fresh) noexcept nogil:
+    """Inference (_affine) in _blocks, each block setting up the parameters of the
+    channels it touches in its own table (p: one N_PARAMS x C table per block, at most
+    T) on the thread that uses them: a batch of one splits the set-up among threads, and
+    no table crosses cores."""
+    cdef Py_ssize_t k, nq, unit
+    cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T, inner, fresh)
+    cdef Py_ssize_t nb = _blocks(outer, C, inner, T, &nq, &unit)
+    if nb > 1:
+        for k in prange(nb, num_threads=T, schedule='static'):
+            _task_own(x, out, C, inner, cols, eps, inv, p + k * N_PARAMS * C, relu,
+                      _cut(nq, k, nb, unit), _cut(nq, k + 1, nb, unit), store)
+    else:
+        _task_own(x, out, C, inner, cols, eps, inv, p, relu, 0, nq, store)
+
+
+cdef inline bint _own(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, int T) noexcept nogil:
+    """Whether inference goes by _apply_own: not on folded narrow rows (their repeated
+    table is shared), and not where every block would set up all of PAR_PARAMS or more
+    channels (wide rows, or planar blocks of whole images: one table set up on all
+    threads is quicker)."""
+    if not _own_on or (inner == 1 and _fold(C, outer) > 1):
+        return False
+    return C < PAR_PARAMS or (inner > 1 and outer < T)
+
+
 cdef void _affine(int kind, cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
                   Py_ssize_t inner, const Col* cols, double eps, bint inv, bint relu, int T,
                   bint fresh):
-    """out = (x - center) * scale + shift from cols (_param_chunk); the scratch is the
-    parameter table p and its repeated copy pw (_apply)."""
+    """out = (x - center) * scale + shift from cols (_param_chunk); the scratch is a
+    parameter table per block (_apply_own), or one table p and its repeated copy pw
+    (_apply)."""
     cdef double* d
     cdef void* p
     cdef void* pw
@@ -1773,6 +1856,22 @@ cdef void _affine(int kind, cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py
             else:
                 _apply_cols(<const cbn_half*>px, <cbn_half*>po, outer, C, cols, eps, inv,
                             relu, T, fresh)
+        return
+    if _own(outer, C, inner, T):
+        d = _work(C, 0, N_PARAMS * C * (T - 1))       # T tables, float64-sized
+        try:
+            with nogil:
+                if kind == 0:
+                    _apply_own(<const float*>px, <float*>po, outer, C, inner, cols, eps, inv,
+                               <float*>d, relu, T, fresh)
+                elif kind == 1:
+                    _apply_own(<const double*>px, <double*>po, outer, C, inner, cols, eps,
+                               inv, d, relu, T, fresh)
+                else:
+                    _apply_own(<const cbn_half*>px, <cbn_half*>po, outer, C, inner, cols,
+                               eps, inv, <float*>d, relu, T, fresh)
+        finally:
+            free(d)
         return
     d = _work(C, 0, _apply_scratch(outer, C, inner))
     p = d

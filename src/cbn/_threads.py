@@ -173,6 +173,7 @@ def show_config(print_out=True):
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
         "split_few_channels": _dispatch.kernels.split_few_channels(),
         "wide_rows_by_columns": _dispatch.kernels.by_columns(),
+        "inference_params_per_block": _dispatch.kernels.params_per_block(),
     }
     if print_out:
         width = max(map(len, cfg))
