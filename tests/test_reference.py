@@ -351,6 +351,21 @@ def test_interleaved_second_pass_reversed(shape, dtype, back, rng):
                 check(dtype, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("pf", [None, 0], ids=["head", "next-run"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(3, 18, 1030), (2, 16, 4099), (5, 4, 2, 1500)], ids=str)
+def test_planar_sums_prefetch_next_run(shape, dtype, pf, rng):
+    """Planar sums over runs of 1024+ values prefetch each block's counterpart in the
+    next run when a call's arrays are large (prefetch_runs_from; 0: always, None:
+    never, the next run's head only).  Both walks against the float64 oracle on 1 and
+    2 threads for statistics, training and backward (masked and not): runs not a
+    multiple of the 1024-value block, the last run of each channel."""
+    with _kernel_setting("prefetch_runs_from", pf):
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_batch_stats, test_backward):
+                check(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.usefixtures("streaming")
 @pytest.mark.parametrize("split", [False, True], ids=["channels", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -544,22 +559,25 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
                                        err_msg=f"masked dx, x at {ox}, out at {oo}")
 
 
-def test_stream_threshold_api(kernels):
+@pytest.mark.parametrize("name, key, default", [
+    ("stream_from", "streaming_stores_from_bytes", lambda llc: min(llc, 36 << 20) or None),
+    ("prefetch_runs_from", "prefetch_runs_from_bytes",
+     lambda llc: (min(llc, 36 << 20) or 32 << 20) // 2)])
+def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
-    K = _dispatch.kernels
-    old = K.stream_from()
-    llc = K.llc_bytes()
-    assert old == (min(llc, 36 << 20) or None) or old is None
+    setter = getattr(_dispatch.kernels, name)
+    old = setter()
+    assert old == default(_dispatch.kernels.llc_bytes()) or old is None
     try:
-        assert K.stream_from(123) == old
-        assert K.stream_from() == 123
-        assert K.stream_from(None) == 123
-        assert K.stream_from() is None
+        assert setter(123) == old
+        assert setter() == 123
+        assert setter(None) == 123
+        assert setter() is None
         with pytest.raises(TypeError):
-            K.stream_from("big")
+            setter("big")
     finally:
-        K.stream_from(old)
-    assert K.stream_from() == old
+        setter(old)
+    assert setter() == old
     cfg = cbn.show_config(print_out=False)
-    assert cfg["streaming_stores_from_bytes"] == _dispatch.kernels.stream_from()
+    assert cfg[key] == setter()
     assert cfg["tiled_stats_from_memory"] is _dispatch.kernels.tiled_from_memory()

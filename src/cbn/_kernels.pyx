@@ -198,6 +198,8 @@ cdef enum:
                         # float32 32x128x56x56 from memory, 2 threads, three alternations:
                         # statistics 0.94-0.95x the time, training 0.94-0.99x, backward
                         # 0.93-0.99x; data in L3 unchanged; 1024 bytes in between)
+    PF_NEXT = 1 << 16   # runs of PF_RUN values or more whose arrays' next runs total under
+                        # this many bytes may prefetch them block by block (_pf_runs)
     PF_ROWS_BYTES = 4096  # interleaved statistics over more than TILED_MAX values prefetch
                         # this many bytes ahead of each row (measured, float32 channels-last
                         # 32x128x56x56 and 8x64x112x112, one thread: statistics 0.79-0.81x
@@ -275,6 +277,19 @@ cdef Py_ssize_t STREAM_CAP = 36 << 20
 cdef Py_ssize_t FRESH_PAGES = 32 << 20
 cdef Py_ssize_t _llc = cbn_llc_bytes()
 cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc > 0 else _NEVER
+# Planar sums over runs of PF_RUN values or more prefetch, block by block, the same
+# block of the next run (a software stream one run ahead) instead of its first PF_HEAD
+# bytes, once a call's arrays total _pf_from bytes: half the last-level cache (capped
+# as above; 16 MB where its size is unknown), where they come from memory.  The
+# hardware prefetchers of a 2-core AMD EPYC VM (Zen 5, 1 MB L2 per core, 32 MB L3)
+# fetch runs of a few KB, far apart, slowly: float32 NCHW statistics on 32x128x56x56
+# (runs of 12.5 KB) read 9.7 GB/s on one thread against 25-27 GB/s for runs of 50 KB+
+# or 784 B.  Measured in one process there, float32, prefetching / not, 1 and 2
+# threads: statistics 32x128x56x56 0.35-0.46, 8x64x112x112 0.47-0.80; training
+# 32x128x56x56 0.53-0.64, 8x64x112x112 0.72-0.85, 8x128x56x56 0.72-0.73; backward
+# 32x128x56x56 0.92-0.98, 8x128x56x56 0.79-0.87.  In cache the prefetches only cost
+# (6.4 MB: 1.07-1.15x the time), hence the threshold and PF_NEXT.
+cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 2
 
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
@@ -398,15 +413,27 @@ def llc_bytes():
     return _llc
 
 
+cdef object _threshold(Py_ssize_t* setting, nbytes):
+    """The old value of a byte threshold (None: never), set to nbytes (an int >= 0 or
+    None) unless nbytes is False."""
+    old = None if setting[0] == _NEVER else setting[0]
+    if nbytes is not False:
+        setting[0] = _NEVER if nbytes is None else <Py_ssize_t?>nbytes
+    return old
+
+
 def stream_from(nbytes=False):
     """The bytes an output pass touches (its inputs and output together) from which
     it writes with streaming stores (None: never).  stream_from(n) sets it (n: an
     int >= 0 or None) and returns the old value; for tests and measurements."""
-    global _stream_from
-    old = None if _stream_from == _NEVER else _stream_from
-    if nbytes is not False:
-        _stream_from = _NEVER if nbytes is None else <Py_ssize_t?>nbytes
-    return old
+    return _threshold(&_stream_from, nbytes)
+
+
+def prefetch_runs_from(nbytes=False):
+    """The bytes a planar call's arrays total from which its sums prefetch the next
+    run block by block (see _pf_from; None: never).  prefetch_runs_from(n) sets it (n:
+    an int >= 0 or None) and returns the old value; for tests and measurements."""
+    return _threshold(&_pf_from, nbytes)
 
 
 cdef inline int _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
@@ -698,9 +725,10 @@ cdef struct Sums:
 
 cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                              bint masked, Py_ssize_t outer, Py_ssize_t stride,
-                             Py_ssize_t inner, double ref) noexcept nogil:
+                             Py_ssize_t inner, double ref, bint pf) noexcept nogil:
     """The two sums over one channel's runs x[o * stride : o * stride + inner]:
-    statistics about ref (grad False) or backward sums about the mean ref.
+    statistics about ref (grad False) or backward sums about the mean ref.  pf
+    (_pf_runs): each block prefetches the same block of the next run.
 
     Blocked: runs are summed in pieces of at most BLOCK values into a block
     total, which is added to the result every BLOCK values, so rounding grows
@@ -720,7 +748,7 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
                 cbn_prefetch(dy + off, inner * sizeof(data_t))
                 if masked:
                     cbn_prefetch(y + off, inner * sizeof(data_t))
-        elif inner >= PF_RUN and o + 1 < outer:
+        elif inner >= PF_RUN and o + 1 < outer and not pf:
             off = (o + 1) * stride
             cbn_prefetch(x + off, PF_HEAD)
             if grad:
@@ -731,6 +759,12 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
         while b < inner:
             m = inner - b if inner - b < BLOCK else BLOCK
             off = o * stride + b
+            if pf and o + 1 < outer:
+                cbn_prefetch(x + off + stride, m * sizeof(data_t))
+                if grad:
+                    cbn_prefetch(dy + off + stride, m * sizeof(data_t))
+                    if masked:
+                        cbn_prefetch(y + off + stride, m * sizeof(data_t))
             if not grad:
                 _run_sums(x + off, dy, y, False, False, m, ref, blk)
             elif masked:
@@ -864,6 +898,17 @@ cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T,
     if nbytes * narrays >= _stream_from and runs and not (fresh and nbytes >= FRESH_PAGES):
         return STORE_STREAM
     return STORE_TILED if nbytes <= TILED_OUT * T else STORE_PLAIN
+
+
+cdef inline bint _pf_runs(Py_ssize_t nvalues, size_t itemsize, int narrays, int nsums,
+                          Py_ssize_t inner) noexcept nogil:
+    """Whether the planar sums of a call over narrays arrays of nvalues items (nsums of
+    them summed) prefetch the next run block by block (_plane_sums): when the arrays
+    total at least _pf_from bytes (from memory) and the runs are PF_RUN
+    values or more, their next runs together under PF_NEXT bytes (beyond, the hardware
+    prefetchers keep up and the prefetches only cost)."""
+    return (nvalues * <Py_ssize_t>itemsize * narrays >= _pf_from
+            and inner >= PF_RUN and inner * <Py_ssize_t>itemsize * nsums < PF_NEXT)
 
 
 # Tasks: each parallel loop below runs one of these per index, on an OpenMP team
@@ -1094,22 +1139,23 @@ cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize
 
 cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
                              Py_ssize_t inner, double* mean, double* var,
-                             Py_ssize_t c) noexcept nogil:
+                             Py_ssize_t c, bint pf) noexcept nogil:
     """Planar statistics of channel c."""
     cdef double ref = _ldd(x + c * inner, 0)
-    cdef Sums r = _plane_sums(x + c * inner, x, x, False, False, outer, C * inner, inner, ref)
+    cdef Sums r = _plane_sums(x + c * inner, x, x, False, False, outer, C * inner, inner, ref,
+                              pf)
     _finish_stats(r.s1, r.s2, ref, <double>outer * <double>inner, &mean[c], &var[c])
 
 
 cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                              Py_ssize_t inner, const double* w, const double* b, double eps,
                              bint relu, double* mean, double* var, real_t* p,
-                             Py_ssize_t c, bint stream) noexcept nogil:
+                             Py_ssize_t c, bint stream, bint pf) noexcept nogil:
     """Planar training of channel c: statistics, then the normalization of the same
     slab while it is still in cache."""
     cdef Py_ssize_t o, off
     cdef real_t hi, s, t
-    _task_stats(x, outer, C, inner, mean, var, c)
+    _task_stats(x, outer, C, inner, mean, var, c, pf)
     _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
     hi, s, t = p[P_HI * C + c], p[P_SCALE * C + c], p[P_SHIFT * C + c]
     for o in range(outer):
@@ -1217,13 +1263,16 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     cdef Py_ssize_t c
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
                               fresh) == STORE_STREAM
+    cdef bint pf = _pf_runs(outer * C * inner, sizeof(data_t), 2, 1, inner)
     if inner > 1 and not _slabs(outer, C, inner, sizeof(data_t)) and not _split(C, inner, T):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
-                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream)
+                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream,
+                            pf)
         else:
             for c in range(C):
-                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream)
+                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream,
+                            pf)
     else:
         _stats(x, outer, C, inner, mean, var, scratch, T)
         for c in range(C):
@@ -1323,7 +1372,7 @@ cdef inline void _task_split(const data_t* x, const data_t* dy, const data_t* y,
     e = _piece_end(v0, v1, inner)
     c = v0 // inner % C
     while v0 < v1:
-        r = _plane_sums(x + v0, dy + v0, y + v0, grad, masked, 1, 0, e - v0, ref[c])
+        r = _plane_sums(x + v0, dy + v0, y + v0, grad, masked, 1, 0, e - v0, ref[c], False)
         part[c] += r.s1
         part[cpad + c] += r.s2
         v0 = e
@@ -1375,15 +1424,16 @@ cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inn
     """OUT mean, var: per-channel mean and biased variance.  For interleaved data
     scratch holds C doubles of pivots, then the _rows_reduce partials."""
     cdef Py_ssize_t c
+    cdef bint pf = _pf_runs(outer * C * inner, sizeof(data_t), 1, 1, inner)
     if _slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T):
         _slab_stats(x, outer, C, inner, mean, var, scratch, T)
     elif inner > 1:
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
-                _task_stats(x, outer, C, inner, mean, var, c)
+                _task_stats(x, outer, C, inner, mean, var, c, pf)
         else:
             for c in range(C):
-                _task_stats(x, outer, C, inner, mean, var, c)
+                _task_stats(x, outer, C, inner, mean, var, c, pf)
     else:
         for c in range(C):
             scratch[c] = _ldd(x, c)
@@ -1397,12 +1447,12 @@ cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t*
                                 Py_ssize_t inner, const double* mean, const double* invstd,
                                 const double* w, bint training, double* dweight,
                                 double* dbias, real_t* p, Py_ssize_t c,
-                                bint stream) noexcept nogil:
+                                bint stream, bint pf) noexcept nogil:
     """Planar backward of channel c: its two sums, then dx over the same slabs."""
     cdef Py_ssize_t o, off = c * inner
     cdef real_t hi, s, t, k
     cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
-                              inner, mean[c])
+                              inner, mean[c], pf)
     _set_grad_params(p, C, c, r.s1, r.s2, mean[c], invstd[c], w[c],
                      <double>outer * <double>inner, training, &dweight[c], &dbias[c])
     hi, s, t = p[P_HI * C + c], p[P_SCALE * C + c], p[P_SHIFT * C + c]
@@ -1519,6 +1569,8 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner,
                             fresh)
     cdef bint stream = store == STORE_STREAM
+    cdef bint pf = _pf_runs(outer * C * inner, sizeof(data_t), 4 if masked else 3,
+                            3 if masked else 2, inner)
     if _slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T):
         if _slabs(outer, C, inner, sizeof(data_t)):
             _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch,
@@ -1535,11 +1587,11 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
                 _task_backward(dy, x, y, masked, dx, outer, C, inner, mean, invstd, w,
-                               training, dweight, dbias, p, c, stream)
+                               training, dweight, dbias, p, c, stream, pf)
         else:
             for c in range(C):
                 _task_backward(dy, x, y, masked, dx, outer, C, inner, mean, invstd, w,
-                               training, dweight, dbias, p, c, stream)
+                               training, dweight, dbias, p, c, stream, pf)
         return
     _rows_reduce(x, dy, y, True, masked, outer, C, mean, dbias, dweight, scratch, T)
     for c in range(C):
