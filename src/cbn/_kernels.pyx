@@ -66,6 +66,7 @@ cdef extern from "_kernels_c.h":
     int cbn_cpu_has_avx2() noexcept nogil
     Py_ssize_t cbn_llc_bytes() noexcept nogil
     int cbn_cpu_is_intel() noexcept nogil
+    int cbn_amd_family() noexcept nogil
     bint CBN_CAN_STREAM
     void cbn_stream_fence() noexcept nogil
     void cbn_run_affine_f32(const float*, float*, Py_ssize_t, float, float, float,
@@ -181,7 +182,8 @@ cdef enum:
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8)
     GSUMS8_MAX = 1 << 23  # unmasked backward sums go eight rows per step up to this many
-                        # values per array (_rows8)
+                        # values per array (_rows8); on AMD up to GSUMS8_AMD
+    GSUMS8_AMD = 1 << 21
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
@@ -312,8 +314,15 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # 1.11 (hence ROWS8_NEAR); training 256x1024 0.90-0.91, 32x128x56x56 0.96; backward
 # 4x32x16x28x28 0.89-0.92, 8x64x112x112 0.98-1.00, 256x1024 0.91-0.95; backward with
 # the mask 1.03-1.10 (4x32x16x28x28) and 1.32 (32x128x56x56), and unmasked
-# 32x128x56x56 1.06-1.09 on 2 threads (hence not there).
-cdef bint _rows8 = cbn_cpu_is_intel()
+# 32x128x56x56 1.06-1.09 on 2 threads (hence not there).  On AMD Zen 5 (family 0x1A;
+# 2-core EPYC VM, 1 MB L2 per core, 32 MB L3), eight-row / previous time on 1 and 2
+# threads: statistics 32x128x56x56 channels-last 0.80-0.86, 8x64x112x112 0.68-0.70;
+# training 0.90-0.92 and 0.80-0.84; backward 4x32x16x28x28 0.88-0.89, 256x1024 0.95,
+# but 8x64x112x112 (6.4M values per array) 1.15-1.20, hence GSUMS8_AMD there.  Older
+# AMD CPUs were not measured with it and keep the other loops.
+cdef int _amd = cbn_amd_family()
+cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
+cdef Py_ssize_t _gsums8_max = GSUMS8_AMD if _amd else GSUMS8_MAX
 
 # The second pass of interleaved training and backward (the output after the sums), when
 # it is not streamed (its arrays fit the last-level cache), walks each thread's rows in
@@ -797,7 +806,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
-    fits: each array holds at most GSUMS8_MAX values."""
+    fits: each array holds at most _gsums8_max values."""
     if data_t is float:
         if _rows8 and (not near or ld >= ROWS8_WIDE) and not (grad and (masked or not fits)):
             if grad:
@@ -942,7 +951,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint near = (r1 - r0) * C * <Py_ssize_t>sizeof(data_t) <= ROWS8_NEAR
-    cdef bint fits = rows * C <= GSUMS8_MAX
+    cdef bint fits = rows * C <= _gsums8_max
     cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
     # more than ROW_BLOCK blocks go through the mid-block; fewer go into the totals
     # directly (the same sums as through a mid-block, 0 + m being m)

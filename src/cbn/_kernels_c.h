@@ -1459,4 +1459,19 @@ static int cbn_cpu_is_intel(void) {
 #endif
 }
 
+/* The CPU family of an AMD CPU (cpuid vendor "AuthenticAMD"; 0x19 Zen 3 and 4, 0x1A Zen 5),
+ * else 0. */
+static int cbn_amd_family(void) {
+#ifdef CBN_HAVE_CPUID
+    unsigned int r[4], base;
+    if (!cbn_cpuid(0, 0, r)) return 0;
+    if (!(r[1] == 0x68747541u && r[3] == 0x69746e65u && r[2] == 0x444d4163u)) return 0;
+    if (!cbn_cpuid(1, 0, r)) return 0;
+    base = (r[0] >> 8) & 0xFu;
+    return (int)(base == 0xFu ? base + ((r[0] >> 20) & 0xFFu) : base);
+#else
+    return 0;
+#endif
+}
+
 #endif /* CBN_KERNELS_C_H */
