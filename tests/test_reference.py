@@ -326,7 +326,8 @@ def test_interleaved_statistics_from_memory_both_walks(shape, tiled, kernels, rn
 def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     """float32 interleaved sums go eight rows per step on Intel and AMD Zen 5 CPUs
     (eight_row_sums): statistics beyond L2 or in rows of 512 values or more, unmasked
-    backward sums too up to 2**23 values (2**21 on AMD).  Both choices against the float64 oracle on 1 and 2 threads: rows not a
+    backward sums too up to 2**23 values (2**21 on AMD).  Both choices against the
+    float64 oracle on 1 and 2 threads: rows not a
     multiple of 8 (in each thread's 64-row blocks), channels not a multiple of 4, wide
     rows in cache and from memory, folded narrow rows; backward masked and not."""
     with _kernel_setting("eight_row_sums", eight):

@@ -1448,15 +1448,21 @@ static Py_ssize_t cbn_llc_bytes(void) {
 #endif
 }
 
-/* 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0. */
-static int cbn_cpu_is_intel(void) {
+/* 1 if cpuid's vendor string is the 12 bytes ebx, edx, ecx, else 0. */
+static int cbn_cpu_vendor(unsigned int ebx, unsigned int edx, unsigned int ecx) {
 #ifdef CBN_HAVE_CPUID
     unsigned int r[4];
     if (!cbn_cpuid(0, 0, r)) return 0;
-    return r[1] == 0x756e6547u && r[3] == 0x49656e69u && r[2] == 0x6c65746eu;
+    return r[1] == ebx && r[3] == edx && r[2] == ecx;
 #else
+    (void)ebx; (void)edx; (void)ecx;
     return 0;
 #endif
+}
+
+/* 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0. */
+static int cbn_cpu_is_intel(void) {
+    return cbn_cpu_vendor(0x756e6547u, 0x49656e69u, 0x6c65746eu);
 }
 
 /* The CPU family of an AMD CPU (cpuid vendor "AuthenticAMD"; 0x19 Zen 3 and 4, 0x1A Zen 5),
@@ -1464,8 +1470,7 @@ static int cbn_cpu_is_intel(void) {
 static int cbn_amd_family(void) {
 #ifdef CBN_HAVE_CPUID
     unsigned int r[4], base;
-    if (!cbn_cpuid(0, 0, r)) return 0;
-    if (!(r[1] == 0x68747541u && r[3] == 0x69746e65u && r[2] == 0x444d4163u)) return 0;
+    if (!cbn_cpu_vendor(0x68747541u, 0x69746e65u, 0x444d4163u)) return 0;
     if (!cbn_cpuid(1, 0, r)) return 0;
     base = (r[0] >> 8) & 0xFu;
     return (int)(base == 0xFu ? base + ((r[0] >> 20) & 0xFFu) : base);
