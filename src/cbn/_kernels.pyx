@@ -293,6 +293,20 @@ cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc 
 # (6.4 MB: 1.07-1.15x the time), hence the threshold and PF_NEXT.
 cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 2
 
+# Interleaved output passes whose arrays (inputs and output) total at most _tiled_to
+# bytes, half the last-level cache (0 where its size is unknown), store through the
+# register tiles like those of at most TILED_OUT bytes per thread: in cache, four
+# loads per output vector bound the plain pass.  Beyond, the tiles' walk down each
+# block's rows, tile by tile, loses to the plain pass's sequential one.  Measured in
+# one process, 2-core AMD EPYC VM (Zen 5, 1 MB L2 per core, 32 MB L3), channels-last,
+# tiled / plain time on 1 and 2 threads (medians of 10 alternations): float32 6.4 MB
+# (C 16-256) inference 0.65-0.79, training 0.80-0.90, float64 0.77-0.79 and 0.83-0.90;
+# 4.8 MB inference 0.66-0.83, training 0.81-0.90, backward (14.4 MB) 0.77-0.92; 8 MB
+# (16 MB) inference 0.73-0.83 but 1.35 once on one thread.  Tiled beyond: 9.6 MB
+# inference 1.11-2.0 on one thread, 12.8 MB 1.15-2.05; backward of 6.4 MB 0.87-1.28.
+# Not measured on Intel CPUs.
+cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) // 2 if _llc > 0 else 0
+
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
 # memory) take the register tiles on Intel CPUs, one row per step elsewhere.
@@ -436,6 +450,18 @@ def stream_from(nbytes=False):
     it writes with streaming stores (None: never).  stream_from(n) sets it (n: an
     int >= 0 or None) and returns the old value; for tests and measurements."""
     return _threshold(&_stream_from, nbytes)
+
+
+def tiled_stores_to(nbytes=False):
+    """The bytes an interleaved output pass's arrays total up to which it stores
+    through the register tiles (see _tiled_to; None: only up to TILED_OUT bytes per
+    thread).  tiled_stores_to(n) sets it (n: an int > 0 or None) and returns the old
+    value; for tests and measurements."""
+    global _tiled_to
+    old = _tiled_to or None
+    if nbytes is not False:
+        _tiled_to = 0 if nbytes is None else <Py_ssize_t?>nbytes
+    return old
 
 
 def prefetch_runs_from(nbytes=False):
@@ -903,12 +929,15 @@ cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T,
     threads stores: streaming once they total _stream_from bytes (planar: if its runs
     of inner values span STREAM_RUN bytes or more) unless the output is fresh (just
     allocated) and FRESH_PAGES bytes or more, register-tiled while one array is at
-    most TILED_OUT bytes per thread (interleaved rows), else plainly."""
+    most TILED_OUT bytes per thread or the arrays total at most _tiled_to bytes
+    (interleaved rows), else plainly."""
     cdef Py_ssize_t nbytes = nvalues * <Py_ssize_t>itemsize
     cdef bint runs = inner == 1 or inner * <Py_ssize_t>itemsize >= STREAM_RUN
     if nbytes * narrays >= _stream_from and runs and not (fresh and nbytes >= FRESH_PAGES):
         return STORE_STREAM
-    return STORE_TILED if nbytes <= TILED_OUT * T else STORE_PLAIN
+    if nbytes <= TILED_OUT * T or nbytes * narrays <= _tiled_to:
+        return STORE_TILED
+    return STORE_PLAIN
 
 
 cdef inline bint _pf_runs(Py_ssize_t nvalues, size_t itemsize, int narrays, int nsums,
