@@ -385,6 +385,65 @@ def test_planar_sums_prefetch_next_run(shape, dtype, pf, rng):
                 check(dtype, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_planar_short_runs(dtype, kernels, rng):
+    """Planar output runs under 512 bytes go whole vectors from each run's first value,
+    the last one overlapping the one before (short_runs_below; None: never).  Every run
+    length from 1 to 130 values, on 1 and 2 threads, out apart from x and in place:
+    inference with and without ReLU, training, backward (dx with and without the ReLU
+    mask) equal the plain passes' results (the same arithmetic per value; the masked
+    dx up to the compiler's choice of fused multiply-adds, a roundoff), and the float64
+    oracle holds for runs of 7, 49 and 100 values."""
+    from cbn import _dispatch
+    K = _dispatch.kernels
+    tol = 8 * roundoff(dtype)
+
+    def calls(x, dy, rm, rv, t, in_place):
+        o = (lambda a: a.copy()) if in_place else (lambda a: np.empty_like(a))
+        out = []
+        for relu in (False, True):
+            a = o(x)
+            out.append(cbn.batch_norm(a if in_place else x, rm, rv, relu=relu, n_threads=t,
+                                      out=a))
+        a = o(x)
+        y, mean, invstd = cbn.batch_norm(a if in_place else x, training=True, n_threads=t,
+                                         out=a, return_stats=True)
+        out.append(y.copy())
+        for yy in (None, y):
+            a = o(dy)
+            out.append(cbn.batch_norm_backward(a if in_place else dy, x, mean, invstd,
+                                               y=yy, n_threads=t, out=a)[0])
+        return out
+
+    old = K.short_runs_below()
+    assert old == 512
+    try:
+        for inner in range(1, 131):
+            shape = (3, 2, inner) if inner % 7 else (4, 33, inner)
+            x = rng.standard_normal(shape).astype(dtype)
+            dy = rng.standard_normal(shape).astype(dtype)
+            rm, rv = rng.standard_normal(shape[1]), rng.uniform(0.5, 2, shape[1])
+            for t in (1, 2):
+                for in_place in (False, True):
+                    K.short_runs_below(None)
+                    ref = calls(x, dy, rm, rv, t, in_place)
+                    K.short_runs_below(old)
+                    got = calls(x, dy, rm, rv, t, in_place)
+                    for k in range(4):
+                        np.testing.assert_array_equal(
+                            got[k], ref[k], f"output {k}, runs of {inner}, {t} threads, "
+                            f"in place {in_place}")
+                    np.testing.assert_allclose(got[4], ref[4], rtol=0,
+                                               atol=tol * np.abs(ref[4]).max())
+    finally:
+        K.short_runs_below(old)
+    for shape in [(3, 5, 7), (2, 40, 7, 7), (2, 9, 100)]:
+        for t in (1, 2):
+            for check in (test_batch_norm_eval, test_batch_norm_training, test_backward,
+                          test_scale_shift):
+                check(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.usefixtures("streaming")
 @pytest.mark.parametrize("split", [False, True], ids=["channels", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -582,7 +641,8 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
     ("stream_from", "streaming_stores_from_bytes", lambda llc: min(llc, 36 << 20) or None),
     ("prefetch_runs_from", "prefetch_runs_from_bytes",
      lambda llc: (min(llc, 36 << 20) or 32 << 20) // 2),
-    ("tiled_stores_to", "tiled_stores_to_bytes", lambda llc: min(llc, 36 << 20) // 2 or None)])
+    ("tiled_stores_to", "tiled_stores_to_bytes", lambda llc: min(llc, 36 << 20) // 2 or None),
+    ("short_runs_below", "short_runs_below_bytes", lambda llc: 512)])
 def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
     setter = getattr(_dispatch.kernels, name)

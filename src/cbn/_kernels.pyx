@@ -91,6 +91,14 @@ cdef extern from "_kernels_c.h":
                             int) noexcept nogil
     void cbn_run_affine_nt_f64(const double*, double*, Py_ssize_t, double, double, double,
                             int) noexcept nogil
+    void cbn_run_affine_short_f32(const float*, float*, Py_ssize_t, float, float, float,
+                                  int) noexcept nogil
+    void cbn_run_affine_short_f64(const double*, double*, Py_ssize_t, double, double, double,
+                                  int) noexcept nogil
+    void cbn_run_dx_short_f32(const float*, const float*, const float*, float*, Py_ssize_t,
+                              float, float, float, float) noexcept nogil
+    void cbn_run_dx_short_f64(const double*, const double*, const double*, double*,
+                              Py_ssize_t, double, double, double, double) noexcept nogil
     void cbn_rows_affine_tiled_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const float*, const float*, const float*, int) noexcept nogil
     void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -188,6 +196,7 @@ cdef enum:
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
+    SHORT_RUN = 512     # planar output runs under this many bytes: the short-run passes (_short_run)
     STREAM_RUN = 2048   # planar runs shorter than this many bytes are never streamed: each run's
                         # unaligned ends mix plain stores into streamed lines (measured, float32
                         # 51 MB: runs of 49 values 15x slower streamed, of 196 2.4x; 784 and more faster)
@@ -305,6 +314,16 @@ cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 
 # (16 MB) inference 0.73-0.83 but 1.35 once on one thread.  Tiled beyond: 9.6 MB
 # inference 1.11-2.0 on one thread, 12.8 MB 1.15-2.05; backward of 6.4 MB 0.87-1.28.
 # Not measured on Intel CPUs.
+# Planar output runs shorter than _short_run bytes go a whole vector at a time from
+# their first value, the last vector overlapping the one before (cbn_run_affine_short_T,
+# cbn_run_dx_short_T), not scalar up to the first aligned value and after the last
+# vector.  Measured in one process, 2-core AMD EPYC VM (Zen 5), short / plain time on 1
+# and 2 threads, medians of 8 alternations: float32 runs of 49 values (1x2048x7x7,
+# 1x512x7x7) inference 0.80-0.83, training 0.93, backward 0.91-0.97; 25 and 64 values
+# inference 0.75-0.83; 100 values 0.86-0.93; 144 values (576 bytes) 0.98-1.02, 196
+# 0.92-1.03, 784 and 3136 0.94-0.98 but training and backward 1.01-1.03; float64 runs
+# of 49 values inference 0.95-0.98, 25 values 0.90, 64 values (512 bytes) 1.02-1.03.
+cdef Py_ssize_t _short_run = SHORT_RUN
 cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) // 2 if _llc > 0 else 0
 
 
@@ -461,6 +480,17 @@ def tiled_stores_to(nbytes=False):
     old = _tiled_to or None
     if nbytes is not False:
         _tiled_to = 0 if nbytes is None else <Py_ssize_t?>nbytes
+    return old
+
+
+def short_runs_below(nbytes=False):
+    """The bytes below which planar output runs take the short-run passes (see
+    _short_run; None: never).  short_runs_below(n) sets it (n: an int > 0 or None) and
+    returns the old value; for tests and measurements."""
+    global _short_run
+    old = _short_run or None
+    if nbytes is not False:
+        _short_run = 0 if nbytes is None else <Py_ssize_t?>nbytes
     return old
 
 
@@ -722,11 +752,15 @@ cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t 
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_affine_nt_f32(x, out, n, hi, s, t, relu)
+        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+            cbn_run_affine_short_f32(x, out, n, hi, s, t, relu)
         else:
             cbn_run_affine_f32(x, out, n, hi, s, t, relu)
     elif data_t is double and real_t is double:
         if stream:
             cbn_run_affine_nt_f64(x, out, n, hi, s, t, relu)
+        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+            cbn_run_affine_short_f64(x, out, n, hi, s, t, relu)
         else:
             cbn_run_affine_f64(x, out, n, hi, s, t, relu)
     else:
@@ -742,11 +776,15 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_dx_nt_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
+        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+            cbn_run_dx_short_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
         else:
             cbn_run_dx_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
     elif data_t is double and real_t is double:
         if stream:
             cbn_run_dx_nt_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
+        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+            cbn_run_dx_short_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
         else:
             cbn_run_dx_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
     else:

@@ -598,6 +598,55 @@ CBN_PASS void cbn_rows_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx
 CBN_DEFINE_STREAMED(f32, float, int32_t)
 CBN_DEFINE_STREAMED(f64, double, int64_t)
 
+/* Short planar runs (cbn_run_affine_short_T, cbn_run_dx_short_T): whole vectors from
+ * the run's first value, unaligned, and one last vector ending at the run's end that
+ * overlaps the one before it, instead of scalar values up to the first aligned one
+ * and after the last.  The last vector's inputs are loaded before any store (out may
+ * be x), so the overlap stores the same values twice.  Runs shorter than a vector take
+ * the plain pass. */
+#define CBN_DEFINE_SHORT(SUFFIX, R)                                                         \
+CBN_PASS void cbn_run_affine_short_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s,    \
+                                            R t, int relu) {                                \
+    const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R);                                \
+    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
+                         T = cbn_vset_##SUFFIX(t);                                          \
+    cbn_v_##SUFFIX w, e;                                                                    \
+    Py_ssize_t i;                                                                           \
+    if (n < L) {                                                                            \
+        cbn_run_affine_##SUFFIX(x, out, n, hi, s, t, relu);                                 \
+        return;                                                                             \
+    }                                                                                       \
+    e = (cbn_vld_##SUFFIX(x + n - L) - H) * S + T;                                          \
+    if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, e, e < Z);                                    \
+    for (i = 0; i < n - L; i += L) {                                                        \
+        w = (cbn_vld_##SUFFIX(x + i) - H) * S + T;                                          \
+        if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                                \
+        cbn_vst_##SUFFIX(out + i, w);                                                       \
+    }                                                                                       \
+    cbn_vst_##SUFFIX(out + n - L, e);                                                       \
+}                                                                                           \
+CBN_PASS void cbn_run_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,         \
+                                        Py_ssize_t n, R hi, R s, R t, R k) {                \
+    const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R);                                \
+    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
+                         T = cbn_vset_##SUFFIX(t), K = cbn_vset_##SUFFIX(k);                \
+    cbn_v_##SUFFIX g, e;                                                                    \
+    Py_ssize_t i;                                                                           \
+    if (n < L) {                                                                            \
+        cbn_run_dx_##SUFFIX(x, dy, y, dx, n, hi, s, t, k);                                  \
+        return;                                                                             \
+    }                                                                                       \
+    g = cbn_vld_##SUFFIX(dy + n - L);                                                       \
+    if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + n - L) <= Z);            \
+    e = (cbn_vld_##SUFFIX(x + n - L) - H) * S + g * K + T;                                  \
+    for (i = 0; i < n - L; i += L) {                                                        \
+        g = cbn_vld_##SUFFIX(dy + i);                                                       \
+        if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + i) <= Z);            \
+        cbn_vst_##SUFFIX(dx + i, (cbn_vld_##SUFFIX(x + i) - H) * S + g * K + T);            \
+    }                                                                                       \
+    cbn_vst_##SUFFIX(dx + n - L, e);                                                        \
+}
+
 /* Register-tiled rows: cbn_rows_affine_T with the channel loop outside.  Rows go in
  * blocks spanning less than 4 KiB (CBN_BLOCK_ROWS: a load 4 KiB after a pending store
  * to the output would falsely depend on it, as x and out of the same size are
@@ -757,6 +806,8 @@ CBN_PASS void cbn_rows_dx_tiled_##SUFFIX(const R* x, const R* dy, const R* y, R*
 }
 CBN_DEFINE_TILED_DX(f32, float)
 CBN_DEFINE_TILED_DX(f64, double)
+CBN_DEFINE_SHORT(f32, float)
+CBN_DEFINE_SHORT(f64, double)
 #else
 #define CBN_CAN_STREAM 0
 static inline void cbn_stream_fence(void) {}
@@ -772,6 +823,10 @@ static inline void cbn_stream_fence(void) {}
 #define cbn_rows_affine_tiled_f64 cbn_rows_affine_f64
 #define cbn_rows_dx_tiled_f32 cbn_rows_dx_f32
 #define cbn_rows_dx_tiled_f64 cbn_rows_dx_f64
+#define cbn_run_affine_short_f32 cbn_run_affine_f32
+#define cbn_run_affine_short_f64 cbn_run_affine_f64
+#define cbn_run_dx_short_f32 cbn_run_dx_f32
+#define cbn_run_dx_short_f64 cbn_run_dx_f64
 #endif
 
 /* Prefetch nbytes from p into the caches: for short planar runs far apart, whose next
