@@ -303,17 +303,19 @@ cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc 
 cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 2
 
 # Interleaved output passes whose arrays (inputs and output) total at most _tiled_to
-# bytes, half the last-level cache (0 where its size is unknown), store through the
+# bytes, 5/8 of the last-level cache (0 where its size is unknown), store through the
 # register tiles like those of at most TILED_OUT bytes per thread: in cache, four
 # loads per output vector bound the plain pass.  Beyond, the tiles' walk down each
 # block's rows, tile by tile, loses to the plain pass's sequential one.  Measured in
 # one process, 2-core AMD EPYC VM (Zen 5, 1 MB L2 per core, 32 MB L3), channels-last,
-# tiled / plain time on 1 and 2 threads (medians of 10 alternations): float32 6.4 MB
-# (C 16-256) inference 0.65-0.79, training 0.80-0.90, float64 0.77-0.79 and 0.83-0.90;
-# 4.8 MB inference 0.66-0.83, training 0.81-0.90, backward (14.4 MB) 0.77-0.92; 8 MB
-# (16 MB) inference 0.73-0.83 but 1.35 once on one thread.  Tiled beyond: 9.6 MB
-# inference 1.11-2.0 on one thread, 12.8 MB 1.15-2.05; backward of 6.4 MB 0.87-1.28.
-# Not measured on Intel CPUs.
+# tiled / plain time on 1 and 2 threads (medians of 8-10 alternations, ABBA): float32
+# 6.4 MB (C 16-256) inference 0.65-0.97, training 0.80-0.90, float64 0.77-0.79 and
+# 0.83-0.90; backward of 6.4 MB (19.2 MB in all) 0.80-0.86 for C <= 64, 0.93-1.02
+# for 128, 1.03-1.05 for 256 (three rows per 4 KB block); 9.6 MB inference 0.71-0.95 on
+# two threads, 0.83-1.10 on one across runs; 12.8 MB (25.6 MB) inference 1.04-1.81,
+# backward of 9.6 MB (28.8 MB) 0.98-1.13.  Not measured on Intel CPUs.
+cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
+
 # Planar output runs shorter than _short_run bytes go a whole vector at a time from
 # their first value, the last vector overlapping the one before (cbn_run_affine_short_T,
 # cbn_run_dx_short_T), not scalar up to the first aligned value and after the last
@@ -324,7 +326,6 @@ cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 
 # 0.92-1.03, 784 and 3136 0.94-0.98 but training and backward 1.01-1.03; float64 runs
 # of 49 values inference 0.95-0.98, 25 values 0.90, 64 values (512 bytes) 1.02-1.03.
 cdef Py_ssize_t _short_run = SHORT_RUN
-cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) // 2 if _llc > 0 else 0
 
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
