@@ -197,36 +197,49 @@ static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
     _mm256_storeu_pd(t, _mm256_add_pd(_mm256_add_pd(a, b), _mm256_add_pd(c, d)));
     return (t[0] + t[1]) + (t[2] + t[3]);
 }
-/* four vectors of partial sums, over values 16i + k (k = 0, 4, 8, 12): D(L, k) loads
- * the 4 values at k as doubles with L into g and d, then a += A and q += Q * d */
-#define CBN_REDUCE16(D, L, A, Q)                                                            \
+/* a + b and a - b as fused multiply-adds by 1.0 (the same results, exactly).  On AMD
+ * Zen cores additions and FMAs issue on separate pipes, two each, and the float32 sums
+ * have more additions (the conversions share their pipes) than FMAs, so some additions
+ * go as FMAs.  Measured on a 2-core AMD EPYC VM (Zen 5), separate builds alternated in
+ * three rounds, all float32 sums so / plain, one and two threads: statistics planar
+ * 0.74-0.80, channels-last 0.79-0.92; training 0.84-0.94; backward 0.85-0.97 (a 25.7
+ * MB channels-last backward from memory 1.05-1.06, within that cell's spread).  The
+ * float64 planar sums (no conversions) were 1.06-1.13x slower so: they add plainly.
+ * On Intel cores additions and FMAs share ports: no change expected (not measured). */
+#define CBN_FADD(a, b) _mm256_fmadd_pd(a, _mm256_set1_pd(1.0), b)
+#define CBN_FSUB(a, b) _mm256_fmsub_pd(a, _mm256_set1_pd(1.0), b)
+/* four vectors of partial sums, over values 16i + k (k = 0, 4, 8, 12): D(L, S, k) loads
+ * the 4 values at k as doubles with L into g and d (subtracting with S), then
+ * a = ADD(a, A) and q += Q * d */
+#define CBN_REDUCE16(D, L, S, ADD, A, Q)                                                    \
     {                                                                                       \
         __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;                        \
         __m256d q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                   \
         for (; i + 16 <= n; i += 16) {                                                      \
-            D(L, 0) a0 = _mm256_add_pd(a0, A); q0 = _mm256_fmadd_pd(Q, d, q0);               \
-            D(L, 4) a1 = _mm256_add_pd(a1, A); q1 = _mm256_fmadd_pd(Q, d, q1);               \
-            D(L, 8) a2 = _mm256_add_pd(a2, A); q2 = _mm256_fmadd_pd(Q, d, q2);               \
-            D(L, 12) a3 = _mm256_add_pd(a3, A); q3 = _mm256_fmadd_pd(Q, d, q3);              \
+            D(L, S, 0) a0 = ADD(a0, A); q0 = _mm256_fmadd_pd(Q, d, q0);                      \
+            D(L, S, 4) a1 = ADD(a1, A); q1 = _mm256_fmadd_pd(Q, d, q1);                      \
+            D(L, S, 8) a2 = ADD(a2, A); q2 = _mm256_fmadd_pd(Q, d, q2);                      \
+            D(L, S, 12) a3 = ADD(a3, A); q3 = _mm256_fmadd_pd(Q, d, q3);                     \
         }                                                                                   \
         acc[0] += cbn_hadd4(a0, a1, a2, a3);                                                \
         acc[1] += cbn_hadd4(q0, q1, q2, q3);                                                \
         (void)g;                                                                            \
     }
-#define CBN_DEV(L, k) d = _mm256_sub_pd(L(x + i + k), R);
-#define CBN_GDEV(L, k) g = L(dy + i + k); d = _mm256_sub_pd(L(x + i + k), M);
+#define CBN_DEV(L, S, k) d = S(L(x + i + k), R);
+#define CBN_GDEV(L, S, k) g = L(dy + i + k); d = S(L(x + i + k), M);
 /* g = 0 where y <= 0 (NaN y keeps dy) */
-#define CBN_GDEV_MASKED(L, k)                                                               \
+#define CBN_GDEV_MASKED(L, S, k)                                                            \
     g = _mm256_and_pd(_mm256_cmp_pd(L(y + i + k), Z, _CMP_NLE_UQ), L(dy + i + k));          \
-    d = _mm256_sub_pd(L(x + i + k), M);
+    d = S(L(x + i + k), M);
 /* the reductions for type T, whose 4 values at p load as doubles with L4(p) and one
- * value v converts with TOD(v) */
-#define CBN_DEFINE_REDUCTIONS16(SUFFIX, T, L4, TOD)                                         \
+ * value v converts with TOD(v); the sums add with ADD, the backward sums subtract the
+ * mean with GSUB */
+#define CBN_DEFINE_REDUCTIONS16(SUFFIX, T, L4, TOD, ADD, GSUB)                              \
 CBN_REDUCER void cbn_sums_##SUFFIX(const T* x, Py_ssize_t n, double ref, double* acc) {    \
     const __m256d R = _mm256_set1_pd(ref);                                                  \
     Py_ssize_t i = 0;                                                                       \
     double d1;                                                                              \
-    CBN_REDUCE16(CBN_DEV, L4, d, d)                                                         \
+    CBN_REDUCE16(CBN_DEV, L4, _mm256_sub_pd, ADD, d, d)                                     \
     for (; i < n; i++) { d1 = TOD(x[i]) - ref; acc[0] += d1; acc[1] += d1 * d1; }           \
 }                                                                                           \
 CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t n,      \
@@ -235,9 +248,9 @@ CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
     Py_ssize_t i = 0;                                                                       \
     double g1;                                                                              \
     if (y)                                                                                  \
-        CBN_REDUCE16(CBN_GDEV_MASKED, L4, g, g)                                             \
+        CBN_REDUCE16(CBN_GDEV_MASKED, L4, GSUB, ADD, g, g)                                  \
     else                                                                                    \
-        CBN_REDUCE16(CBN_GDEV, L4, g, g)                                                    \
+        CBN_REDUCE16(CBN_GDEV, L4, GSUB, ADD, g, g)                                         \
     for (; i < n; i++) {                                                                    \
         g1 = y && TOD(y[i]) <= 0 ? 0.0 : TOD(dy[i]);                                        \
         acc[0] += g1;                                                                       \
@@ -246,8 +259,8 @@ CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
 }
 #define CBN_TOD(v) ((double)(v))
 #define CBN_CVT4(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
-CBN_DEFINE_REDUCTIONS16(f64, double, _mm256_loadu_pd, CBN_TOD)
-CBN_DEFINE_REDUCTIONS16(f32, float, CBN_CVT4, CBN_TOD)
+CBN_DEFINE_REDUCTIONS16(f64, double, _mm256_loadu_pd, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
+CBN_DEFINE_REDUCTIONS16(f32, float, CBN_CVT4, CBN_TOD, CBN_FADD, CBN_FSUB)
 #if defined(__F16C__)
 /* float16 with F16C: converted to double, the sums run at the conversions' throughput
  * (0.19 ns per value on one Zen 3 core, slower than float32 per value), so here each
@@ -942,8 +955,8 @@ static inline void cbn_add_tile(double* s1, double* s2, __m256d a0, __m256d a1, 
         LD8(x + (o), d0_, d1_)                                                              \
         d0_ = _mm256_sub_pd(d0_, R0);                                                       \
         d1_ = _mm256_sub_pd(d1_, R1);                                                       \
-        A0 = _mm256_add_pd(A0, d0_);                                                        \
-        A1 = _mm256_add_pd(A1, d1_);                                                        \
+        A0 = CBN_FADD(A0, d0_);                                                             \
+        A1 = CBN_FADD(A1, d1_);                                                             \
         Q0 = _mm256_fmadd_pd(d0_, d0_, Q0);                                                 \
         Q1 = _mm256_fmadd_pd(d1_, d1_, Q1);                                                 \
     }
@@ -961,8 +974,8 @@ static inline void cbn_add_tile(double* s1, double* s2, __m256d a0, __m256d a1, 
         LD8(x + (o), u0_, u1_)                                                              \
         A0 = _mm256_add_pd(A0, g0_);                                                        \
         A1 = _mm256_add_pd(A1, g1_);                                                        \
-        Q0 = _mm256_fmadd_pd(g0_, _mm256_sub_pd(u0_, R0), Q0);                              \
-        Q1 = _mm256_fmadd_pd(g1_, _mm256_sub_pd(u1_, R1), Q1);                              \
+        Q0 = _mm256_fmadd_pd(g0_, CBN_FSUB(u0_, R0), Q0);                                   \
+        Q1 = _mm256_fmadd_pd(g1_, CBN_FSUB(u1_, R1), Q1);                                   \
     }
 /* A tile's walk down rows r0 .. r0 + nb - 1 from offset o (channel c) with ROW, then its
  * sums into s1[c:c+8], s2[c:c+8].  Even and odd rows go into separate sums (added at
@@ -1034,10 +1047,10 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
             const __m256d R = _mm256_loadu_pd(ref + c);
             __m256d d0 = CBN_DEV4(0), d1 = CBN_DEV4(1), d2 = CBN_DEV4(2), d3 = CBN_DEV4(3);
             __m256d d4 = CBN_DEV4(4), d5 = CBN_DEV4(5), d6 = CBN_DEV4(6), d7 = CBN_DEV4(7);
-            __m256d s = _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(d0, d1), _mm256_add_pd(d2, d3)),
-                                      _mm256_add_pd(_mm256_add_pd(d4, d5), _mm256_add_pd(d6, d7)));
-            __m256d q = _mm256_add_pd(_mm256_add_pd(CBN_SQ2(d0, d1), CBN_SQ2(d2, d3)),
-                                      _mm256_add_pd(CBN_SQ2(d4, d5), CBN_SQ2(d6, d7)));
+            __m256d s = _mm256_add_pd(_mm256_add_pd(CBN_FADD(d0, d1), CBN_FADD(d2, d3)),
+                                      _mm256_add_pd(CBN_FADD(d4, d5), CBN_FADD(d6, d7)));
+            __m256d q = _mm256_add_pd(CBN_FADD(CBN_SQ2(d0, d1), CBN_SQ2(d2, d3)),
+                                      CBN_FADD(CBN_SQ2(d4, d5), CBN_SQ2(d6, d7)));
             cbn_add4(s1 + c, s);
             cbn_add4(s2 + c, q);
         }
@@ -1049,7 +1062,7 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
 }
 /* The same for the unmasked backward sums (the ReLU-masked ones read a third array,
  * more streams than the prefetchers follow, and keep the other loops): g = dy */
-#define CBN_GQ(k, o) _mm256_mul_pd(g##k, _mm256_sub_pd(CBN_LD4D(x + ((o) + k) * ld + c), M))
+#define CBN_GQ(k, o) _mm256_mul_pd(g##k, CBN_FSUB(CBN_LD4D(x + ((o) + k) * ld + c), M))
 /* rows o .. o + 3: A, Q = the sums of their g and g * (x - mean) */
 #define CBN_GHALF(o, A, Q)                                                                  \
     {                                                                                       \
