@@ -279,6 +279,10 @@ static inline __m256d cbn_wide8(__m256 v) {
     return _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
                          _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
 }
+/* a + b as an FMA (as CBN_FADD).  Measured (Zen 5 VM, separate builds alternated),
+ * float16 planar so / plain: statistics 0.83-0.89, training 0.90-0.95, backward
+ * 0.91-0.93. */
+#define CBN_FADD8(a, b) _mm256_fmadd_ps(a, _mm256_set1_ps(1.0f), b)
 /* 32 values at a time, four float32 vectors of partial sums per sum, each summing
  * CBN_HK values per lane before the double accumulators A, Q take them: D(k) loads the
  * 8 values at i + 8k into g and d (float32), then a += g and q += g * d */
@@ -290,10 +294,10 @@ static inline __m256d cbn_wide8(__m256 v) {
             __m256 q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                \
             Py_ssize_t j_, k_ = (n - i) / 32 < CBN_HK ? (n - i) / 32 : CBN_HK;              \
             for (j_ = 0; j_ < k_; j_++, i += 32) {                                          \
-                D(0) a0 = _mm256_add_ps(a0, g); q0 = _mm256_fmadd_ps(g, d, q0);              \
-                D(8) a1 = _mm256_add_ps(a1, g); q1 = _mm256_fmadd_ps(g, d, q1);              \
-                D(16) a2 = _mm256_add_ps(a2, g); q2 = _mm256_fmadd_ps(g, d, q2);             \
-                D(24) a3 = _mm256_add_ps(a3, g); q3 = _mm256_fmadd_ps(g, d, q3);             \
+                D(0) a0 = CBN_FADD8(g, a0); q0 = _mm256_fmadd_ps(g, d, q0);                  \
+                D(8) a1 = CBN_FADD8(g, a1); q1 = _mm256_fmadd_ps(g, d, q1);                  \
+                D(16) a2 = CBN_FADD8(g, a2); q2 = _mm256_fmadd_ps(g, d, q2);                 \
+                D(24) a3 = CBN_FADD8(g, a3); q3 = _mm256_fmadd_ps(g, d, q3);                 \
             }                                                                               \
             A = _mm256_add_pd(A, cbn_wide8(_mm256_add_ps(_mm256_add_ps(a0, a1),              \
                                                          _mm256_add_ps(a2, a3))));          \
