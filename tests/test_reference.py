@@ -444,6 +444,21 @@ def test_planar_short_runs(dtype, kernels, rng):
                 check(dtype, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("fused", [None, 512], ids=["fused", "two-phase"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1, 300, 7, 7), (3, 5, 13), (2, 9, 16, 16), (1, 7, 511),
+                                   (1, 3, 512)], ids=str)
+def test_planar_training_few_values(shape, dtype, fused, rng):
+    """Planar training on channels of fewer than 512 values computes the statistics of
+    all channels first, then one output pass (fused_training_from; None: each channel
+    fused).  Both choices against the float64 oracle on 1, 2 and 3 threads (with ReLU,
+    running statistics, the returned mean and invstd): one sample and several, the
+    last channel size below the threshold and the first at it."""
+    with _kernel_setting("fused_training_from", fused):
+        for t in (1, 2, 3):
+            test_batch_norm_training(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.usefixtures("streaming")
 @pytest.mark.parametrize("split", [False, True], ids=["channels", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -643,7 +658,8 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
      lambda llc: (min(llc, 36 << 20) or 32 << 20) // 2),
     ("tiled_stores_to", "tiled_stores_to_bytes",
      lambda llc: min(llc, 36 << 20) * 5 // 8 or None),
-    ("short_runs_below", "short_runs_below_bytes", lambda llc: 512)])
+    ("short_runs_below", "short_runs_below_bytes", lambda llc: 512),
+    ("fused_training_from", "fused_training_from_values", lambda llc: 512)])
 def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
     setter = getattr(_dispatch.kernels, name)

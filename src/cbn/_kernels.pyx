@@ -196,6 +196,7 @@ cdef enum:
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
+    FUSED_FROM = 512    # planar training fuses channels of this many values or more (_fused_from)
     SHORT_RUN = 512     # planar output runs under this many bytes: the short-run passes (_short_run)
     STREAM_RUN = 2048   # planar runs shorter than this many bytes are never streamed: each run's
                         # unaligned ends mix plain stores into streamed lines (measured, float32
@@ -326,6 +327,31 @@ cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
 # 0.92-1.03, 784 and 3136 0.94-0.98 but training and backward 1.01-1.03; float64 runs
 # of 49 values inference 0.95-0.98, 25 values 0.90, 64 values (512 bytes) 1.02-1.03.
 cdef Py_ssize_t _short_run = SHORT_RUN
+
+# Planar training fuses each channel's sums and output pass (_task_train: x read once
+# from memory) when a channel has FUSED_FROM values or more; below, the statistics of
+# all channels come first, then the parameters, then one output pass.  On a few values
+# per channel the fused task is a chain (sums, then the square root and divisions,
+# then the output) that leaves the core waiting.  Measured in one process, 2-core AMD
+# EPYC VM (Zen 5), two-phase / fused time on 1 and 2 threads, medians of 8 ABBA
+# alternations: float32 1x2048x7x7 0.65 and 0.83, 1x512x7x7 0.66, 1x256x14x14 0.67
+# and 0.79, 1x1024x14x14 0.73 and 0.66, 2x256x14x14 0.78-0.82, 8x64x7x7 and 10x64x7x7
+# 0.86-0.89, 3x256x13x13 0.88-0.93; float64 0.78-0.97, float16 0.56-0.91.  At 784
+# values per channel 1x128x28x28 gained (0.87-0.90) but 1x512x28x28 took 1.07x on one
+# thread and 4x256x14x14 1.79x on two (the statistics and the output pass split the
+# work among threads differently once there are several samples), hence 512.
+cdef Py_ssize_t _fused_from = FUSED_FROM
+
+
+def fused_training_from(n=False):
+    """The values per channel from which planar training fuses each channel's sums
+    and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
+    int > 0 or None) and returns the old value; for tests and measurements."""
+    global _fused_from
+    old = _fused_from or None
+    if n is not False:
+        _fused_from = 0 if n is None else <Py_ssize_t?>n
+    return old
 
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
@@ -1335,15 +1361,17 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  int T, bint fresh) noexcept nogil:
     """Normalize with the batch statistics; OUT mean, var (biased), p.
 
-    Planar: one task per channel (_task_train), or for short runs in large arrays
-    (_slabs) the statistics sample by sample, then a parallel pass.  Interleaved:
+    Planar: one task per channel (_task_train), or for channels of few values
+    (_fused_from), short runs in large arrays (_slabs) or few channels (_split) the
+    statistics first, then a parallel pass.  Interleaved:
     per-thread partial sums, then a parallel pass over the rows.
     """
     cdef Py_ssize_t c
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
                               fresh) == STORE_STREAM
     cdef bint pf = _pf_runs(outer * C * inner, sizeof(data_t), 2, 1, inner)
-    if inner > 1 and not _slabs(outer, C, inner, sizeof(data_t)) and not _split(C, inner, T):
+    if (inner > 1 and outer * inner >= _fused_from and not _slabs(outer, C, inner, sizeof(data_t))
+            and not _split(C, inner, T)):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
                 _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream,

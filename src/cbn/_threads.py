@@ -171,6 +171,7 @@ def show_config(print_out=True):
         "prefetch_runs_from_bytes": _dispatch.kernels.prefetch_runs_from(),
         "tiled_stores_to_bytes": _dispatch.kernels.tiled_stores_to(),
         "short_runs_below_bytes": _dispatch.kernels.short_runs_below(),
+        "fused_training_from_values": _dispatch.kernels.fused_training_from(),
         "tiled_stats_from_memory": _dispatch.kernels.tiled_from_memory(),
         "eight_row_sums": _dispatch.kernels.eight_row_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
