@@ -347,11 +347,7 @@ def fused_training_from(n=False):
     """The values per channel from which planar training fuses each channel's sums
     and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
     int > 0 or None) and returns the old value; for tests and measurements."""
-    global _fused_from
-    old = _fused_from or None
-    if n is not False:
-        _fused_from = 0 if n is None else <Py_ssize_t?>n
-    return old
+    return _limit(&_fused_from, n)
 
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
@@ -491,6 +487,15 @@ cdef object _threshold(Py_ssize_t* setting, nbytes):
     return old
 
 
+cdef object _limit(Py_ssize_t* setting, n):
+    """The old value of a limit that 0 turns off (returned as None), set to n (an int
+    > 0, or None for 0) unless n is False."""
+    old = setting[0] or None
+    if n is not False:
+        setting[0] = 0 if n is None else <Py_ssize_t?>n
+    return old
+
+
 def stream_from(nbytes=False):
     """The bytes an output pass touches (its inputs and output together) from which
     it writes with streaming stores (None: never).  stream_from(n) sets it (n: an
@@ -503,22 +508,14 @@ def tiled_stores_to(nbytes=False):
     through the register tiles (see _tiled_to; None: only up to TILED_OUT bytes per
     thread).  tiled_stores_to(n) sets it (n: an int > 0 or None) and returns the old
     value; for tests and measurements."""
-    global _tiled_to
-    old = _tiled_to or None
-    if nbytes is not False:
-        _tiled_to = 0 if nbytes is None else <Py_ssize_t?>nbytes
-    return old
+    return _limit(&_tiled_to, nbytes)
 
 
 def short_runs_below(nbytes=False):
     """The bytes below which planar output runs take the short-run passes (see
     _short_run; None: never).  short_runs_below(n) sets it (n: an int > 0 or None) and
     returns the old value; for tests and measurements."""
-    global _short_run
-    old = _short_run or None
-    if nbytes is not False:
-        _short_run = 0 if nbytes is None else <Py_ssize_t?>nbytes
-    return old
+    return _limit(&_short_run, nbytes)
 
 
 def prefetch_runs_from(nbytes=False):
