@@ -352,6 +352,15 @@ def test_interleaved_second_pass_reversed(shape, dtype, back, rng):
                 check(dtype, shape, "C", t, rng)
 
 
+def _check_every_op(dtype, shape, rng):
+    """Inference, training, backward and scale_shift on C-ordered data of shape against
+    the float64 oracle, on 1 and 2 threads."""
+    for t in (1, 2):
+        for check in (test_batch_norm_eval, test_batch_norm_training, test_backward,
+                      test_scale_shift):
+            check(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.parametrize("tiled", [None, 1 << 40], ids=["per-thread", "all"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(70000, 32), (9001, 61), (2200, 1000), (4099, 200)],
@@ -364,10 +373,7 @@ def test_interleaved_output_tiled_in_cache(shape, dtype, tiled, rng):
     scale_shift; folded narrow rows (9001x61), rows too wide for tiles (2200x1000),
     float32 rows of 25 vectors (4099x200: tiles of four vectors and of one)."""
     with _kernel_setting("tiled_stores_to", tiled):
-        for t in (1, 2):
-            for check in (test_batch_norm_eval, test_batch_norm_training, test_backward,
-                          test_scale_shift):
-                check(dtype, shape, "C", t, rng)
+        _check_every_op(dtype, shape, rng)
 
 
 @pytest.mark.parametrize("pf", [None, 0], ids=["head", "next-run"])
@@ -438,10 +444,7 @@ def test_planar_short_runs(dtype, kernels, rng):
     finally:
         K.short_runs_below(old)
     for shape in [(3, 5, 7), (2, 40, 7, 7), (2, 9, 100)]:
-        for t in (1, 2):
-            for check in (test_batch_norm_eval, test_batch_norm_training, test_backward,
-                          test_scale_shift):
-                check(dtype, shape, "C", t, rng)
+        _check_every_op(dtype, shape, rng)
 
 
 @pytest.mark.parametrize("fused", [None, 512], ids=["fused", "two-phase"])

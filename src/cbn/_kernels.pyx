@@ -343,13 +343,6 @@ cdef Py_ssize_t _short_run = SHORT_RUN
 cdef Py_ssize_t _fused_from = FUSED_FROM
 
 
-def fused_training_from(n=False):
-    """The values per channel from which planar training fuses each channel's sums
-    and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
-    int > 0 or None) and returns the old value; for tests and measurements."""
-    return _limit(&_fused_from, n)
-
-
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
 # memory) take the register tiles on Intel CPUs, one row per step elsewhere.
 # Measured, float32 channels-last, tiled / rows time: 2-core Intel Xeon VM (2 MB
@@ -516,6 +509,13 @@ def short_runs_below(nbytes=False):
     _short_run; None: never).  short_runs_below(n) sets it (n: an int > 0 or None) and
     returns the old value; for tests and measurements."""
     return _limit(&_short_run, nbytes)
+
+
+def fused_training_from(n=False):
+    """The values per channel from which planar training fuses each channel's sums
+    and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
+    int > 0 or None) and returns the old value; for tests and measurements."""
+    return _limit(&_fused_from, n)
 
 
 def prefetch_runs_from(nbytes=False):
@@ -771,19 +771,20 @@ cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t 
                              real_t t, bint relu, bint stream) noexcept nogil:
     """out = (x - hi) * s + t over one run (then max(., 0) with relu; NaN stays NaN);
     stream: with streaming stores (float16 ones only with F16C)."""
+    cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
     if data_t is cbn_half and real_t is float:
         cbn_run_affine_f16(x, out, n, hi, s, t, relu, stream)
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_affine_nt_f32(x, out, n, hi, s, t, relu)
-        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+        elif short:
             cbn_run_affine_short_f32(x, out, n, hi, s, t, relu)
         else:
             cbn_run_affine_f32(x, out, n, hi, s, t, relu)
     elif data_t is double and real_t is double:
         if stream:
             cbn_run_affine_nt_f64(x, out, n, hi, s, t, relu)
-        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+        elif short:
             cbn_run_affine_short_f64(x, out, n, hi, s, t, relu)
         else:
             cbn_run_affine_f64(x, out, n, hi, s, t, relu)
@@ -795,19 +796,20 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
                          data_t* dx, Py_ssize_t n, real_t hi, real_t s, real_t t,
                          real_t k, bint stream) noexcept nogil:
     """dx = (x - hi) * s + g * k + t over one run, g = dy (0 where masked and y <= 0)."""
+    cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
     if data_t is cbn_half and real_t is float:
         cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k, stream)
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_dx_nt_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
-        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+        elif short:
             cbn_run_dx_short_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
         else:
             cbn_run_dx_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
     elif data_t is double and real_t is double:
         if stream:
             cbn_run_dx_nt_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
-        elif n * <Py_ssize_t>sizeof(data_t) < _short_run:
+        elif short:
             cbn_run_dx_short_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
         else:
             cbn_run_dx_f64(x, dy, y if masked else NULL, dx, n, hi, s, t, k)

@@ -538,24 +538,35 @@ static inline cbn_v_##SUFFIX cbn_vpar_##SUFFIX(const R* p, Py_ssize_t c, Py_ssiz
     }                                                                                       \
     return v;                                                                               \
 }                                                                                           \
-CBN_PASS void cbn_run_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s, R t,  \
-                                         int relu) {                                        \
-    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
-                         T = cbn_vset_##SUFFIX(t);                                          \
-    cbn_v_##SUFFIX w;                                                                       \
-    R v;                                                                                    \
-    CBN_STREAMED(R, out, n,                                                                 \
-                 CBN_AFFINE(v, i, hi, s, t) out[i] = relu && v < 0 ? 0 : v;,                \
-                 w = (cbn_vld_##SUFFIX(x + i) - H) * S + T;                                 \
-                 if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                       \
-                 CBN_VSTREAM(out + i, w);)                                                  \
-}                                                                                           \
-static inline void cbn_vaffine_##SUFFIX(const R* x, R* out, cbn_v_##SUFFIX H,              \
-                                        cbn_v_##SUFFIX S, cbn_v_##SUFFIX T, int relu) {     \
+/* the output vector at x: (x - H) * S + T (max(., 0) with relu), and dx's:            \
+ * (x - H) * S + g * K + T, g = dy or 0 where y <= 0 */                                    \
+static inline cbn_v_##SUFFIX cbn_vout_##SUFFIX(const R* x, cbn_v_##SUFFIX H,                \
+                                              cbn_v_##SUFFIX S, cbn_v_##SUFFIX T, int relu) { \
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX w = (cbn_vld_##SUFFIX(x) - H) * S + T;                                   \
     if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                                    \
-    CBN_VSTREAM(out, w);                                                                    \
+    return w;                                                                               \
+}                                                                                           \
+static inline cbn_v_##SUFFIX cbn_vdxout_##SUFFIX(const R* x, const R* dy, const R* y,      \
+                                                cbn_v_##SUFFIX H, cbn_v_##SUFFIX S,         \
+                                                cbn_v_##SUFFIX T, cbn_v_##SUFFIX K) {       \
+    const cbn_v_##SUFFIX Z = {0};                                                           \
+    cbn_v_##SUFFIX g = cbn_vld_##SUFFIX(dy);                                                \
+    if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y) <= Z);                    \
+    return (cbn_vld_##SUFFIX(x) - H) * S + g * K + T;                                       \
+}                                                                                           \
+CBN_PASS void cbn_run_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s, R t,  \
+                                         int relu) {                                        \
+    const cbn_v_##SUFFIX H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),               \
+                         T = cbn_vset_##SUFFIX(t);                                          \
+    R v;                                                                                    \
+    CBN_STREAMED(R, out, n,                                                                 \
+                 CBN_AFFINE(v, i, hi, s, t) out[i] = relu && v < 0 ? 0 : v;,                \
+                 CBN_VSTREAM(out + i, cbn_vout_##SUFFIX(x + i, H, S, T, relu));)            \
+}                                                                                           \
+static inline void cbn_vaffine_##SUFFIX(const R* x, R* out, cbn_v_##SUFFIX H,              \
+                                        cbn_v_##SUFFIX S, cbn_v_##SUFFIX T, int relu) {     \
+    CBN_VSTREAM(out, cbn_vout_##SUFFIX(x, H, S, T, relu));                                  \
 }                                                                                           \
 CBN_PASS void cbn_rows_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t ld, Py_ssize_t n,  \
                                           Py_ssize_t m, const R* hi, const R* s,            \
@@ -576,22 +587,17 @@ CBN_PASS void cbn_rows_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t ld, Py_
 }                                                                                           \
 CBN_PASS void cbn_run_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,            \
                                      Py_ssize_t n, R hi, R s, R t, R k) {                   \
-    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
+    const cbn_v_##SUFFIX H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),               \
                          T = cbn_vset_##SUFFIX(t), K = cbn_vset_##SUFFIX(k);                \
-    cbn_v_##SUFFIX g;                                                                       \
     CBN_STREAMED(R, dx, n,                                                                  \
                  CBN_DX(y && y[i] <= 0 ? 0 : dy[i], i, hi, s, k, t),                        \
-                 g = cbn_vld_##SUFFIX(dy + i);                                              \
-                 if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + i) <= Z);   \
-                 CBN_VSTREAM(dx + i, (cbn_vld_##SUFFIX(x + i) - H) * S + g * K + T);)       \
+                 CBN_VSTREAM(dx + i, cbn_vdxout_##SUFFIX(x + i, dy + i, y ? y + i : NULL,   \
+                                                         H, S, T, K));)                     \
 }                                                                                           \
 static inline void cbn_vdx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,            \
                                     cbn_v_##SUFFIX H, cbn_v_##SUFFIX S, cbn_v_##SUFFIX T,   \
                                     cbn_v_##SUFFIX K) {                                     \
-    const cbn_v_##SUFFIX Z = {0};                                                           \
-    cbn_v_##SUFFIX g = cbn_vld_##SUFFIX(dy);                                                \
-    if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y) <= Z);                    \
-    CBN_VSTREAM(dx, (cbn_vld_##SUFFIX(x) - H) * S + g * K + T);                             \
+    CBN_VSTREAM(dx, cbn_vdxout_##SUFFIX(x, dy, y, H, S, T, K));                             \
 }                                                                                           \
 CBN_PASS void cbn_rows_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,           \
                                       Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,            \
@@ -625,42 +631,34 @@ CBN_DEFINE_STREAMED(f64, double, int64_t)
 CBN_PASS void cbn_run_affine_short_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s,    \
                                             R t, int relu) {                                \
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R);                                \
-    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
+    const cbn_v_##SUFFIX H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),               \
                          T = cbn_vset_##SUFFIX(t);                                          \
-    cbn_v_##SUFFIX w, e;                                                                    \
+    cbn_v_##SUFFIX e;                                                                       \
     Py_ssize_t i;                                                                           \
     if (n < L) {                                                                            \
         cbn_run_affine_##SUFFIX(x, out, n, hi, s, t, relu);                                 \
         return;                                                                             \
     }                                                                                       \
-    e = (cbn_vld_##SUFFIX(x + n - L) - H) * S + T;                                          \
-    if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, e, e < Z);                                    \
-    for (i = 0; i < n - L; i += L) {                                                        \
-        w = (cbn_vld_##SUFFIX(x + i) - H) * S + T;                                          \
-        if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, w, w < Z);                                \
-        cbn_vst_##SUFFIX(out + i, w);                                                       \
-    }                                                                                       \
+    e = cbn_vout_##SUFFIX(x + n - L, H, S, T, relu);                                        \
+    for (i = 0; i < n - L; i += L)                                                          \
+        cbn_vst_##SUFFIX(out + i, cbn_vout_##SUFFIX(x + i, H, S, T, relu));                 \
     cbn_vst_##SUFFIX(out + n - L, e);                                                       \
 }                                                                                           \
 CBN_PASS void cbn_run_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,         \
                                         Py_ssize_t n, R hi, R s, R t, R k) {                \
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R);                                \
-    const cbn_v_##SUFFIX Z = {0}, H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),      \
+    const cbn_v_##SUFFIX H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),               \
                          T = cbn_vset_##SUFFIX(t), K = cbn_vset_##SUFFIX(k);                \
-    cbn_v_##SUFFIX g, e;                                                                    \
+    cbn_v_##SUFFIX e;                                                                       \
     Py_ssize_t i;                                                                           \
     if (n < L) {                                                                            \
         cbn_run_dx_##SUFFIX(x, dy, y, dx, n, hi, s, t, k);                                  \
         return;                                                                             \
     }                                                                                       \
-    g = cbn_vld_##SUFFIX(dy + n - L);                                                       \
-    if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + n - L) <= Z);            \
-    e = (cbn_vld_##SUFFIX(x + n - L) - H) * S + g * K + T;                                  \
-    for (i = 0; i < n - L; i += L) {                                                        \
-        g = cbn_vld_##SUFFIX(dy + i);                                                       \
-        if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + i) <= Z);            \
-        cbn_vst_##SUFFIX(dx + i, (cbn_vld_##SUFFIX(x + i) - H) * S + g * K + T);            \
-    }                                                                                       \
+    e = cbn_vdxout_##SUFFIX(x + n - L, dy + n - L, y ? y + n - L : NULL, H, S, T, K);       \
+    for (i = 0; i < n - L; i += L)                                                          \
+        cbn_vst_##SUFFIX(dx + i, cbn_vdxout_##SUFFIX(x + i, dy + i, y ? y + i : NULL,       \
+                                                     H, S, T, K));                          \
     cbn_vst_##SUFFIX(dx + n - L, e);                                                        \
 }
 
