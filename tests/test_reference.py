@@ -352,6 +352,20 @@ def test_interleaved_second_pass_reversed(shape, dtype, back, rng):
                 check(dtype, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("back", [False, True], ids=["forward", "reversed"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(5, 8, 23, 29), (7, 6, 3, 64), (2, 12, 40, 40)], ids=str)
+def test_planar_second_pass_reversed(shape, dtype, back, streaming, rng):
+    """Planar training and backward on channels of one task each write a channel's
+    runs from its last plane back (second_pass_reversed), streamed or not: odd runs of
+    667 values in 5 planes, 7 runs of 192, 2 planes of 1600; both walks against the
+    float64 oracle on 1 and 2 threads (channels a multiple of 2: not split)."""
+    with _kernel_setting("second_pass_reversed", back):
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_backward):
+                check(dtype, shape, "C", t, rng)
+
+
 def _check_every_op(dtype, shape, rng):
     """Inference, training, backward and scale_shift on C-ordered data of shape against
     the float64 oracle, on 1 and 2 threads."""
