@@ -65,3 +65,56 @@ def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
                     cbn_gsums_f32(px + k * m, pg + k * m, NULL,
                                   m if n - k * m > m else n - k * m, 0.5, &part[k, 0])
     return float(np.asarray(part).sum())
+
+
+# The channel-order floor of a fused planar kernel (DESIGN section 3: one channel at a
+# time, its slab kept in cache for the output pass): the same float64 sums, but read
+# the way such a kernel must read them, channel by channel.
+cdef extern from "_kernels_c.h":
+    void cbn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
+
+cdef enum:
+    BLOCK = 1024        # values per piece of a run; each prefetches the next run's piece
+
+
+cdef inline void _channel_sums(const float* x, const float* g, Py_ssize_t outer,
+                               Py_ssize_t stride, Py_ssize_t inner, double* acc) noexcept nogil:
+    """acc += the sums over one channel's outer runs of inner values, stride apart, in
+    pieces of BLOCK values, each prefetching the same piece of the next run."""
+    cdef Py_ssize_t o, b, m, off
+    for o in range(outer):
+        b = 0
+        while b < inner:
+            m = inner - b if inner - b < BLOCK else BLOCK
+            off = o * stride + b
+            if o + 1 < outer:
+                cbn_prefetch(x + off + stride, m * 4)
+                if g != NULL:
+                    cbn_prefetch(g + off + stride, m * 4)
+            if g == NULL:
+                cbn_sums_f32(x + off, m, 0.5, acc)
+            else:
+                cbn_gsums_f32(x + off, g + off, NULL, m, 0.5, acc)
+            b += m
+
+
+def sums_by_channel(cnp.ndarray x, cnp.ndarray dy, Py_ssize_t outer, Py_ssize_t C,
+                    Py_ssize_t inner, int n_threads):
+    """sums() of a planar float32 array (outer, C, inner), read channel by channel:
+    each channel's outer runs of inner values (C * inner apart) one after the other,
+    with a software prefetch one run ahead; channels split statically over n_threads
+    threads.  Returns their total."""
+    cdef const float* px = <const float*>cnp.PyArray_DATA(x)
+    cdef const float* pg = NULL if dy is None else <const float*>cnp.PyArray_DATA(dy)
+    cdef double[:, ::1] part = np.zeros((C, 2))
+    cdef Py_ssize_t c
+    with nogil:
+        if n_threads > 1:
+            for c in prange(C, num_threads=n_threads, schedule='static'):
+                _channel_sums(px + c * inner, NULL if pg == NULL else pg + c * inner, outer,
+                              C * inner, inner, &part[c, 0])
+        else:
+            for c in range(C):
+                _channel_sums(px + c * inner, NULL if pg == NULL else pg + c * inner, outer,
+                              C * inner, inner, &part[c, 0])
+    return float(np.asarray(part).sum())

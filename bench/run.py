@@ -12,6 +12,9 @@ the median per call is kept:
   training 3X, backward 5X (X = x's size; the copy moves 2X);
 - cbn with out= and cbn allocating its output;
 - the best plain-NumPy formulation;
+- the floor's float64 sums alone (bench/_roof.pyx), read in memory order ("acc")
+  and, for planar training and backward, channel by channel as a fused kernel that
+  keeps a channel's slab in cache must read them ("acc_ch");
 - PyTorch CPU (its allocating functional API; native_batch_norm_backward) and
   ONNX Runtime (inference, NCHW), when installed.
 
@@ -56,6 +59,12 @@ OUTPUT_PASS = {"training": 1.0, "backward": 1.5}
 # The fused floor's bytes in copies (DESIGN section 3): inference 2X, training 2X
 # (x read once while a channel's slab stays in cache), backward 3X.
 FUSED_FACTOR = {"inference": 1.0, "training": 1.0, "backward": 1.5}
+# The channel-order floor of planar training and backward: a fused kernel keeps one
+# channel's slab in cache between its sums and its output, so it reads the sums channel
+# by channel ("acc_ch": runs of H*W values, C*H*W apart) and its output pass then costs
+# at least the output's write, charged as half a copy.
+PLANAR = ("NCHW", "NCDHW")
+WRITE_PASS = 0.5
 
 
 def floor_seconds(cell):
@@ -339,6 +348,10 @@ def derive(cell):
     cell["roof_fraction"] = ROOF_FACTOR[op] * t["roof"] / t["cbn_out"]
     cell["floor_fraction"] = (t.get("acc", 0.0) + OUTPUT_PASS.get(op, 1.0) * t["roof"]) / t["cbn_out"]
     cell["vs_numpy"] = t["numpy"] / t["cbn"]
+    if "acc_ch" in t:
+        channel_floor = t["acc_ch"] + WRITE_PASS * t["roof"]
+        cell["channel_floor_fraction"] = channel_floor / t["cbn_out"]
+        cell["channel_bound"] = ROOF_FACTOR[op] * t["roof"] / channel_floor
     for k in ("torch", "onnxruntime"):
         if k in t:
             cell["vs_" + k] = t[k] / t["cbn"]
@@ -382,9 +395,14 @@ def run_cells(args, roof, torch, ort, all_threads):
                 for op in OPS:
                     names = ["roof"] + list(contenders)
                     fns = [lambda: roof.copy(x, copy_dst, nt)] + [c[op] for c in contenders.values()]
+                    g = dy if op == "backward" else None
                     if op in OUTPUT_PASS:
                         names.append("acc")
-                        fns.append(lambda g=(dy if op == "backward" else None): roof.sums(x, g, nt))
+                        fns.append(lambda g=g: roof.sums(x, g, nt))
+                    if op in OUTPUT_PASS and layout in PLANAR:
+                        names.append("acc_ch")
+                        fns.append(lambda g=g, inner=math.prod(shape[2:]): roof.sums_by_channel(
+                            x, g, shape[0], shape[1], inner, nt))
                     if op == "inference" and ort_fn is not None:
                         names.append("onnxruntime")
                         fns.append(ort_fn)
@@ -589,6 +607,7 @@ def summarize(cells, resnet, f16, all_threads, align=()):
     big = [c for c in full if c["x_bytes"] >= 1e6]
     planar_tb = [c for c in big if c["op"] in ("training", "backward")
                  and c["layout"] in ("NCHW", "NCDHW")]
+    planar_ch = [c for c in planar_tb if "channel_bound" in c]
     tiny = {c["op"]: 1e6 * c["seconds"]["cbn_out"] for c in full
             if c["shape"] == [1, 16, 8, 8] and c["layout"] == "NCHW"}
     scaling = []
@@ -613,6 +632,16 @@ def summarize(cells, resnet, f16, all_threads, align=()):
         if planar_tb else None,
         "worst_floor_fraction_1MB": min(c.get("floor_fraction", c["roof_fraction"])
                                         for c in big) if big else None,
+        # planar training/backward: the best roof fraction that channel-order sums plus
+        # the output's write allow, and cbn's time against that floor
+        "worst_planar_channel_bound": min(c["channel_bound"] for c in planar_ch)
+        if planar_ch else None,
+        "worst_planar_channel_bound_cell": cell_name(min(planar_ch,
+                                                         key=lambda c: c["channel_bound"]))
+        if planar_ch else None,
+        "planar_channel_floor_fraction": [min(c["channel_floor_fraction"] for c in planar_ch),
+                                          max(c["channel_floor_fraction"] for c in planar_ch)]
+        if planar_ch else None,
         "tiny_1x16x8x8_us": tiny,
         "worst_2thread_speedup_le_8MB": min(scaling, key=lambda t: t[0])[0] if scaling else None,
         "worst_2thread_cell": cell_name(min(scaling, key=lambda t: t[0])[1]) if scaling else None,
@@ -689,6 +718,17 @@ def markdown(record):
             + (f"{1e6 * t['torch']:.1f} | " if "torch" in t else "- | ")
             + f"{c['roof_fraction']:.2f} | {c.get('floor_fraction', c['roof_fraction']):.2f} | "
             + (f"{c['vs_torch']:.2f} |" if "vs_torch" in c else "- |"))
+    planar = [c for c in cells if "channel_bound" in c]
+    if planar:
+        lines += ["", "Planar training and backward against their channel-order floor (the "
+                  "float64 sums read channel by channel, then the output's write at half a "
+                  "copy's time):", "",
+                  "| shape | layout | op | MB | roof fraction | best roof fraction that floor "
+                  "allows | floor time / cbn out= time |", "|" + "---|" * 7]
+        lines += [f"| {'x'.join(map(str, c['shape']))} | {c['layout']} | {c['op']} | "
+                  f"{c['x_bytes'] / 1e6:.2f} | {c['roof_fraction']:.2f} | "
+                  f"{c['channel_bound']:.2f} | {c['channel_floor_fraction']:.2f} |"
+                  for c in planar]
     r = record["resnet50"]
     lines.append("")
     for tag, what in (("", "cold, inputs from memory"), ("hot_", "hot, each input in cache")):
