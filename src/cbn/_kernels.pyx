@@ -1263,7 +1263,8 @@ cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
 
 
 cdef inline Py_ssize_t _plane(Py_ssize_t o, Py_ssize_t outer) noexcept nogil:
-    """The plane step o of a channel's second pass writes: the last first (_back)."""
+    """The plane a channel's second pass writes at step o: from its last plane back
+    (_back), else in order."""
     return outer - 1 - o if _back else o
 
 
