@@ -38,6 +38,7 @@ cdef extern from "_kernels_c.h":
     void cbn_sums_f32(const float* x, Py_ssize_t n, double ref, double* acc) noexcept nogil
     void cbn_gsums_f32(const float* x, const float* dy, const float* y, Py_ssize_t n,
                        double mean, double* acc) noexcept nogil
+    void cbn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
 
 
 def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
@@ -70,27 +71,25 @@ def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
 # The channel-order floor of a fused planar kernel (DESIGN section 3: one channel at a
 # time, its slab kept in cache for the output pass): the same float64 sums, but read
 # the way such a kernel must read them, channel by channel.
-cdef extern from "_kernels_c.h":
-    void cbn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
-
 cdef enum:
     BLOCK = 1024        # values per piece of a run; each prefetches the next run's piece
 
 
 cdef inline void _channel_sums(const float* x, const float* g, Py_ssize_t outer,
-                               Py_ssize_t stride, Py_ssize_t inner, double* acc) noexcept nogil:
-    """acc += the sums over one channel's outer runs of inner values, stride apart, in
+                               Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
+                               double* acc) noexcept nogil:
+    """acc += the sums over channel c's outer runs of inner values (C * inner apart), in
     pieces of BLOCK values, each prefetching the same piece of the next run."""
-    cdef Py_ssize_t o, b, m, off
+    cdef Py_ssize_t o, b, m, off, stride = C * inner
     for o in range(outer):
         b = 0
         while b < inner:
             m = inner - b if inner - b < BLOCK else BLOCK
-            off = o * stride + b
+            off = o * stride + c * inner + b
             if o + 1 < outer:
-                cbn_prefetch(x + off + stride, m * 4)
+                cbn_prefetch(x + off + stride, m * sizeof(float))
                 if g != NULL:
-                    cbn_prefetch(g + off + stride, m * 4)
+                    cbn_prefetch(g + off + stride, m * sizeof(float))
             if g == NULL:
                 cbn_sums_f32(x + off, m, 0.5, acc)
             else:
@@ -111,10 +110,8 @@ def sums_by_channel(cnp.ndarray x, cnp.ndarray dy, Py_ssize_t outer, Py_ssize_t 
     with nogil:
         if n_threads > 1:
             for c in prange(C, num_threads=n_threads, schedule='static'):
-                _channel_sums(px + c * inner, NULL if pg == NULL else pg + c * inner, outer,
-                              C * inner, inner, &part[c, 0])
+                _channel_sums(px, pg, outer, C, inner, c, &part[c, 0])
         else:
             for c in range(C):
-                _channel_sums(px + c * inner, NULL if pg == NULL else pg + c * inner, outer,
-                              C * inner, inner, &part[c, 0])
+                _channel_sums(px, pg, outer, C, inner, c, &part[c, 0])
     return float(np.asarray(part).sum())

@@ -606,7 +606,7 @@ def summarize(cells, resnet, f16, all_threads, align=()):
     vs_torch = [c["vs_torch"] for c in full if "vs_torch" in c]
     big = [c for c in full if c["x_bytes"] >= 1e6]
     planar_tb = [c for c in big if c["op"] in ("training", "backward")
-                 and c["layout"] in ("NCHW", "NCDHW")]
+                 and c["layout"] in PLANAR]
     planar_ch = [c for c in planar_tb if "channel_bound" in c]
     tiny = {c["op"]: 1e6 * c["seconds"]["cbn_out"] for c in full
             if c["shape"] == [1, 16, 8, 8] and c["layout"] == "NCHW"}
