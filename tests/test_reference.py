@@ -545,6 +545,42 @@ def test_wide_rows_by_columns(shape, dtype, cols, rng):
             np.testing.assert_array_equal(ys, y)
 
 
+@pytest.mark.parametrize("match", [False, True], ids=["line", "page"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(37, 1024), (300, 64), (9, 2048), (3, 5, 40)], ids=str)
+def test_parameter_tables_at_the_outputs_offset(shape, dtype, match, kernels, rng):
+    """Parameter tables start at their output's offset in a 4 KiB page
+    (tables_match_output), or at a 64-byte line: wide rows (a table per block), narrow
+    folded rows (the repeated table), rows by columns (tables on each thread's stack),
+    planar.  Either way, for outputs starting at every 8-byte phase of a line, on 1 and
+    2 threads, inference, training and backward write exactly what they write into a
+    fresh array; and they are within the float64 oracle's bounds."""
+    x, axis, C, params = _data(shape, "C", dtype, rng)
+    rm = rng.uniform(-5, 5, C).astype(np.float32)
+    rv = rng.uniform(0.01, 100, C).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(dtype)
+    size = np.dtype(dtype).itemsize
+    base = np.empty(x.size + 128 // size, dtype)
+    with _kernel_setting("tables_match_output", match):
+        for t in (1, 2):
+            y, m, inv = cbn.batch_norm(x, training=True, return_stats=True, n_threads=t,
+                                       **params)
+            want = [cbn.batch_norm(x, rm, rv, n_threads=t, **params), y,
+                    cbn.batch_norm_backward(dy, x, m, inv, params["weight"], n_threads=t)[0]]
+            for off in range(0, 64 // size, max(1, 8 // size)):
+                out = _at(base, off, shape)
+                got = [cbn.batch_norm(x, rm, rv, n_threads=t, out=out, **params).copy(),
+                       cbn.batch_norm(x, training=True, n_threads=t, out=out,
+                                      **params).copy(),
+                       cbn.batch_norm_backward(dy, x, m, inv, params["weight"], n_threads=t,
+                                               out=out)[0].copy()]
+                for k in range(3):
+                    np.testing.assert_array_equal(got[k], want[k],
+                                                  f"output {k}, out at {off}, {t} threads")
+            for check in (test_batch_norm_eval, test_batch_norm_training, test_backward):
+                check(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.parametrize("shape", [(70003, 37), (2103, 1100)], ids=str)
 def test_float16_sums_from_memory(shape, kernels, rng):
     """float16 reductions over more than 2**21 values walk a few rows at a time

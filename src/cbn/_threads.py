@@ -178,6 +178,7 @@ def show_config(print_out=True):
         "split_few_channels": _dispatch.kernels.split_few_channels(),
         "wide_rows_by_columns": _dispatch.kernels.by_columns(),
         "inference_params_per_block": _dispatch.kernels.params_per_block(),
+        "tables_match_output": _dispatch.kernels.tables_match_output(),
     }
     if print_out:
         width = max(map(len, cfg))
