@@ -649,6 +649,33 @@ def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
         K.stream_from(old)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,n_threads", [((3, 7, 36001), 2), ((3, 7, 60001), 2)], ids=str)
+def test_prefetching_outputs_match_plain(shape, n_threads, dtype, kernels, rng):
+    """Planar output passes on two threads over arrays of 2 to 8 MB per thread prefetch
+    their input block by block (prefetch_outputs): runs not a multiple of the block,
+    for every start offset (8: every vector phase of float32), with and without ReLU,
+    equal the plain passes' (the same arithmetic), and the float64 oracle's bounds
+    (float64 3x7x60001 lies beyond the window: both settings take the plain pass)."""
+    n = int(np.prod(shape))
+    C = shape[1]
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    base = rng.standard_normal(n + 8).astype(dtype)
+    for off in range(8):
+        x = base[off:off + n].reshape(shape)
+        got = {}
+        for pf in (False, True):
+            with _kernel_setting("prefetch_outputs", pf):
+                got[pf] = [cbn.batch_norm(x, rm, rv, w, b, relu=relu, n_threads=n_threads)
+                           for relu in (False, True)]
+                got[pf].append(cbn.scale_shift(x, w, b, n_threads=n_threads))
+        for k in range(3):
+            np.testing.assert_array_equal(got[True][k], got[False][k], f"output {k}, offset {off}")
+    with _kernel_setting("prefetch_outputs", True):
+        test_batch_norm_eval(dtype, shape, "C", n_threads, rng)
+
+
 def _at(base, off, shape):
     """A dense array of shape in base, starting off items past base's first 64-byte
     boundary (base has room for 128 bytes more than shape)."""

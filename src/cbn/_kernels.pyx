@@ -70,6 +70,10 @@ cdef extern from "_kernels_c.h":
     int cbn_amd_family() noexcept nogil
     bint CBN_CAN_STREAM
     void cbn_stream_fence() noexcept nogil
+    void cbn_run_affine_pf_f32(const float*, float*, Py_ssize_t, float, float, float,
+                               int) noexcept nogil
+    void cbn_run_affine_pf_f64(const double*, double*, Py_ssize_t, double, double, double,
+                               int) noexcept nogil
     void cbn_run_affine_f32(const float*, float*, Py_ssize_t, float, float, float,
                             int) noexcept nogil
     void cbn_run_affine_f64(const double*, double*, Py_ssize_t, double, double, double,
@@ -197,6 +201,8 @@ cdef enum:
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
+    OPF_FROM = 2 << 20  # planar output passes over OPF_FROM to OPF_TO bytes per thread (their
+    OPF_TO = 8 << 20    # arrays together) prefetch their input (_opf_on)
     FUSED_FROM = 512    # planar training fuses channels of this many values or more (_fused_from)
     SHORT_RUN = 512     # planar output runs under this many bytes: the short-run passes (_short_run)
     STREAM_RUN = 2048   # planar runs shorter than this many bytes are never streamed: each run's
@@ -225,6 +231,7 @@ cdef enum:
     STORE_PLAIN = 0
     STORE_STREAM = 1
     STORE_TILED = 2
+    STORE_PF = 3        # planar runs from the last-level cache: inputs prefetched (_opf_on)
 
 # Rows of the per-channel parameter table p (k * C + c): the outputs are
 # (x - hi) * scale + shift, plus g * gain in the backward pass.
@@ -430,6 +437,20 @@ cdef bint _cols_on = True
 cdef bint _own_on = True
 # Parameter tables start at the output's offset in a 4 KiB page (_matched).
 cdef bint _match_on = True
+# Planar output passes on more than one thread whose arrays total OPF_FROM to OPF_TO
+# bytes per thread (mostly in the last-level cache, not in L2) prefetch their input
+# CBN_PF_OUT bytes ahead into L1 (cbn_run_affine_pf_T, STORE_PF): the hardware
+# prefetchers leave the loads of an L3-resident stream waiting, which a plain copy
+# hides better than a pass that computes between its load and its store (a C loop of
+# the multiply-add over 3.2 MB from L3: 1.0x a copy's time with the prefetch, 1.1-1.3x
+# without).  Measured on a 2-core AMD EPYC VM (Zen 5, 1 MB L2 per core, 32 MB L3),
+# float32 planar inference on 2 threads, prefetching / not: in one process (10-16 ABBA
+# alternations) 1x256x56x56 0.89-0.92, 1x64x112x112 0.90-0.92, 4x32x16x28x28 and
+# 8x64x56x56 0.82-1.02 (the VM's slow phases gain most); separate builds alternated
+# process by process, medians 0.85-0.91 on those shapes.  Beyond the window: 1.6 MB
+# (mostly in L2) 1.12.  On one thread the same shapes measured 0.82-1.09, within the
+# VM's noise: one thread does not prefetch.
+cdef bint _opf_on = True
 
 
 cdef bint _setting(bint* setting, flag):
@@ -452,6 +473,13 @@ def tables_match_output(flag=None):
     _matched) or at a 64-byte line; tables_match_output(True/False) sets it and returns
     the old value (for tests and measurements)."""
     return _setting(&_match_on, flag)
+
+
+def prefetch_outputs(flag=None):
+    """Whether planar output passes on more than one thread over arrays of OPF_FROM to
+    OPF_TO bytes per thread prefetch their input (see _opf_on); prefetch_outputs(True/
+    False) sets it and returns the old value (for tests and measurements)."""
+    return _setting(&_opf_on, flag)
 
 
 def params_per_block(flag=None):
@@ -789,7 +817,7 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
 
 
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
-                             real_t t, bint relu, bint stream) noexcept nogil:
+                             real_t t, bint relu, bint stream, bint pf=False) noexcept nogil:
     """out = (x - hi) * s + t over one run (then max(., 0) with relu; NaN stays NaN);
     stream: with streaming stores (float16 ones only with F16C)."""
     cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
@@ -798,6 +826,8 @@ cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t 
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_affine_nt_f32(x, out, n, hi, s, t, relu)
+        elif pf and not short:
+            cbn_run_affine_pf_f32(x, out, n, hi, s, t, relu)
         elif short:
             cbn_run_affine_short_f32(x, out, n, hi, s, t, relu)
         else:
@@ -805,6 +835,8 @@ cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t 
     elif data_t is double and real_t is double:
         if stream:
             cbn_run_affine_nt_f64(x, out, n, hi, s, t, relu)
+        elif pf and not short:
+            cbn_run_affine_pf_f64(x, out, n, hi, s, t, relu)
         elif short:
             cbn_run_affine_short_f64(x, out, n, hi, s, t, relu)
         else:
@@ -1013,13 +1045,18 @@ cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T,
     """How an output pass over narrays arrays of nvalues items (reads and output) on T
     threads stores: streaming once they total _stream_from bytes (planar: if its runs
     of inner values span STREAM_RUN bytes or more) unless the output is fresh (just
-    allocated) and FRESH_PAGES bytes or more, register-tiled while one array is at
-    most TILED_OUT bytes per thread or the arrays total at most _tiled_to bytes
-    (interleaved rows), else plainly."""
+    allocated) and FRESH_PAGES bytes or more; planar runs of STREAM_RUN bytes or more
+    prefetching their input when the arrays total OPF_FROM to OPF_TO bytes per thread
+    of T > 1;
+    register-tiled while one array is at most TILED_OUT bytes per thread or the arrays
+    total at most _tiled_to bytes (interleaved rows); else plainly."""
     cdef Py_ssize_t nbytes = nvalues * <Py_ssize_t>itemsize
     cdef bint runs = inner == 1 or inner * <Py_ssize_t>itemsize >= STREAM_RUN
     if nbytes * narrays >= _stream_from and runs and not (fresh and nbytes >= FRESH_PAGES):
         return STORE_STREAM
+    if (_opf_on and T > 1 and inner > 1 and inner * <Py_ssize_t>itemsize >= STREAM_RUN
+            and OPF_FROM * T <= nbytes * narrays <= OPF_TO * T):
+        return STORE_PF
     if nbytes <= TILED_OUT * T or nbytes * narrays <= _tiled_to:
         return STORE_TILED
     return STORE_PLAIN
@@ -1220,7 +1257,7 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
         c = q0 // inner % C
         while q0 < q1:
             _run_affine(x + q0, out + q0, e - q0, p[P_HI * C + c], p[P_SCALE * C + c],
-                        p[P_SHIFT * C + c], relu, store == STORE_STREAM)
+                        p[P_SHIFT * C + c], relu, store == STORE_STREAM, store == STORE_PF)
             q0 = e
             e = _next_end(e, q1, inner)
             c = c + 1 if c + 1 < C else 0
@@ -1812,7 +1849,9 @@ cdef int _work(Work* w, Py_ssize_t C, int ncols, Py_ssize_t nscratch, Py_ssize_t
 cdef inline const void* _out_line(int kind, const void* out) noexcept:
     """The address a call's parameter tables match (_matched): its output's, but for
     float16 data."""
-    return NULL if kind == 2 else out
+    if kind == 2:
+        return NULL
+    return out
 
 
 cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
@@ -1965,8 +2004,11 @@ cdef inline void _task_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ss
                             const Col* cols, double eps, bint inv, bint relu, int store,
                             Py_ssize_t c0) noexcept nogil:
     cdef double buf[N_PARAMS * PCHUNK + 512]   # a float or double table, on this thread,
-    cdef char* tp = _matched(<char*>buf, NULL if data_t is cbn_half or not _match_on
-                             else <const void*>(out + c0))     # at the output's offset
+    cdef const void* match = NULL               # at the output's offset (_matched)
+    cdef char* tp
+    if data_t is not cbn_half and _match_on:
+        match = out + c0
+    tp = _matched(<char*>buf, match)
     if data_t is double:
         _chunk_rows(x, out, rows, C, cols, eps, inv, relu, store, c0, <double*>tp)
     else:

@@ -405,17 +405,20 @@ static inline Py_ssize_t cbn_head_to(const void* p, Py_ssize_t size, Py_ssize_t 
 #define CBN_AFFINE(v, i, H, S, T) v = (x[i] - (H)) * (S) + (T);
 #define CBN_DX(g, i, H, S, K, T) dx[i] = (x[i] - (H)) * (S) + (g) * (K) + (T);
 
-#define CBN_DEFINE_PASSES(SUFFIX, R)                                                        \
-CBN_PASS void cbn_run_affine_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s, R t,     \
-                                      int relu) {                                           \
+/* a run's output pass NAME, its elements walked by LANES(BODY) */
+#define CBN_RUN_AFFINE(NAME, R, LANES)                                                      \
+CBN_PASS void NAME(const R* x, R* out, Py_ssize_t n, R hi, R s, R t, int relu) {            \
     Py_ssize_t i;                                                                           \
     R v;                                                                                    \
     if (relu) {                                                                             \
-        CBN_ALIGNED_LANES(out, n, CBN_AFFINE(v, i, hi, s, t) out[i] = v < 0 ? 0 : v;)       \
+        LANES(CBN_AFFINE(v, i, hi, s, t) out[i] = v < 0 ? 0 : v;)                           \
     } else {                                                                                \
-        CBN_ALIGNED_LANES(out, n, CBN_AFFINE(v, i, hi, s, t) out[i] = v;)                   \
+        LANES(CBN_AFFINE(v, i, hi, s, t) out[i] = v;)                                       \
     }                                                                                       \
-}                                                                                           \
+}
+#define CBN_PLAIN_LANES(BODY) CBN_ALIGNED_LANES(out, n, BODY)
+#define CBN_DEFINE_PASSES(SUFFIX, R)                                                        \
+CBN_RUN_AFFINE(cbn_run_affine_##SUFFIX, R, CBN_PLAIN_LANES)                                 \
 CBN_PASS void cbn_rows_affine_##SUFFIX(const R* x, R* out, Py_ssize_t ld, Py_ssize_t n,    \
                                        Py_ssize_t m, const R* hi, const R* s, const R* t,   \
                                        int relu) {                                          \
@@ -453,6 +456,34 @@ CBN_PASS void cbn_rows_dx_##SUFFIX(const R* x, const R* dy, const R* y, R* dx, P
 }
 CBN_DEFINE_PASSES(f32, float)
 CBN_DEFINE_PASSES(f64, double)
+
+/* Runs from the last-level cache (cbn_run_affine_pf_T; when, see _opf_on in
+ * _kernels.pyx): the same pass in blocks of four lines of output, each block first
+ * prefetching into L1 the four lines of x CBN_PF_OUT bytes ahead of its own. */
+#define CBN_PF_OUT 1024
+#define CBN_PF_LINES(p, i, k)                                                               \
+    for (k = 0; k < 4; k++) cbn_pf_line((const char*)((p) + (i)) + CBN_PF_OUT + 64 * k);
+static inline void cbn_pf_line(const char* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 3);
+#else
+    (void)p;
+#endif
+}
+#define CBN_PF_RUNS(DST, N, PF, BODY)                                                       \
+    {                                                                                       \
+        const Py_ssize_t B_ = 256 / (Py_ssize_t)sizeof *(DST);  /* four lines */            \
+        Py_ssize_t h_ = cbn_head_to(DST, (Py_ssize_t)sizeof *(DST), N, CBN_ALIGN), j_, k;  \
+        for (i = 0; i < h_; i++) { BODY }                                                   \
+        for (j_ = h_; j_ + B_ <= (N); j_ += B_) {                                           \
+            PF                                                                              \
+            CBN_SIMD_LANES for (i = j_; i < j_ + B_; i++) { BODY }                          \
+        }                                                                                   \
+        for (i = j_; i < (N); i++) { BODY }                                                 \
+    }
+#define CBN_PF_LANES(BODY) CBN_PF_RUNS(out, n, CBN_PF_LINES(x, j_, k), BODY)
+CBN_RUN_AFFINE(cbn_run_affine_pf_f32, float, CBN_PF_LANES)
+CBN_RUN_AFFINE(cbn_run_affine_pf_f64, double, CBN_PF_LANES)
 
 /* Streamed passes: cbn_*_nt_T, the same passes with non-temporal stores, for outputs
  * too large to stay in the last-level cache (the stores skip reading the output's
