@@ -819,7 +819,8 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
                              real_t t, bint relu, bint stream, bint pf=False) noexcept nogil:
     """out = (x - hi) * s + t over one run (then max(., 0) with relu; NaN stays NaN);
-    stream: with streaming stores (float16 ones only with F16C)."""
+    stream: with streaming stores (float16 ones only with F16C); pf: prefetching x
+    (STORE_PF; float32 and float64 runs of SHORT_RUN bytes or more)."""
     cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
     if data_t is cbn_half and real_t is float:
         cbn_run_affine_f16(x, out, n, hi, s, t, relu, stream)
@@ -1046,15 +1047,15 @@ cdef inline int _store(Py_ssize_t nvalues, size_t itemsize, int narrays, int T,
     threads stores: streaming once they total _stream_from bytes (planar: if its runs
     of inner values span STREAM_RUN bytes or more) unless the output is fresh (just
     allocated) and FRESH_PAGES bytes or more; planar runs of STREAM_RUN bytes or more
-    prefetching their input when the arrays total OPF_FROM to OPF_TO bytes per thread
-    of T > 1;
-    register-tiled while one array is at most TILED_OUT bytes per thread or the arrays
-    total at most _tiled_to bytes (interleaved rows); else plainly."""
+    prefetching their input (STORE_PF) on T > 1 threads when the arrays total OPF_FROM
+    to OPF_TO bytes per thread; register-tiled while one array is at most TILED_OUT
+    bytes per thread or the arrays total at most _tiled_to bytes (interleaved rows);
+    else plainly."""
     cdef Py_ssize_t nbytes = nvalues * <Py_ssize_t>itemsize
     cdef bint runs = inner == 1 or inner * <Py_ssize_t>itemsize >= STREAM_RUN
     if nbytes * narrays >= _stream_from and runs and not (fresh and nbytes >= FRESH_PAGES):
         return STORE_STREAM
-    if (_opf_on and T > 1 and inner > 1 and inner * <Py_ssize_t>itemsize >= STREAM_RUN
+    if (_opf_on and T > 1 and inner > 1 and runs
             and OPF_FROM * T <= nbytes * narrays <= OPF_TO * T):
         return STORE_PF
     if nbytes <= TILED_OUT * T or nbytes * narrays <= _tiled_to:

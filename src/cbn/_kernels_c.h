@@ -461,8 +461,6 @@ CBN_DEFINE_PASSES(f64, double)
  * _kernels.pyx): the same pass in blocks of four lines of output, each block first
  * prefetching into L1 the four lines of x CBN_PF_OUT bytes ahead of its own. */
 #define CBN_PF_OUT 1024
-#define CBN_PF_LINES(p, i, k)                                                               \
-    for (k = 0; k < 4; k++) cbn_pf_line((const char*)((p) + (i)) + CBN_PF_OUT + 64 * k);
 static inline void cbn_pf_line(const char* p) {
 #if defined(__GNUC__) || defined(__clang__)
     __builtin_prefetch(p, 0, 3);
@@ -470,18 +468,19 @@ static inline void cbn_pf_line(const char* p) {
     (void)p;
 #endif
 }
-#define CBN_PF_RUNS(DST, N, PF, BODY)                                                       \
+#define CBN_PF_RUNS(SRC, DST, N, BODY)                                                      \
     {                                                                                       \
         const Py_ssize_t B_ = 256 / (Py_ssize_t)sizeof *(DST);  /* four lines */            \
         Py_ssize_t h_ = cbn_head_to(DST, (Py_ssize_t)sizeof *(DST), N, CBN_ALIGN), j_, k;  \
         for (i = 0; i < h_; i++) { BODY }                                                   \
         for (j_ = h_; j_ + B_ <= (N); j_ += B_) {                                           \
-            PF                                                                              \
+            for (k = 0; k < 4; k++)                                                         \
+                cbn_pf_line((const char*)((SRC) + j_) + CBN_PF_OUT + 64 * k);              \
             CBN_SIMD_LANES for (i = j_; i < j_ + B_; i++) { BODY }                          \
         }                                                                                   \
         for (i = j_; i < (N); i++) { BODY }                                                 \
     }
-#define CBN_PF_LANES(BODY) CBN_PF_RUNS(out, n, CBN_PF_LINES(x, j_, k), BODY)
+#define CBN_PF_LANES(BODY) CBN_PF_RUNS(x, out, n, BODY)
 CBN_RUN_AFFINE(cbn_run_affine_pf_f32, float, CBN_PF_LANES)
 CBN_RUN_AFFINE(cbn_run_affine_pf_f64, double, CBN_PF_LANES)
 
