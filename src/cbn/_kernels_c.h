@@ -1235,13 +1235,34 @@ static inline __m256d cbn_cvt4d(__m256 v, int upper) {
  * with the reference's remainder L = ref - rf put back per walk.  Converting every
  * value to float64 instead doubles the vector work.  Rows per walk: CBN_TILE_ROWS for
  * data in cache (walk 0); from memory CBN_HWALK rows at a time, prefetching the rows
- * one walk ahead.  Measured against the kernels before (groups of 4 rows in one chain
- * in cache; float64 tiles walking 4 rows from memory), 2-core Intel Xeon VM, float16
- * channels-last, 2 threads: 32x128x56x56 statistics 0.64x the time, training 0.81x,
- * backward 0.83x; 1x64x56x56 statistics 0.85x, training 0.95x, backward 1.0x.
+ * CBN_HWALK_AHEAD walks ahead, a few with each tile of the walk.  Measured against the
+ * kernels before (groups of 4 rows in one chain in cache; float64 tiles walking 4 rows
+ * from memory), 2-core Intel Xeon VM, float16 channels-last, 2 threads, the next walk
+ * prefetched at its start: 32x128x56x56 statistics 0.64x the time, training 0.81x,
+ * backward 0.83x; 1x64x56x56 statistics 0.85x, training 0.95x, backward 1.0x.  On
+ * the 2-core AMD EPYC Zen 5 VM a walk's prefetches at once (4-16 KB per array) left the
+ * backward sums at half float32's memory speed; spread over the tiles, two walks ahead,
+ * one thread, a C loop, this / before: from memory, rows of 64-1024 values, backward
+ * sums 0.29-0.88 (128 values: 0.51), statistics 0.43-1.01; from L3 0.60-1.13.  Whole
+ * calls, float16 channels-last, separate builds alternated process by process (4 pairs,
+ * medians), 1 and 2 threads: 32x56x56x128 backward 0.64-0.72, with the ReLU mask
+ * 0.51-0.62, statistics 0.89-0.96, training 0.94-0.97; 8x112x112x64 0.87-1.05; in L3
+ * (2x56x56x256, 2048x1024) 0.93-1.00.  Not measured on Intel.
  * grad 0: s1 += sum d, s2 += sum d^2 about ref; grad 1: s1 += sum g, s2 += sum g d. */
 #define CBN_HGROUP(grad) ((grad) ? 8 : 16)
 #define CBN_HWALK 16
+#define CBN_HWALK_AHEAD 2
+/* prefetch the rows r0 + [RA, RB) of every array read, ahead bytes on (a macro: written
+ * as an inline function, GCC 12 compiled a C benchmark of these loops with no prefetch) */
+#define CBN_HWALK_PF(RA, RB)                                                                \
+    for (r = (RA); r < (RB); r++) {                                                         \
+        o = (r0 + r) * ld;                                                                  \
+        cbn_prefetch_ahead(x + o, ahead, hb);                                               \
+        if (grad)                                                                           \
+            cbn_prefetch_ahead(dy + o, ahead, hb);                                          \
+        if (grad && y)                                                                      \
+            cbn_prefetch_ahead(y + o, ahead, hb);                                           \
+    }
 /* one row of a float16 tile into (A, Q): A += g, Q += g * d */
 #define CBN_HROW(o, A, Q)                                                                   \
     {                                                                                       \
@@ -1256,21 +1277,17 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
                                    Py_ssize_t walk) {
     const __m256 Z8 = _mm256_setzero_ps();
     const __m256d Z = _mm256_setzero_pd();
-    const Py_ssize_t hb = m * (Py_ssize_t)sizeof(cbn_half);
-    const Py_ssize_t ahead = walk * ld * (Py_ssize_t)sizeof(cbn_half);
+    const Py_ssize_t hb = m * (Py_ssize_t)sizeof(cbn_half), nt = m / 8;
+    const Py_ssize_t ahead = CBN_HWALK_AHEAD * walk * ld * (Py_ssize_t)sizeof(cbn_half);
     Py_ssize_t c, r, r0, nb, o;
     for (r0 = 0; r0 < n; r0 += nb) {
         nb = walk ? walk : CBN_TILE_ROWS(ld, grad ? (y ? 3 : 2) : 1);
         nb = n - r0 < nb ? n - r0 : nb;
-        for (r = 0; walk && r < nb; r++) {            /* the rows one walk ahead */
-            o = (r0 + r) * ld;
-            cbn_prefetch_ahead(x + o, ahead, hb);
-            if (grad)
-                cbn_prefetch_ahead(dy + o, ahead, hb);
-            if (grad && y)
-                cbn_prefetch_ahead(y + o, ahead, hb);
-        }
+        if (walk && nt == 0)                            /* no tiles: all at once */
+            CBN_HWALK_PF(0, nb)
         for (c = 0; c + 8 <= m; c += 8) {
+            if (walk)                                   /* tile c / 8: its share of the rows */
+                CBN_HWALK_PF(c / 8 * nb / nt, (c / 8 + 1) * nb / nt)
             __m256d L0 = _mm256_loadu_pd(ref + c), L1 = _mm256_loadu_pd(ref + c + 4);
             const __m256 R = _mm256_set_m128(_mm256_cvtpd_ps(L1), _mm256_cvtpd_ps(L0));
             __m256d A0 = Z, A1 = Z, Q0 = Z, Q1 = Z, N = _mm256_set1_pd((double)nb);
