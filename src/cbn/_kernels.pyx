@@ -1792,7 +1792,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
 cdef inline char* _matched(char* p, const void* match, uintptr_t window=4096) noexcept nogil:
     """p (8-byte aligned) moved on to match's offset in a window of bytes (a power of
     2 from 64: at most window - 8 bytes on), to 8 bytes, or to a 64-byte line when
-    match is NULL.
+    match is NULL or tables_match_output() is off.
 
     Parameter tables start at their output's offset (_work): the interleaved output
     passes store aligned vectors of the output (CBN_ALIGNED_LANES) and load the table's
@@ -1810,7 +1810,7 @@ cdef inline char* _matched(char* p, const void* match, uintptr_t window=4096) no
     Matched to a line only, a table just behind the output in the page made 51 MB
     channels-last training 1.4x slower (4 KiB aliasing).  float16 tables (float) do
     not follow their output (half the item size): matched to it, 1.04-1.35x slower."""
-    if match == NULL:
+    if match == NULL or not _match_on:
         return p + ((0 - <uintptr_t>p) & 56)
     return p + ((<uintptr_t>match - <uintptr_t>p) & (window - 8))
 
@@ -1838,8 +1838,6 @@ cdef int _work(Work* w, Py_ssize_t C, int ncols, Py_ssize_t nscratch, Py_ssize_t
     w.raw = <char*>malloc(sizeof(double) * (a + b + ntable + nrep) + 64 + 2 * window)
     if w.raw == NULL:
         raise MemoryError()
-    if not _match_on:
-        match = NULL
     w.cols = <double*>_matched(w.raw, NULL)
     w.scratch = w.cols + a
     w.table = _matched(<char*>(w.scratch + b), match, window)
@@ -2007,7 +2005,7 @@ cdef inline void _task_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ss
     cdef double buf[N_PARAMS * PCHUNK + 512]   # a float or double table, on this thread,
     cdef const void* match = NULL               # at the output's offset (_matched)
     cdef char* tp
-    if data_t is not cbn_half and _match_on:
+    if data_t is not cbn_half:
         match = out + c0
     tp = _matched(<char*>buf, match)
     if data_t is double:
