@@ -104,6 +104,17 @@ cdef extern from "_kernels_c.h":
                               float, float, float, float) noexcept nogil
     void cbn_run_dx_short_f64(const double*, const double*, const double*, double*,
                               Py_ssize_t, double, double, double, double) noexcept nogil
+    void cbn_runs_affine_short_f32(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
+                                   const float*, const float*, int) noexcept nogil
+    void cbn_runs_affine_short_f64(const double*, double*, Py_ssize_t, Py_ssize_t,
+                                   const double*, const double*, const double*,
+                                   int) noexcept nogil
+    void cbn_runs_dx_short_f32(const float*, const float*, const float*, float*, Py_ssize_t,
+                               Py_ssize_t, const float*, const float*, const float*,
+                               const float*) noexcept nogil
+    void cbn_runs_dx_short_f64(const double*, const double*, const double*, double*,
+                               Py_ssize_t, Py_ssize_t, const double*, const double*,
+                               const double*, const double*) noexcept nogil
     void cbn_rows_affine_tiled_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const float*, const float*, const float*, int) noexcept nogil
     void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -334,6 +345,12 @@ cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
 # inference 0.75-0.83; 100 values 0.86-0.93; 144 values (576 bytes) 0.98-1.02, 196
 # 0.92-1.03, 784 and 3136 0.94-0.98 but training and backward 1.01-1.03; float64 runs
 # of 49 values inference 0.95-0.98, 25 values 0.90, 64 values (512 bytes) 1.02-1.03.
+# A task's whole short runs of consecutive channels go in one call (_runs_affine,
+# _runs_dx; float32 and float64) instead of one per run: separate builds alternated
+# process by process (4 pairs, medians), this / a call per run, float32 NCHW on 1 and
+# 2 threads: inference 1x512x7x7, 1x2048x7x7 and 8x64x7x7 0.83-0.85, training
+# 0.93-0.96; 14x14 planes (not short) and backward below 4 MB (its dx goes channel by
+# channel) 0.98-1.01.  ResNet-50 batch-1 inference, 53 layers summed, in cache: 0.98.
 cdef Py_ssize_t _short_run = SHORT_RUN
 
 # Planar training fuses each channel's sums and output pass (_task_train: x read once
@@ -871,6 +888,42 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
         _unreachable()
 
 
+cdef inline bint _runs_fuse(const data_t* x, Py_ssize_t inner, int store) noexcept nogil:
+    """Whether a task's whole planar runs of inner values of x go several per call
+    (_runs_affine, _runs_dx): float32 and float64 short runs, not streamed."""
+    if data_t is cbn_half:
+        return False
+    return inner * <Py_ssize_t>sizeof(data_t) < _short_run and store != STORE_STREAM
+
+
+cdef inline void _runs_affine(const data_t* x, data_t* out, Py_ssize_t n, Py_ssize_t nr,
+                              const real_t* p, Py_ssize_t C, bint relu) noexcept nogil:
+    """nr consecutive short runs of n values, run j with channel j's parameters in the
+    table p (its columns: p points at the first run's channel, C apart)."""
+    if data_t is float and real_t is float:
+        cbn_runs_affine_short_f32(x, out, n, nr, p + P_HI * C, p + P_SCALE * C,
+                                  p + P_SHIFT * C, relu)
+    elif data_t is double and real_t is double:
+        cbn_runs_affine_short_f64(x, out, n, nr, p + P_HI * C, p + P_SCALE * C,
+                                  p + P_SHIFT * C, relu)
+    else:
+        _unreachable()
+
+
+cdef inline void _runs_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
+                          data_t* dx, Py_ssize_t n, Py_ssize_t nr, const real_t* p,
+                          Py_ssize_t C) noexcept nogil:
+    """dx over nr consecutive short runs, as _runs_affine."""
+    if data_t is float and real_t is float:
+        cbn_runs_dx_short_f32(x, dy, y if masked else NULL, dx, n, nr, p + P_HI * C,
+                              p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
+    elif data_t is double and real_t is double:
+        cbn_runs_dx_short_f64(x, dy, y if masked else NULL, dx, n, nr, p + P_HI * C,
+                              p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
+    else:
+        _unreachable()
+
+
 cdef struct Sums:
     double s1
     double s2
@@ -1244,7 +1297,8 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     """Rows [q0, q1) (interleaved) or values [q0, q1) in memory order (planar: runs of
     inner values, channel by channel) of the output.  back: interleaved rows not
     streamed go in blocks of BACK_BYTES from the last (_back)."""
-    cdef Py_ssize_t q, e, c
+    cdef Py_ssize_t q, e, c, k
+    cdef bint fuse
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
     if inner == 1 and back and store != STORE_STREAM and _back:
         while q1 > q0:
@@ -1256,7 +1310,15 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     else:
         e = _piece_end(q0, q1, inner)
         c = q0 // inner % C
+        fuse = _runs_fuse(x, inner, store)
         while q0 < q1:
+            if fuse and e - q0 == inner:    # whole runs up to the last channel: one call
+                k = min((q1 - q0) // inner, C - c)
+                _runs_affine(x + q0, out + q0, inner, k, p + c, C, relu)
+                q0 += k * inner
+                e = _next_end(q0, q1, inner)
+                c = c + k if c + k < C else 0
+                continue
             _run_affine(x + q0, out + q0, e - q0, p[P_HI * C + c], p[P_SCALE * C + c],
                         p[P_SHIFT * C + c], relu, store == STORE_STREAM, store == STORE_PF)
             q0 = e
@@ -1642,7 +1704,8 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
                           Py_ssize_t q0, Py_ssize_t q1, int store,
                           bint back=False) noexcept nogil:
     """Rows [q0, q1) (interleaved) or values [q0, q1) (planar) of dx, as _task_apply."""
-    cdef Py_ssize_t q, off, e, c
+    cdef Py_ssize_t q, off, e, c, k
+    cdef bint fuse
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
     if inner == 1 and back and store != STORE_STREAM and _back:
         while q1 > q0:
@@ -1656,7 +1719,15 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
     else:
         e = _piece_end(q0, q1, inner)
         c = q0 // inner % C
+        fuse = _runs_fuse(x, inner, store)
         while q0 < q1:
+            if fuse and e - q0 == inner:    # whole runs up to the last channel: one call
+                k = min((q1 - q0) // inner, C - c)
+                _runs_dx(x + q0, dy + q0, y + q0, masked, dx + q0, inner, k, p + c, C)
+                q0 += k * inner
+                e = _next_end(q0, q1, inner)
+                c = c + k if c + k < C else 0
+                continue
             _run_dx(x + q0, dy + q0, y + q0, masked, dx + q0, e - q0, p[P_HI * C + c],
                     p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c],
                     store == STORE_STREAM)

@@ -566,11 +566,11 @@ static inline cbn_v_##SUFFIX cbn_vld_##SUFFIX(const R* p) {                     
     memcpy(&v, p, sizeof v);                                                                \
     return v;                                                                               \
 }                                                                                           \
+/* every lane a: a - 0 is a exactly (-0 too), and GCC 12 makes it one broadcast where \
+ * a loop of lane stores became a chain of lane inserts inside an outer loop */            \
 static inline cbn_v_##SUFFIX cbn_vset_##SUFFIX(R a) {                                       \
-    cbn_v_##SUFFIX v;                                                                       \
-    int k;                                                                                  \
-    for (k = 0; k < (int)(sizeof v / sizeof a); k++) v[k] = a;                              \
-    return v;                                                                               \
+    const cbn_v_##SUFFIX Z = {0};                                                           \
+    return a - Z;                                                                           \
 }                                                                                           \
 /* the parameters p[c], p[c + 1], ... of a vector starting at channel c of rows of m     \
  * channels, wrapping to channel 0 past the row's end */                                   \
@@ -666,45 +666,91 @@ CBN_PASS void cbn_rows_dx_nt_##SUFFIX(const R* x, const R* dy, const R* y, R* dx
 CBN_DEFINE_STREAMED(f32, float, int32_t)
 CBN_DEFINE_STREAMED(f64, double, int64_t)
 
-/* Short planar runs (cbn_run_affine_short_T, cbn_run_dx_short_T): whole vectors from
- * the run's first value, unaligned, and one last vector ending at the run's end that
- * overlaps the one before it, instead of scalar values up to the first aligned one
- * and after the last.  The last vector's inputs are loaded before any store (out may
- * be x), so the overlap stores the same values twice.  Runs shorter than a vector take
- * the plain pass. */
+/* Short planar runs: whole vectors from the run's first value, unaligned, and one last
+ * vector ending at the run's end that overlaps the one before it, instead of scalar
+ * values up to the first aligned one and after the last.  The last vector's inputs are
+ * loaded before any store (out may be x), so the overlap stores the same values twice.
+ * One run (n >= one vector) each: */
 #define CBN_DEFINE_SHORT(SUFFIX, R)                                                         \
-CBN_PASS void cbn_run_affine_short_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s,    \
-                                            R t, int relu) {                                \
+static inline __attribute__((always_inline)) void cbn_short_affine_##SUFFIX(                \
+        const R* x, R* out, Py_ssize_t n, cbn_v_##SUFFIX H, cbn_v_##SUFFIX S,               \
+        cbn_v_##SUFFIX T, int relu) {                                                       \
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R);                                \
-    const cbn_v_##SUFFIX H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),               \
-                         T = cbn_vset_##SUFFIX(t);                                          \
-    cbn_v_##SUFFIX e;                                                                       \
+    const cbn_v_##SUFFIX e = cbn_vout_##SUFFIX(x + n - L, H, S, T, relu);                   \
     Py_ssize_t i;                                                                           \
-    if (n < L) {                                                                            \
-        cbn_run_affine_##SUFFIX(x, out, n, hi, s, t, relu);                                 \
-        return;                                                                             \
-    }                                                                                       \
-    e = cbn_vout_##SUFFIX(x + n - L, H, S, T, relu);                                        \
     for (i = 0; i < n - L; i += L)                                                          \
         cbn_vst_##SUFFIX(out + i, cbn_vout_##SUFFIX(x + i, H, S, T, relu));                 \
     cbn_vst_##SUFFIX(out + n - L, e);                                                       \
 }                                                                                           \
-CBN_PASS void cbn_run_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,         \
-                                        Py_ssize_t n, R hi, R s, R t, R k) {                \
+static inline __attribute__((always_inline)) void cbn_short_dx_##SUFFIX(                    \
+        const R* x, const R* dy, const R* y, R* dx, Py_ssize_t n, cbn_v_##SUFFIX H,         \
+        cbn_v_##SUFFIX S, cbn_v_##SUFFIX T, cbn_v_##SUFFIX K) {                             \
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R);                                \
-    const cbn_v_##SUFFIX H = cbn_vset_##SUFFIX(hi), S = cbn_vset_##SUFFIX(s),               \
-                         T = cbn_vset_##SUFFIX(t), K = cbn_vset_##SUFFIX(k);                \
-    cbn_v_##SUFFIX e;                                                                       \
+    const cbn_v_##SUFFIX e = cbn_vdxout_##SUFFIX(x + n - L, dy + n - L,                     \
+                                                 y ? y + n - L : NULL, H, S, T, K);         \
     Py_ssize_t i;                                                                           \
-    if (n < L) {                                                                            \
-        cbn_run_dx_##SUFFIX(x, dy, y, dx, n, hi, s, t, k);                                  \
-        return;                                                                             \
-    }                                                                                       \
-    e = cbn_vdxout_##SUFFIX(x + n - L, dy + n - L, y ? y + n - L : NULL, H, S, T, K);       \
     for (i = 0; i < n - L; i += L)                                                          \
         cbn_vst_##SUFFIX(dx + i, cbn_vdxout_##SUFFIX(x + i, dy + i, y ? y + i : NULL,       \
                                                      H, S, T, K));                          \
     cbn_vst_##SUFFIX(dx + n - L, e);                                                        \
+}                                                                                           \
+/* one run (cbn_run_affine_short_T, cbn_run_dx_short_T); runs shorter than a vector     \
+ * take the plain pass */                                                                   \
+CBN_PASS void cbn_run_affine_short_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s,    \
+                                            R t, int relu) {                                \
+    if (n < CBN_VBYTES / (Py_ssize_t)sizeof(R))                                             \
+        cbn_run_affine_##SUFFIX(x, out, n, hi, s, t, relu);                                 \
+    else                                                                                    \
+        cbn_short_affine_##SUFFIX(x, out, n, cbn_vset_##SUFFIX(hi), cbn_vset_##SUFFIX(s),   \
+                                  cbn_vset_##SUFFIX(t), relu);                              \
+}                                                                                           \
+CBN_PASS void cbn_run_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,         \
+                                        Py_ssize_t n, R hi, R s, R t, R k) {                \
+    if (n < CBN_VBYTES / (Py_ssize_t)sizeof(R))                                             \
+        cbn_run_dx_##SUFFIX(x, dy, y, dx, n, hi, s, t, k);                                  \
+    else                                                                                    \
+        cbn_short_dx_##SUFFIX(x, dy, y, dx, n, cbn_vset_##SUFFIX(hi), cbn_vset_##SUFFIX(s), \
+                              cbn_vset_##SUFFIX(t), cbn_vset_##SUFFIX(k));                  \
+}                                                                                           \
+/* nr runs of n values each, one after the other, run j with the parameters hi[j],       \
+ * s[j], ... (the planes of consecutive channels), in one loop instead of a call per run \
+ * (cbn_runs_affine_short_T, cbn_runs_dx_short_T) */                                        \
+CBN_PASS void cbn_runs_affine_short_##SUFFIX(const R* x, R* out, Py_ssize_t n,              \
+                                             Py_ssize_t nr, const R* hi, const R* s,        \
+                                             const R* t, int relu) {                        \
+    Py_ssize_t j;                                                                           \
+    if (n < CBN_VBYTES / (Py_ssize_t)sizeof(R)) {                                           \
+        for (j = 0; j < nr; j++)                                                            \
+            cbn_run_affine_##SUFFIX(x + j * n, out + j * n, n, hi[j], s[j], t[j], relu);    \
+        return;                                                                             \
+    }                                                                                       \
+    for (j = 0; j < nr; j++)                                                                \
+        cbn_short_affine_##SUFFIX(x + j * n, out + j * n, n, cbn_vset_##SUFFIX(hi[j]),      \
+                                  cbn_vset_##SUFFIX(s[j]), cbn_vset_##SUFFIX(t[j]), relu);  \
+}                                                                                           \
+static inline __attribute__((always_inline)) void cbn_runs_dx_in_##SUFFIX(                  \
+        const R* x, const R* dy, const R* y, R* dx, Py_ssize_t n, Py_ssize_t nr,            \
+        const R* hi, const R* s, const R* t, const R* k) {                                  \
+    Py_ssize_t j;                                                                           \
+    for (j = 0; j < nr; j++)                                                                \
+        cbn_short_dx_##SUFFIX(x + j * n, dy + j * n, y ? y + j * n : NULL, dx + j * n, n,   \
+                              cbn_vset_##SUFFIX(hi[j]), cbn_vset_##SUFFIX(s[j]),            \
+                              cbn_vset_##SUFFIX(t[j]), cbn_vset_##SUFFIX(k[j]));            \
+}                                                                                           \
+CBN_PASS void cbn_runs_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,        \
+                                         Py_ssize_t n, Py_ssize_t nr, const R* hi,          \
+                                         const R* s, const R* t, const R* k) {              \
+    Py_ssize_t j;                                                                           \
+    if (n < CBN_VBYTES / (Py_ssize_t)sizeof(R)) {                                           \
+        for (j = 0; j < nr; j++)                                                            \
+            cbn_run_dx_##SUFFIX(x + j * n, dy + j * n, y ? y + j * n : NULL, dx + j * n, n, \
+                                hi[j], s[j], t[j], k[j]);                                   \
+        return;                                                                             \
+    }                                                                                       \
+    if (y)      /* the loop written once, inlined for each case */                         \
+        cbn_runs_dx_in_##SUFFIX(x, dy, y, dx, n, nr, hi, s, t, k);                          \
+    else                                                                                    \
+        cbn_runs_dx_in_##SUFFIX(x, dy, NULL, dx, n, nr, hi, s, t, k);                       \
 }
 
 /* Register-tiled rows: cbn_rows_affine_T with the channel loop outside.  Rows go in
@@ -883,10 +929,28 @@ static inline void cbn_stream_fence(void) {}
 #define cbn_rows_affine_tiled_f64 cbn_rows_affine_f64
 #define cbn_rows_dx_tiled_f32 cbn_rows_dx_f32
 #define cbn_rows_dx_tiled_f64 cbn_rows_dx_f64
+/* the plain pass, one call per run */
 #define cbn_run_affine_short_f32 cbn_run_affine_f32
 #define cbn_run_affine_short_f64 cbn_run_affine_f64
 #define cbn_run_dx_short_f32 cbn_run_dx_f32
 #define cbn_run_dx_short_f64 cbn_run_dx_f64
+#define CBN_DEFINE_SHORT(SUFFIX, R)                                                         \
+static void cbn_runs_affine_short_##SUFFIX(const R* x, R* out, Py_ssize_t n, Py_ssize_t nr, \
+                                           const R* hi, const R* s, const R* t, int relu) { \
+    Py_ssize_t j;                                                                           \
+    for (j = 0; j < nr; j++)                                                                \
+        cbn_run_affine_##SUFFIX(x + j * n, out + j * n, n, hi[j], s[j], t[j], relu);        \
+}                                                                                           \
+static void cbn_runs_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,          \
+                                       Py_ssize_t n, Py_ssize_t nr, const R* hi,            \
+                                       const R* s, const R* t, const R* k) {                \
+    Py_ssize_t j;                                                                           \
+    for (j = 0; j < nr; j++)                                                                \
+        cbn_run_dx_##SUFFIX(x + j * n, dy + j * n, y ? y + j * n : NULL, dx + j * n, n,     \
+                            hi[j], s[j], t[j], k[j]);                                       \
+}
+CBN_DEFINE_SHORT(f32, float)
+CBN_DEFINE_SHORT(f64, double)
 #endif
 
 /* Prefetch nbytes from p into the caches: for short planar runs far apart, whose next
