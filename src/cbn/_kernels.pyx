@@ -367,6 +367,18 @@ cdef Py_ssize_t _short_run = SHORT_RUN
 # work among threads differently once there are several samples), hence 512.
 cdef Py_ssize_t _fused_from = FUSED_FROM
 
+# The planar float32 backward over runs shorter than _two_phase_back bytes (7x7 and
+# 5x5 planes) takes all channels' sums first, then the parameters, then one dx pass
+# (its short runs fused, _runs_dx), instead of one task per channel (sums, parameters,
+# dx: a dependency chain on few values per run).  Measured in one process, 2-core AMD
+# EPYC VM (Zen 5), two-phase / per-channel time on 1 and 2 threads, medians of 15
+# interleaved rounds: 1x512x7x7 0.80-0.81, 1x2048x7x7 0.87-0.91, 8x64x7x7 0.87,
+# 32x512x5x5 0.80-0.85, 4x64x10x10 0.89, 16x256x7x7 0.87-0.95, 64x64x7x7 and
+# 128x64x5x5 0.89-0.96; but runs of 196 values 0.88-1.09 (1x1024x14x14 1.05-1.09),
+# float64 7x7 planes 1.06-1.11 (1x512x7x7 0.84) and float16 0.83-1.10: those keep the
+# per-channel tasks.  (Arrays of 4 MB or more take the sample-by-sample sums, _slabs.)
+cdef Py_ssize_t _two_phase_back = SHORT_RUN
+
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
 # memory) take the register tiles on Intel CPUs, one row per step elsewhere.
@@ -582,6 +594,14 @@ def fused_training_from(n=False):
     and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
     int > 0 or None) and returns the old value; for tests and measurements."""
     return _limit(&_fused_from, n)
+
+
+def two_phase_backward_below(nbytes=False):
+    """The run length in bytes below which the planar float32 backward takes all
+    channels' sums before one dx pass (see _two_phase_back; None: never).
+    two_phase_backward_below(n) sets it (n: an int > 0 or None) and returns the old
+    value; for tests and measurements."""
+    return _limit(&_two_phase_back, nbytes)
 
 
 def prefetch_runs_from(nbytes=False):
@@ -893,7 +913,8 @@ cdef inline bint _runs_fuse(const data_t* x, Py_ssize_t inner, int store) noexce
     (_runs_affine, _runs_dx): float32 and float64 short runs, not streamed."""
     if data_t is cbn_half:
         return False
-    return inner * <Py_ssize_t>sizeof(data_t) < _short_run and store != STORE_STREAM
+    else:
+        return inner * <Py_ssize_t>sizeof(data_t) < _short_run and store != STORE_STREAM
 
 
 cdef inline void _runs_affine(const data_t* x, data_t* out, Py_ssize_t n, Py_ssize_t nr,
@@ -1676,6 +1697,27 @@ cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inn
             _finish_stats(mean[c], var[c], scratch[c], <double>outer, &mean[c], &var[c])
 
 
+cdef inline bint _two_phase_grad(const data_t* x, Py_ssize_t inner) noexcept nogil:
+    """Whether the planar backward of x (runs of inner values) goes two-phase
+    (_two_phase_back: float32 only)."""
+    if data_t is float:
+        return inner * <Py_ssize_t>sizeof(float) < _two_phase_back
+    else:
+        return False
+
+
+cdef inline void _task_grad_sums(const data_t* dy, const data_t* x, const data_t* y,
+                                 bint masked, Py_ssize_t outer, Py_ssize_t C,
+                                 Py_ssize_t inner, const double* mean, double* s1,
+                                 double* s2, Py_ssize_t c) noexcept nogil:
+    """The backward's two sums of planar channel c into s1[c], s2[c]."""
+    cdef Py_ssize_t off = c * inner
+    cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
+                              inner, mean[c], False)
+    s1[c] = r.s1
+    s2[c] = r.s2
+
+
 cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t* y,
                                 bint masked, data_t* dx, Py_ssize_t outer, Py_ssize_t C,
                                 Py_ssize_t inner, const double* mean, const double* invstd,
@@ -1822,6 +1864,18 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
         else:
             _split_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight,
                         scratch, T)
+        for c in range(C):
+            _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
+                             <double>outer * <double>inner, training, &dweight[c], &dbias[c])
+        _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, store, T)
+        return
+    if inner > 1 and _two_phase_grad(x, inner):
+        if T > 1:
+            for c in prange(C, num_threads=T, schedule='static'):
+                _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c)
+        else:
+            for c in range(C):
+                _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c)
         for c in range(C):
             _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
                              <double>outer * <double>inner, training, &dweight[c], &dbias[c])
