@@ -477,16 +477,20 @@ def test_planar_training_few_values(shape, dtype, fused, rng):
 
 
 @pytest.mark.parametrize("below", [None, 512], ids=["per-channel", "two-phase"])
-@pytest.mark.parametrize("shape", [(1, 300, 7, 7), (3, 5, 13), (2, 9, 5, 5), (1, 7, 127),
-                                   (2, 3, 128), (4, 6, 1)], ids=str)
-def test_planar_backward_short_runs(shape, below, rng):
-    """The planar float32 backward over runs under 512 bytes takes all channels' sums,
-    then one dx pass (two_phase_backward_below; None: a task per channel).  Both
-    choices against the float64 oracle on 1, 2 and 3 threads (training and frozen
-    statistics, with and without the ReLU mask): one sample and several, the last run
-    length below the threshold and the first at it, and rows (inner 1, not planar)."""
-    with _kernel_setting("two_phase_backward_below", below):
+@pytest.mark.parametrize("shape", [(1, 300, 7, 7), (3, 5, 13), (2, 9, 5, 5), (24, 3, 7, 7),
+                                   (1, 7, 127), (2, 3, 128), (4, 6, 1)], ids=str)
+def test_planar_short_runs_two_phase(shape, below, rng):
+    """Planar float32 training and backward over runs under 512 bytes take all
+    channels' sums, then one output pass (two_phase_below; None: a task per channel,
+    for training from 512 values per channel, fused_training_from).  Both choices
+    against the float64 oracle on 1, 2 and 3 threads (training with ReLU and running
+    statistics; backward with training and frozen statistics, with and without the
+    ReLU mask): one sample and several, channels of fewer and more than 512 values,
+    the last run length below the threshold and the first at it, and rows (inner 1,
+    not planar)."""
+    with _kernel_setting("two_phase_below", below):
         for t in (1, 2, 3):
+            test_batch_norm_training(np.float32, shape, "C", t, rng)
             test_backward(np.float32, shape, "C", t, rng)
 
 
@@ -755,7 +759,7 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
      lambda llc: min(llc, 36 << 20) * 5 // 8 or None),
     ("short_runs_below", "short_runs_below_bytes", lambda llc: 512),
     ("fused_training_from", "fused_training_from_values", lambda llc: 512),
-    ("two_phase_backward_below", "two_phase_backward_below_bytes", lambda llc: 512)])
+    ("two_phase_below", "two_phase_below_bytes", lambda llc: 512)])
 def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
     setter = getattr(_dispatch.kernels, name)

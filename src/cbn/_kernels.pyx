@@ -367,17 +367,22 @@ cdef Py_ssize_t _short_run = SHORT_RUN
 # work among threads differently once there are several samples), hence 512.
 cdef Py_ssize_t _fused_from = FUSED_FROM
 
-# The planar float32 backward over runs shorter than _two_phase_back bytes (7x7 and
-# 5x5 planes) takes all channels' sums first, then the parameters, then one dx pass
-# (its short runs fused, _runs_dx), instead of one task per channel (sums, parameters,
-# dx: a dependency chain on few values per run).  Measured in one process, 2-core AMD
-# EPYC VM (Zen 5), two-phase / per-channel time on 1 and 2 threads, medians of 15
-# interleaved rounds: 1x512x7x7 0.80-0.81, 1x2048x7x7 0.87-0.91, 8x64x7x7 0.87,
+# Planar float32 training and backward over runs shorter than _two_phase bytes (7x7
+# and 5x5 planes) take all channels' sums first, then the parameters, then one output
+# pass (its short runs fused, _runs_affine and _runs_dx), however many values a
+# channel has, instead of one task per channel (sums, parameters, output: a dependency
+# chain on few values per run).  Measured in one process, 2-core AMD EPYC VM (Zen 5),
+# two-phase / per-channel time on 1 and 2 threads, medians of 11-15 interleaved
+# rounds.  Backward: 1x512x7x7 0.80-0.81, 1x2048x7x7 0.87-0.91, 8x64x7x7 0.87,
 # 32x512x5x5 0.80-0.85, 4x64x10x10 0.89, 16x256x7x7 0.87-0.95, 64x64x7x7 and
-# 128x64x5x5 0.89-0.96; but runs of 196 values 0.88-1.09 (1x1024x14x14 1.05-1.09),
-# float64 7x7 planes 1.06-1.11 (1x512x7x7 0.84) and float16 0.83-1.10: those keep the
-# per-channel tasks.  (Arrays of 4 MB or more take the sample-by-sample sums, _slabs.)
-cdef Py_ssize_t _two_phase_back = SHORT_RUN
+# 128x64x5x5 0.89-0.96.  Training (channels of 512 values or more; fewer go two-phase
+# anyway, _fused_from): 32x512x7x7 0.89-0.94, 16x256x7x7 0.85-0.92, 64x64x7x7
+# 0.88-0.99, 32x128x5x5 0.50-0.97, 8x64x10x10 0.87-1.14.  Not for runs of 196 values
+# (backward 0.88-1.09, 1x1024x14x14 1.05-1.09; training 0.96-1.07), float64 (backward
+# 1.06-1.11 on 7x7 planes, training 0.90-1.13) or float16 (backward 0.83-1.10,
+# training 0.73-1.02): those keep the per-channel tasks.  (Arrays of 4 MB or more with
+# runs under 2 KB take the sample-by-sample sums, _slabs, either way.)
+cdef Py_ssize_t _two_phase = SHORT_RUN
 
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
@@ -596,12 +601,12 @@ def fused_training_from(n=False):
     return _limit(&_fused_from, n)
 
 
-def two_phase_backward_below(nbytes=False):
-    """The run length in bytes below which the planar float32 backward takes all
-    channels' sums before one dx pass (see _two_phase_back; None: never).
-    two_phase_backward_below(n) sets it (n: an int > 0 or None) and returns the old
-    value; for tests and measurements."""
-    return _limit(&_two_phase_back, nbytes)
+def two_phase_below(nbytes=False):
+    """The run length in bytes below which planar float32 training and backward take
+    all channels' sums before one output pass (see _two_phase; None: never).
+    two_phase_below(n) sets it (n: an int > 0 or None) and returns the old value; for
+    tests and measurements."""
+    return _limit(&_two_phase, nbytes)
 
 
 def prefetch_runs_from(nbytes=False):
@@ -1510,16 +1515,16 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     repeated table of folded rows, _apply).
 
     Planar: one task per channel (_task_train), or for channels of few values
-    (_fused_from), short runs in large arrays (_slabs) or few channels (_split) the
-    statistics first, then a parallel pass.  Interleaved:
+    (_fused_from), short float32 runs (_two_phase), short runs in large arrays
+    (_slabs) or few channels (_split) the statistics first, then a parallel pass.  Interleaved:
     per-thread partial sums, then a parallel pass over the rows.
     """
     cdef Py_ssize_t c
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
                               fresh) == STORE_STREAM
     cdef bint pf = _pf_runs(outer * C * inner, sizeof(data_t), 2, 1, inner)
-    if (inner > 1 and outer * inner >= _fused_from and not _slabs(outer, C, inner, sizeof(data_t))
-            and not _split(C, inner, T)):
+    if (inner > 1 and outer * inner >= _fused_from and not _two_phase_runs(x, inner)
+            and not _slabs(outer, C, inner, sizeof(data_t)) and not _split(C, inner, T)):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
                 _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream,
@@ -1533,6 +1538,15 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
         for c in range(C):
             _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
         _apply(x, out, outer, C, inner, p, pw, relu, T, fresh, True)
+
+
+cdef inline bint _two_phase_runs(const data_t* x, Py_ssize_t inner) noexcept nogil:
+    """Whether planar training and backward of x (runs of inner values, inner > 1) go
+    two-phase for their short runs (_two_phase: float32 only)."""
+    if data_t is float:
+        return inner * <Py_ssize_t>sizeof(float) < _two_phase
+    else:
+        return False
 
 
 cdef inline bint _slabs(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
@@ -1697,13 +1711,6 @@ cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inn
             _finish_stats(mean[c], var[c], scratch[c], <double>outer, &mean[c], &var[c])
 
 
-cdef inline bint _two_phase_grad(const data_t* x, Py_ssize_t inner) noexcept nogil:
-    """Whether the planar backward of x (runs of inner values) goes two-phase
-    (_two_phase_back: float32 only)."""
-    if data_t is float:
-        return inner * <Py_ssize_t>sizeof(float) < _two_phase_back
-    else:
-        return False
 
 
 cdef inline void _task_grad_sums(const data_t* dy, const data_t* x, const data_t* y,
@@ -1869,7 +1876,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
                              <double>outer * <double>inner, training, &dweight[c], &dbias[c])
         _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, store, T)
         return
-    if inner > 1 and _two_phase_grad(x, inner):
+    if inner > 1 and _two_phase_runs(x, inner):
         if T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
                 _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c)

@@ -172,7 +172,7 @@ def show_config(print_out=True):
         "tiled_stores_to_bytes": _dispatch.kernels.tiled_stores_to(),
         "short_runs_below_bytes": _dispatch.kernels.short_runs_below(),
         "fused_training_from_values": _dispatch.kernels.fused_training_from(),
-        "two_phase_backward_below_bytes": _dispatch.kernels.two_phase_backward_below(),
+        "two_phase_below_bytes": _dispatch.kernels.two_phase_below(),
         "tiled_stats_from_memory": _dispatch.kernels.tiled_from_memory(),
         "eight_row_sums": _dispatch.kernels.eight_row_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
