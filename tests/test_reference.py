@@ -494,6 +494,22 @@ def test_planar_short_runs_two_phase(shape, below, rng):
             test_backward(np.float32, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("by_runs", [False, True], ids=["per-run", "runs"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(50, 3, 25), (40, 3, 5, 5), (30, 4, 3), (9, 2, 127),
+                                   (5, 3, 64), (1, 6, 49), (70, 2, 17)], ids=str)
+def test_planar_sums_by_runs(shape, dtype, by_runs, rng):
+    """Planar sums over short runs (under 512 bytes, more than one sample) take a
+    channel's runs 1024 values at a time in one call (runs_sums; False: a call per
+    run).  Both choices against the float64 oracle on 1, 2 and 3 threads: statistics,
+    training, backward masked and not; runs of 3 values (no vector), 17, 25, 64 and
+    127, one block per channel and several (50 x 25, 70 x 17), one sample."""
+    with _kernel_setting("runs_sums", by_runs):
+        for t in (1, 2, 3):
+            for check in (test_batch_stats, test_batch_norm_training, test_backward):
+                check(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.usefixtures("streaming")
 @pytest.mark.parametrize("split", [False, True], ids=["channels", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
