@@ -227,11 +227,13 @@ static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
 #define CBN_FADD(a, b) _mm256_fmadd_pd(a, _mm256_set1_pd(1.0), b)
 #define CBN_FSUB(a, b) _mm256_fmsub_pd(a, _mm256_set1_pd(1.0), b)
 /* four vectors of partial sums, over values 16i + k (k = 0, 4, 8, 12), then 4 values at
- * a time into the first (the last 0-3 values are the caller's, into local sums: short
- * planar runs, 5x5 planes, had up to 15 values one by one, through acc; float32
- * 32x512x5x5 training 0.58-0.64 of the time, backward 0.84-0.88): D(L, S, k) loads
- * the 4 values at k as doubles with L into g and d (subtracting with S), then
- * a = ADD(a, A) and q += Q * d */
+ * a time into the first; the functions below add the last 0-3 values into local sums
+ * (short planar runs, 5x5 planes, had up to 15 values added one by one through acc:
+ * float32 32x512x5x5 training took 1.6-1.7x the time, backward 1.1-1.2x).
+ * D(L, S, k) loads the 4 values at k as doubles with L into g and d (subtracting with
+ * S), then a = ADD(a, A) and q += Q * d.  CBN_REDUCE16: the whole reduction into acc;
+ * its parts (declarations, loops over i < n, reduction into acc) serve the runs'
+ * sums too (cbn_runs_sums_T) */
 #define CBN_REDUCE16_DECL                                                                   \
     __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;                            \
     __m256d q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;
