@@ -106,6 +106,8 @@ cdef extern from "_kernels_c.h":
                               Py_ssize_t, double, double, double, double) noexcept nogil
     void cbn_runs_affine_short_f32(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
                                    const float*, const float*, int) noexcept nogil
+    void cbn_runs_affine_short_f16(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t,
+                                   const float*, const float*, const float*, int) noexcept nogil
     void cbn_runs_affine_short_f64(const double*, double*, Py_ssize_t, Py_ssize_t,
                                    const double*, const double*, const double*,
                                    int) noexcept nogil
@@ -359,6 +361,11 @@ cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
 # 2 threads: inference 1x512x7x7, 1x2048x7x7 and 8x64x7x7 0.83-0.85, training
 # 0.93-0.96; 14x14 planes (not short) and backward below 4 MB (its dx goes channel by
 # channel) 0.98-1.01.  ResNet-50 batch-1 inference, 53 layers summed, in cache: 0.98.
+# float16 output passes too (cbn_runs_affine_short_f16: 8 values per vector, the last
+# vector overlapping, where the plain pass converted up to 7 values one by one): this /
+# a call per run, 1 / 2 threads, inference 1x2048x7x7 0.45 / 0.51, 1x512x7x7 0.56,
+# 32x512x7x7 0.31 / 0.36, 1x256x14x14 (392 bytes) 0.57 / 0.73, 8x64x7x7 0.52; training
+# over few values per channel 0.80-0.89.  Its dx keeps a call per run.
 cdef Py_ssize_t _short_run = SHORT_RUN
 
 # Planar training fuses each channel's sums and output pass (_task_train: x read once
@@ -971,20 +978,25 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
         _unreachable()
 
 
-cdef inline bint _runs_fuse(const data_t* x, Py_ssize_t inner, int store) noexcept nogil:
+cdef inline bint _runs_fuse(const data_t* x, Py_ssize_t inner, int store,
+                            bint dx) noexcept nogil:
     """Whether a task's whole planar runs of inner values of x go several per call
-    (_runs_affine, _runs_dx): float32 and float64 short runs, not streamed."""
+    (_runs_affine, _runs_dx): short runs, not streamed; float16 only for the output
+    pass of inference and training (dx: its dx keeps a call per run)."""
     if data_t is cbn_half:
-        return False
-    else:
-        return inner * <Py_ssize_t>sizeof(data_t) < _short_run and store != STORE_STREAM
+        if dx:
+            return False
+    return inner * <Py_ssize_t>sizeof(data_t) < _short_run and store != STORE_STREAM
 
 
 cdef inline void _runs_affine(const data_t* x, data_t* out, Py_ssize_t n, Py_ssize_t nr,
                               const real_t* p, Py_ssize_t C, bint relu) noexcept nogil:
     """nr consecutive short runs of n values, run j with channel j's parameters in the
     table p (its columns: p points at the first run's channel, C apart)."""
-    if data_t is float and real_t is float:
+    if data_t is cbn_half and real_t is float:
+        cbn_runs_affine_short_f16(x, out, n, nr, p + P_HI * C, p + P_SCALE * C,
+                                  p + P_SHIFT * C, relu)
+    elif data_t is float and real_t is float:
         cbn_runs_affine_short_f32(x, out, n, nr, p + P_HI * C, p + P_SCALE * C,
                                   p + P_SHIFT * C, relu)
     elif data_t is double and real_t is double:
@@ -1408,7 +1420,7 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     else:
         e = _piece_end(q0, q1, inner)
         c = q0 // inner % C
-        fuse = _runs_fuse(x, inner, store)
+        fuse = _runs_fuse(x, inner, store, False)
         while q0 < q1:
             if fuse and e - q0 == inner:    # whole runs up to the last channel: one call
                 k = min((q1 - q0) // inner, C - c)
@@ -1840,7 +1852,7 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
     else:
         e = _piece_end(q0, q1, inner)
         c = q0 // inner % C
-        fuse = _runs_fuse(x, inner, store)
+        fuse = _runs_fuse(x, inner, store, True)
         while q0 < q1:
             if fuse and e - q0 == inner:    # whole runs up to the last channel: one call
                 k = min((q1 - q0) // inner, C - c)

@@ -1550,6 +1550,33 @@ CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n,
     }
     for (; i < n; i++) CBN_AFFINE1H(hi, s, t)
 }
+/* nr short runs of n values, one after the other, run j with hi[j], s[j], t[j] (as
+ * cbn_runs_affine_short_T, CBN_DEFINE_SHORT): 8 values at a time from each run's first,
+ * the last 8 overlapping the ones before and loaded before any store, instead of up to
+ * 7 values converted one by one after the last whole vector; runs under 8 values take
+ * the plain pass */
+CBN_PASS void cbn_runs_affine_short_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n,
+                                        Py_ssize_t nr, const float* hi, const float* s,
+                                        const float* t, int relu) {
+    __m256 H, S, T, e;
+    Py_ssize_t i, j;
+    if (n < 8) {
+        for (j = 0; j < nr; j++)
+            cbn_run_affine_f16(x + j * n, out + j * n, n, hi[j], s[j], t[j], relu, 0);
+        return;
+    }
+    for (j = 0; j < nr; j++, x += n, out += n) {
+        H = _mm256_set1_ps(hi[j]);
+        S = _mm256_set1_ps(s[j]);
+        T = _mm256_set1_ps(t[j]);
+        e = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + n - 8), H), S, T);
+        for (i = 0; i < n - 8; i += 8) {
+            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), H), S, T);
+            cbn_st8h(out + i, CBN_RELU8(v), 0);
+        }
+        cbn_st8h(out + n - 8, CBN_RELU8(e), 0);
+    }
+}
 
 /* the parameters p[c], p[c + 1], ... of 8 values starting at channel c of rows of m
  * channels, wrapping to channel 0 past the row's end */
@@ -1631,6 +1658,13 @@ CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n,
     float bx[CBN_HCHUNK];
     CBN_HBLOCKS(n, cbn_h2f_n(x + b_, bx, w_); cbn_run_affine_f32(bx, bx, w_, hi, s, t, relu);
                    cbn_f2h_n(bx, out + b_, w_);)
+}
+CBN_PASS void cbn_runs_affine_short_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n,
+                                        Py_ssize_t nr, const float* hi, const float* s,
+                                        const float* t, int relu) {
+    Py_ssize_t j;
+    for (j = 0; j < nr; j++)
+        cbn_run_affine_f16(x + j * n, out + j * n, n, hi[j], s[j], t[j], relu, 0);
 }
 
 CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t ld, Py_ssize_t n,
