@@ -320,8 +320,10 @@ static inline __m256d cbn_wide8(__m256 v) {
  * 0.91-0.93; channels-last register tiles (CBN_HROW) 0.87-0.96, 0.95, 0.96-0.97. */
 #define CBN_FADD8(a, b) _mm256_fmadd_ps(a, _mm256_set1_ps(1.0f), b)
 /* 32 values at a time, four float32 vectors of partial sums per sum, each summing
- * CBN_HK values per lane before the double accumulators A, Q take them: D(k) loads the
- * 8 values at i + 8k into g and d (float32), then a += g and q += g * d */
+ * CBN_HK values per lane before the double accumulators A, Q take them, then 8 at a
+ * time straight into A, Q (the last 0-7 values are the callers'; short planar runs had
+ * up to 31 converted one by one): D(k) loads the 8 values at i + 8k into g and d
+ * (float32), then a += g and q += g * d */
 #define CBN_HREDUCE(D)                                                                      \
     {                                                                                       \
         __m256d A = _mm256_setzero_pd(), Q = A;                                             \
@@ -339,6 +341,11 @@ static inline __m256d cbn_wide8(__m256 v) {
                                                          _mm256_add_ps(a2, a3))));          \
             Q = _mm256_add_pd(Q, cbn_wide8(_mm256_add_ps(_mm256_add_ps(q0, q1),              \
                                                          _mm256_add_ps(q2, q3))));          \
+        }                                                                                   \
+        for (; i + 8 <= n; i += 8) {                                                        \
+            __m256 g, d;                                                                    \
+            D(0) A = _mm256_add_pd(A, cbn_wide8(g));                                        \
+            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_mul_ps(g, d)));                           \
         }                                                                                   \
         s1 = cbn_hadd4(A, Z, Z, Z);                                                         \
         s2 = cbn_hadd4(Q, Z, Z, Z);                                                         \
