@@ -1795,8 +1795,6 @@ cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inn
             _finish_stats(mean[c], var[c], scratch[c], <double>outer, &mean[c], &var[c])
 
 
-
-
 cdef inline void _task_grad_sums(const data_t* dy, const data_t* x, const data_t* y,
                                  bint masked, Py_ssize_t outer, Py_ssize_t C,
                                  Py_ssize_t inner, const double* mean, double* s1,
@@ -1948,20 +1946,15 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
     cdef bint stream = store == STORE_STREAM
     cdef bint pf = _pf_runs(outer * C * inner, sizeof(data_t), 4 if masked else 3,
                             3 if masked else 2, inner)
-    if _slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T):
+    if (_slabs(outer, C, inner, sizeof(data_t)) or _split(C, inner, T)
+            or (inner > 1 and _two_phase_runs(x, inner))):
         if _slabs(outer, C, inner, sizeof(data_t)):
             _slab_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight, scratch,
                        T)
-        else:
+        elif _split(C, inner, T):
             _split_sums(x, dy, y, True, masked, outer, C, inner, mean, dbias, dweight,
                         scratch, T)
-        for c in range(C):
-            _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
-                             <double>outer * <double>inner, training, &dweight[c], &dbias[c])
-        _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, store, T)
-        return
-    if inner > 1 and _two_phase_runs(x, inner):
-        if T > 1:
+        elif T > 1:
             for c in prange(C, num_threads=T, schedule='static'):
                 _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c)
         else:

@@ -266,13 +266,23 @@ static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
 /* the reductions for type T, whose 4 values at p load as doubles with L4(p) and one
  * value v converts with TOD(v); the sums add with ADD, the backward sums subtract the
  * mean with GSUB */
+/* the last values of a run, one by one, into local sums s1, s2 (d1, g1: doubles): those
+ * of the statistics about ref, and of the backward about mean (g = 0 where y <= 0) */
+#define CBN_SUMS_REST(TOD)                                                                  \
+    for (; i < n; i++) { d1 = TOD(x[i]) - ref; s1 += d1; s2 += d1 * d1; }
+#define CBN_GSUMS_REST(TOD)                                                                 \
+    for (; i < n; i++) {                                                                    \
+        g1 = y && TOD(y[i]) <= 0 ? 0.0 : TOD(dy[i]);                                        \
+        s1 += g1;                                                                           \
+        s2 += g1 * (TOD(x[i]) - mean);                                                      \
+    }
 #define CBN_DEFINE_REDUCTIONS16(SUFFIX, T, L4, TOD, ADD, GSUB)                              \
 CBN_REDUCER void cbn_sums_##SUFFIX(const T* x, Py_ssize_t n, double ref, double* acc) {    \
     const __m256d R = _mm256_set1_pd(ref);                                                  \
     Py_ssize_t i = 0;                                                                       \
     double d1, s1 = 0.0, s2 = 0.0;                                                          \
     CBN_REDUCE16(CBN_DEV, L4, _mm256_sub_pd, ADD, d, d)                                     \
-    for (; i < n; i++) { d1 = TOD(x[i]) - ref; s1 += d1; s2 += d1 * d1; }                   \
+    CBN_SUMS_REST(TOD)                                                                      \
     acc[0] += s1;                                                                           \
     acc[1] += s2;                                                                           \
 }                                                                                           \
@@ -285,11 +295,7 @@ CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
         CBN_REDUCE16(CBN_GDEV_MASKED, L4, GSUB, ADD, g, g)                                  \
     else                                                                                    \
         CBN_REDUCE16(CBN_GDEV, L4, GSUB, ADD, g, g)                                         \
-    for (; i < n; i++) {                                                                    \
-        g1 = y && TOD(y[i]) <= 0 ? 0.0 : TOD(dy[i]);                                        \
-        s1 += g1;                                                                           \
-        s2 += g1 * (TOD(x[i]) - mean);                                                      \
-    }                                                                                       \
+    CBN_GSUMS_REST(TOD)                                                                     \
     acc[0] += s1;                                                                           \
     acc[1] += s2;                                                                           \
 }
@@ -422,7 +428,7 @@ CBN_REDUCER void cbn_runs_sums_##SUFFIX(const T* x0, Py_ssize_t n, Py_ssize_t nr
             cbn_prefetch(x + CBN_RUNS_AHEAD * ld, n * (Py_ssize_t)sizeof(T));               \
         i = 0;                                                                              \
         CBN_REDUCE16_LOOPS(CBN_DEV, L4, _mm256_sub_pd, ADD, d, d)                           \
-        for (; i < n; i++) { d1 = TOD(x[i]) - ref; s1 += d1; s2 += d1 * d1; }               \
+        CBN_SUMS_REST(TOD)                                                                  \
     }                                                                                       \
     CBN_REDUCE16_INTO(acc)                                                                  \
     acc[0] += s1;                                                                           \
@@ -452,11 +458,7 @@ CBN_REDUCER void cbn_runs_gsums_##SUFFIX(const T* x0, const T* dy0, const T* y0,
         } else {                                                                            \
             CBN_REDUCE16_LOOPS(CBN_GDEV, L4, GSUB, ADD, g, g)                               \
         }                                                                                   \
-        for (; i < n; i++) {                                                                \
-            g1 = y && TOD(y[i]) <= 0 ? 0.0 : TOD(dy[i]);                                    \
-            s1 += g1;                                                                       \
-            s2 += g1 * (TOD(x[i]) - mean);                                                  \
-        }                                                                                   \
+        CBN_GSUMS_REST(TOD)                                                                 \
     }                                                                                       \
     CBN_REDUCE16_INTO(acc)                                                                  \
     acc[0] += s1;                                                                           \
@@ -1557,6 +1559,22 @@ CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n,
     }
     for (; i < n; i++) CBN_AFFINE1H(hi, s, t)
 }
+/* the parameters p[c], p[c + 1], ... of 8 values starting at channel c of rows of m
+ * channels, wrapping to channel 0 past the row's end */
+static inline __m256 cbn_par8(const float* p, Py_ssize_t c, Py_ssize_t m) {
+    float v[8];
+    int k;
+    for (k = 0; k < 8; k++) {
+        v[k] = p[c];
+        c = c + 1 == m ? 0 : c + 1;
+    }
+    return _mm256_loadu_ps(v);
+}
+static inline void cbn_affine8h(const cbn_half* x, cbn_half* out, __m256 H, __m256 S, __m256 T,
+                                int relu, int stream) {
+    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x), H), S, T);
+    cbn_st8h(out, CBN_RELU8(v), stream);
+}
 /* nr short runs of n values, one after the other, run j with hi[j], s[j], t[j] (as
  * cbn_runs_affine_short_T, CBN_DEFINE_SHORT): 8 values at a time from each run's first,
  * the last 8 overlapping the ones before and loaded before any store, instead of up to
@@ -1577,29 +1595,10 @@ CBN_PASS void cbn_runs_affine_short_f16(const cbn_half* x, cbn_half* out, Py_ssi
         S = _mm256_set1_ps(s[j]);
         T = _mm256_set1_ps(t[j]);
         e = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + n - 8), H), S, T);
-        for (i = 0; i < n - 8; i += 8) {
-            __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + i), H), S, T);
-            cbn_st8h(out + i, CBN_RELU8(v), 0);
-        }
+        for (i = 0; i < n - 8; i += 8)
+            cbn_affine8h(x + i, out + i, H, S, T, relu, 0);
         cbn_st8h(out + n - 8, CBN_RELU8(e), 0);
     }
-}
-
-/* the parameters p[c], p[c + 1], ... of 8 values starting at channel c of rows of m
- * channels, wrapping to channel 0 past the row's end */
-static inline __m256 cbn_par8(const float* p, Py_ssize_t c, Py_ssize_t m) {
-    float v[8];
-    int k;
-    for (k = 0; k < 8; k++) {
-        v[k] = p[c];
-        c = c + 1 == m ? 0 : c + 1;
-    }
-    return _mm256_loadu_ps(v);
-}
-static inline void cbn_affine8h(const cbn_half* x, cbn_half* out, __m256 H, __m256 S, __m256 T,
-                                int relu, int stream) {
-    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x), H), S, T);
-    cbn_st8h(out, CBN_RELU8(v), stream);
 }
 
 /* Rows one after another (ld == m, as the kernels call them) are one run of n * m
