@@ -477,21 +477,23 @@ def test_planar_training_few_values(shape, dtype, fused, rng):
 
 
 @pytest.mark.parametrize("below", [None, 512], ids=["per-channel", "two-phase"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(1, 300, 7, 7), (3, 5, 13), (2, 9, 5, 5), (24, 3, 7, 7),
-                                   (1, 7, 127), (2, 3, 128), (4, 6, 1)], ids=str)
-def test_planar_short_runs_two_phase(shape, below, rng):
-    """Planar float32 training and backward over runs under 512 bytes take all
-    channels' sums, then one output pass (two_phase_below; None: a task per channel,
-    for training from 512 values per channel, fused_training_from).  Both choices
-    against the float64 oracle on 1, 2 and 3 threads (training with ReLU and running
-    statistics; backward with training and frozen statistics, with and without the
-    ReLU mask): one sample and several, channels of fewer and more than 512 values,
-    the last run length below the threshold and the first at it, and rows (inner 1,
-    not planar)."""
+                                   (1, 7, 127), (2, 3, 128), (3, 4, 255), (2, 3, 256),
+                                   (4, 6, 1)], ids=str)
+def test_planar_short_runs_two_phase(shape, dtype, below, rng):
+    """Planar float32 and float16 training and backward over runs under 512 bytes take
+    all channels' sums, then one output pass (two_phase_below; None: a task per
+    channel, for training from 512 values per channel, fused_training_from).  Both
+    choices against the float64 oracle on 1, 2 and 3 threads (training with ReLU and
+    running statistics; backward with training and frozen statistics, with and without
+    the ReLU mask): one sample and several, channels of fewer and more than 512 values,
+    the last run length below the threshold and the first at it (127 and 128 values of
+    float32, 255 and 256 of float16), and rows (inner 1, not planar)."""
     with _kernel_setting("two_phase_below", below):
         for t in (1, 2, 3):
-            test_batch_norm_training(np.float32, shape, "C", t, rng)
-            test_backward(np.float32, shape, "C", t, rng)
+            test_batch_norm_training(dtype, shape, "C", t, rng)
+            test_backward(dtype, shape, "C", t, rng)
 
 
 @pytest.mark.parametrize("by_runs", [False, True], ids=["per-run", "runs"])
@@ -503,7 +505,8 @@ def test_planar_sums_by_runs(shape, dtype, by_runs, rng):
     channel's runs 1024 values at a time in one call (runs_sums; False: a call per
     run).  Both choices against the float64 oracle on 1, 2 and 3 threads: statistics,
     training, backward masked and not; runs of 3 values (no vector), 17, 25, 64 and
-    127, one block per channel and several (50 x 25, 70 x 17), one sample."""
+    127 (float16: 32-value loops, 8 at a time, the last 0-7 one by one), one block per
+    channel and several (50 x 25, 70 x 17), one sample."""
     with _kernel_setting("runs_sums", by_runs):
         for t in (1, 2, 3):
             for check in (test_batch_stats, test_batch_norm_training, test_backward):

@@ -117,6 +117,9 @@ cdef extern from "_kernels_c.h":
     void cbn_runs_dx_short_f64(const double*, const double*, const double*, double*,
                                Py_ssize_t, Py_ssize_t, const double*, const double*,
                                const double*, const double*) noexcept nogil
+    void cbn_runs_dx_short_f16(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
+                               Py_ssize_t, Py_ssize_t, const float*, const float*,
+                               const float*, const float*) noexcept nogil
     void cbn_rows_affine_tiled_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const float*, const float*, const float*, int) noexcept nogil
     void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -188,6 +191,10 @@ cdef extern from "_kernels_c.h":
     void cbn_runs_gsums_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
                             Py_ssize_t, Py_ssize_t, double, double*) noexcept nogil
     void cbn_runs_gsums_f64(const double*, const double*, const double*, Py_ssize_t,
+                            Py_ssize_t, Py_ssize_t, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_runs_sums_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                           double, double*) noexcept nogil
+    void cbn_runs_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
                             Py_ssize_t, Py_ssize_t, Py_ssize_t, double, double*) noexcept nogil
 
 
@@ -365,7 +372,8 @@ cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
 # vector overlapping, where the plain pass converted up to 7 values one by one): this /
 # a call per run, 1 / 2 threads, inference 1x2048x7x7 0.45 / 0.51, 1x512x7x7 0.56,
 # 32x512x7x7 0.31 / 0.36, 1x256x14x14 (392 bytes) 0.57 / 0.73, 8x64x7x7 0.52; training
-# over few values per channel 0.80-0.89.  Its dx keeps a call per run.
+# over few values per channel 0.80-0.89.  Its dx too (cbn_runs_dx_short_f16), with the
+# two-phase backward (_two_phase): see there.
 cdef Py_ssize_t _short_run = SHORT_RUN
 
 # Planar training fuses each channel's sums and output pass (_task_train: x read once
@@ -382,8 +390,8 @@ cdef Py_ssize_t _short_run = SHORT_RUN
 # work among threads differently once there are several samples), hence 512.
 cdef Py_ssize_t _fused_from = FUSED_FROM
 
-# Planar float32 training and backward over runs shorter than _two_phase bytes (7x7
-# and 5x5 planes) take all channels' sums first, then the parameters, then one output
+# Planar float32 and float16 training and backward over runs shorter than _two_phase
+# bytes (7x7 and 5x5 planes; float16 14x14 too) take all channels' sums first, then the parameters, then one output
 # pass (its short runs fused, _runs_affine and _runs_dx), however many values a
 # channel has, instead of one task per channel (sums, parameters, output: a dependency
 # chain on few values per run).  Measured in one process, 2-core AMD EPYC VM (Zen 5),
@@ -393,9 +401,16 @@ cdef Py_ssize_t _fused_from = FUSED_FROM
 # 128x64x5x5 0.89-0.96.  Training (channels of 512 values or more; fewer go two-phase
 # anyway, _fused_from): 32x512x7x7 0.89-0.94, 16x256x7x7 0.85-0.92, 64x64x7x7
 # 0.88-0.99, 32x128x5x5 0.50-0.97, 8x64x10x10 0.87-1.14.  Not for runs of 196 values
-# (backward 0.88-1.09, 1x1024x14x14 1.05-1.09; training 0.96-1.07), float64 (backward
-# 1.06-1.11 on 7x7 planes, training 0.90-1.13) or float16 (backward 0.83-1.10,
-# training 0.73-1.02): those keep the per-channel tasks.  (Arrays of 4 MB or more with
+# (backward 0.88-1.09, 1x1024x14x14 1.05-1.09; training 0.96-1.07) or float64
+# (backward 1.06-1.11 on 7x7 planes, training 0.90-1.13): those keep the per-channel
+# tasks.  float16 (measured 0.73-1.10 when its short runs' sums and dx went a call per
+# run) gains since they go several per call (cbn_runs_sums_f16, cbn_runs_dx_short_f16):
+# two-phase / per-channel, medians of 15-25 interleaved rounds, 1 / 2 threads: training
+# 32x512x7x7 0.54 / 0.79, 4x256x14x14 0.56 / 0.70-0.71, 16x128x10x10 0.58 / 0.71-0.73,
+# 8x256x14x14 (2 threads) 0.63-0.65; backward 0.86 / 0.86, 0.90 / 0.94, 0.81 / 0.87-0.89,
+# 0.86-0.88, 1x1024x14x14 0.75 / 0.88, 8x64x7x7 0.84-0.87 (a first 2-thread run of 15
+# rounds had 4x256x14x14 at 1.08 / 1.11 and 16x128x10x10's backward at 1.20, two later
+# ones of 25 the figures above: the VM's second core).  (Arrays of 4 MB or more with
 # runs under 2 KB take the sample-by-sample sums, _slabs, either way.)
 cdef Py_ssize_t _two_phase = SHORT_RUN
 
@@ -429,14 +444,19 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 cdef int _amd = cbn_amd_family()
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
 
-# Planar sums over runs under SHORT_RUN bytes (float32, float64) in more than one
+# Planar sums over runs under SHORT_RUN bytes in more than one
 # sample take a channel's runs BLOCK values at a time in one call (cbn_runs_sums_T,
 # cbn_runs_gsums_T: one set of partial sums, reduced once) instead of a call per run
 # (_run_sums, two horizontal reductions each).  Measured in one process, 2-core AMD
 # EPYC VM (Zen 5), runs / per-run time on 1 and 2 threads, medians of 11 interleaved
 # rounds: float32 training 32x512x7x7 0.74-0.76, 64x64x7x7 0.73-0.76, 8x64x7x7 0.81,
 # 32x128x5x5 0.69-0.74, 8x64x10x10 0.87-0.92, 32x64x4x4 0.54-0.68; backward 0.82-0.97;
-# float64 training 0.80-1.00, backward 0.79-1.00.  One sample (one run per channel)
+# float64 training 0.80-1.00, backward 0.79-1.00.  float16 (cbn_runs_sums_f16: the
+# float32 partial sums of cbn_sums_f16 per run, double accumulators across runs), this
+# / a call per run, 1 / 2 threads: statistics 32x512x7x7 0.76 / 0.76, 64x64x7x7 0.75 /
+# 0.78, 32x512x5x5 0.69 / 0.69, 16x128x10x10 0.78 / 0.81, 4x256x14x14 0.90 / 0.92
+# (in one process, 15 rounds); separate builds alternated (6 pairs), per-channel
+# training 0.82-0.95, backward 0.79-0.96.  One sample (one run per channel)
 # took 1.09-1.12x: it keeps _run_sums.
 cdef bint _sums_by_runs = True
 cdef Py_ssize_t _gsums8_max = GSUMS8_AMD if _amd else GSUMS8_MAX
@@ -562,8 +582,8 @@ def second_pass_reversed(flag=None):
 
 
 def runs_sums(flag=None):
-    """Whether planar sums over short float32 and float64 runs go several runs per call
-    (see _sums_by_runs); runs_sums(True/False) sets it and returns the old value (for
+    """Whether planar sums over short runs go several runs per call (see
+    _sums_by_runs); runs_sums(True/False) sets it and returns the old value (for
     tests and measurements)."""
     return _setting(&_sums_by_runs, flag)
 
@@ -635,10 +655,10 @@ def fused_training_from(n=False):
 
 
 def two_phase_below(nbytes=False):
-    """The run length in bytes below which planar float32 training and backward take
-    all channels' sums before one output pass (see _two_phase; None: never).
-    two_phase_below(n) sets it (n: an int > 0 or None) and returns the old value; for
-    tests and measurements."""
+    """The run length in bytes below which planar float32 and float16 training and
+    backward take all channels' sums before one output pass (see _two_phase; None:
+    never).  two_phase_below(n) sets it (n: an int > 0 or None) and returns the old
+    value; for tests and measurements."""
     return _limit(&_two_phase, nbytes)
 
 
@@ -894,13 +914,10 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
 cdef inline bint _runs_sums_of(const data_t* x, Py_ssize_t outer, Py_ssize_t inner,
                                bint pf) noexcept nogil:
     """Whether _plane_sums takes x's outer runs of inner values several per call
-    (_sums_by_runs: float32 and float64 runs under SHORT_RUN bytes, not prefetched
-    block by block, in more than one sample)."""
-    if data_t is cbn_half:
-        return False
-    else:
-        return (_sums_by_runs and outer > 1 and not pf
-                and inner * <Py_ssize_t>sizeof(data_t) < SHORT_RUN)
+    (_sums_by_runs: runs under SHORT_RUN bytes, not prefetched block by block, in more
+    than one sample)."""
+    return (_sums_by_runs and outer > 1 and not pf
+            and inner * <Py_ssize_t>sizeof(data_t) < SHORT_RUN)
 
 
 cdef inline void _runs_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
@@ -920,7 +937,10 @@ cdef inline void _runs_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_runs_sums_f64(x, n, nr, ld, left, ref, acc)
     else:
-        _unreachable()
+        if grad:
+            cbn_runs_gsums_f16(x, dy, mask, n, nr, ld, left, ref, acc)
+        else:
+            cbn_runs_sums_f16(x, n, nr, ld, left, ref, acc)
 
 
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
@@ -978,14 +998,9 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
         _unreachable()
 
 
-cdef inline bint _runs_fuse(const data_t* x, Py_ssize_t inner, int store,
-                            bint dx) noexcept nogil:
+cdef inline bint _runs_fuse(const data_t* x, Py_ssize_t inner, int store) noexcept nogil:
     """Whether a task's whole planar runs of inner values of x go several per call
-    (_runs_affine, _runs_dx): short runs, not streamed; float16 only for the output
-    pass of inference and training (dx: its dx keeps a call per run)."""
-    if data_t is cbn_half:
-        if dx:
-            return False
+    (_runs_affine, _runs_dx): short runs, not streamed."""
     return inner * <Py_ssize_t>sizeof(data_t) < _short_run and store != STORE_STREAM
 
 
@@ -1015,6 +1030,9 @@ cdef inline void _runs_dx(const data_t* x, const data_t* dy, const data_t* y, bi
                               p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
     elif data_t is double and real_t is double:
         cbn_runs_dx_short_f64(x, dy, y if masked else NULL, dx, n, nr, p + P_HI * C,
+                              p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
+    elif data_t is cbn_half and real_t is float:
+        cbn_runs_dx_short_f16(x, dy, y if masked else NULL, dx, n, nr, p + P_HI * C,
                               p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
     else:
         _unreachable()
@@ -1420,7 +1438,7 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     else:
         e = _piece_end(q0, q1, inner)
         c = q0 // inner % C
-        fuse = _runs_fuse(x, inner, store, False)
+        fuse = _runs_fuse(x, inner, store)
         while q0 < q1:
             if fuse and e - q0 == inner:    # whole runs up to the last channel: one call
                 k = min((q1 - q0) // inner, C - c)
@@ -1626,11 +1644,11 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
 
 cdef inline bint _two_phase_runs(const data_t* x, Py_ssize_t inner) noexcept nogil:
     """Whether planar training and backward of x (runs of inner values, inner > 1) go
-    two-phase for their short runs (_two_phase: float32 only)."""
-    if data_t is float:
-        return inner * <Py_ssize_t>sizeof(float) < _two_phase
-    else:
+    two-phase for their short runs (_two_phase: float32 and float16)."""
+    if data_t is double:
         return False
+    else:
+        return inner * <Py_ssize_t>sizeof(data_t) < _two_phase
 
 
 cdef inline bint _slabs(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
@@ -1850,7 +1868,7 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
     else:
         e = _piece_end(q0, q1, inner)
         c = q0 // inner % C
-        fuse = _runs_fuse(x, inner, store, True)
+        fuse = _runs_fuse(x, inner, store)
         while q0 < q1:
             if fuse and e - q0 == inner:    # whole runs up to the last channel: one call
                 k = min((q1 - q0) // inner, C - c)

@@ -330,32 +330,44 @@ static inline __m256d cbn_wide8(__m256 v) {
  * time straight into A, Q (the last 0-7 values are the callers'; short planar runs had
  * up to 31 converted one by one): D(k) loads the 8 values at i + 8k into g and d
  * (float32), then a += g and q += g * d */
+#define CBN_HREDUCE_LOOPS(D)                                                                \
+    while (i + 32 <= n) {                                                                   \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                         \
+        __m256 q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                    \
+        Py_ssize_t j_, k_ = (n - i) / 32 < CBN_HK ? (n - i) / 32 : CBN_HK;                  \
+        for (j_ = 0; j_ < k_; j_++, i += 32) {                                              \
+            D(0) a0 = CBN_FADD8(g, a0); q0 = _mm256_fmadd_ps(g, d, q0);                      \
+            D(8) a1 = CBN_FADD8(g, a1); q1 = _mm256_fmadd_ps(g, d, q1);                      \
+            D(16) a2 = CBN_FADD8(g, a2); q2 = _mm256_fmadd_ps(g, d, q2);                     \
+            D(24) a3 = CBN_FADD8(g, a3); q3 = _mm256_fmadd_ps(g, d, q3);                     \
+        }                                                                                   \
+        A = _mm256_add_pd(A, cbn_wide8(_mm256_add_ps(_mm256_add_ps(a0, a1),                  \
+                                                     _mm256_add_ps(a2, a3))));              \
+        Q = _mm256_add_pd(Q, cbn_wide8(_mm256_add_ps(_mm256_add_ps(q0, q1),                  \
+                                                     _mm256_add_ps(q2, q3))));              \
+    }                                                                                       \
+    for (; i + 8 <= n; i += 8) {                                                            \
+        __m256 g, d;                                                                        \
+        D(0) A = _mm256_add_pd(A, cbn_wide8(g));                                            \
+        Q = _mm256_add_pd(Q, cbn_wide8(_mm256_mul_ps(g, d)));                               \
+    }
+/* the loops above over one run into s1, s2 (the runs' sums, cbn_runs_sums_f16, keep
+ * A and Q across runs) */
 #define CBN_HREDUCE(D)                                                                      \
     {                                                                                       \
         __m256d A = _mm256_setzero_pd(), Q = A;                                             \
-        while (i + 32 <= n) {                                                               \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                     \
-            __m256 q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                \
-            Py_ssize_t j_, k_ = (n - i) / 32 < CBN_HK ? (n - i) / 32 : CBN_HK;              \
-            for (j_ = 0; j_ < k_; j_++, i += 32) {                                          \
-                D(0) a0 = CBN_FADD8(g, a0); q0 = _mm256_fmadd_ps(g, d, q0);                  \
-                D(8) a1 = CBN_FADD8(g, a1); q1 = _mm256_fmadd_ps(g, d, q1);                  \
-                D(16) a2 = CBN_FADD8(g, a2); q2 = _mm256_fmadd_ps(g, d, q2);                 \
-                D(24) a3 = CBN_FADD8(g, a3); q3 = _mm256_fmadd_ps(g, d, q3);                 \
-            }                                                                               \
-            A = _mm256_add_pd(A, cbn_wide8(_mm256_add_ps(_mm256_add_ps(a0, a1),              \
-                                                         _mm256_add_ps(a2, a3))));          \
-            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_add_ps(_mm256_add_ps(q0, q1),              \
-                                                         _mm256_add_ps(q2, q3))));          \
-        }                                                                                   \
-        for (; i + 8 <= n; i += 8) {                                                        \
-            __m256 g, d;                                                                    \
-            D(0) A = _mm256_add_pd(A, cbn_wide8(g));                                        \
-            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_mul_ps(g, d)));                           \
-        }                                                                                   \
+        CBN_HREDUCE_LOOPS(D)                                                                \
         s1 = cbn_hadd4(A, Z, Z, Z);                                                         \
         s2 = cbn_hadd4(Q, Z, Z, Z);                                                         \
     }
+/* D of CBN_HREDUCE: deviations from R (statistics) and backward sums' g, x - M (g = 0
+ * where y <= 0; NaN y keeps dy) */
+#define CBN_HDEV(k) d = _mm256_sub_ps(CBN_LDH8(x + i + k), R); g = d;
+#define CBN_HGDEV(k) g = CBN_LDH8(dy + i + k); d = _mm256_sub_ps(CBN_LDH8(x + i + k), M);
+#define CBN_HGDEV_MASKED(k)                                                                 \
+    g = _mm256_and_ps(_mm256_cmp_ps(CBN_LDH8(y + i + k), Z8, _CMP_NLE_UQ),                  \
+                      CBN_LDH8(dy + i + k));                                                \
+    d = _mm256_sub_ps(CBN_LDH8(x + i + k), M);
 CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
     const float rf = (float)ref;
     const double lo = ref - (double)rf;
@@ -363,9 +375,7 @@ CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, doubl
     const __m256d Z = _mm256_setzero_pd();
     Py_ssize_t i = 0;
     double s1, s2, m, d1;
-#define CBN_HDEV(k) d = _mm256_sub_ps(CBN_LDH8(x + i + k), R); g = d;
     CBN_HREDUCE(CBN_HDEV)
-#undef CBN_HDEV
     m = (double)i;
     acc[0] += s1 - m * lo;
     acc[1] += s2 - 2.0 * lo * s1 + m * lo * lo;
@@ -379,17 +389,10 @@ CBN_REDUCER void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cbn_
     const __m256d Z = _mm256_setzero_pd();
     Py_ssize_t i = 0;
     double s1, s2, g1;
-    if (y) {        /* g = 0 where y <= 0 (NaN y keeps dy) */
-#define CBN_HGDEV(k) g = _mm256_and_ps(_mm256_cmp_ps(CBN_LDH8(y + i + k), Z8, _CMP_NLE_UQ),  \
-                                       CBN_LDH8(dy + i + k));                               \
-                     d = _mm256_sub_ps(CBN_LDH8(x + i + k), M);
+    if (y)
+        CBN_HREDUCE(CBN_HGDEV_MASKED)
+    else
         CBN_HREDUCE(CBN_HGDEV)
-#undef CBN_HGDEV
-    } else {
-#define CBN_HGDEV(k) g = CBN_LDH8(dy + i + k); d = _mm256_sub_ps(CBN_LDH8(x + i + k), M);
-        CBN_HREDUCE(CBN_HGDEV)
-#undef CBN_HGDEV
-    }
     acc[0] += s1;
     acc[1] += s2 - lo * s1;
     for (; i < n; i++) {
@@ -407,11 +410,37 @@ CBN_DEFINE_REDUCTIONS(f32, float)
 /* The sums over nr short runs of n values, ld values apart (one planar channel's runs
  * in several samples), into acc as cbn_sums_T and cbn_gsums_T would over each run, but
  * with one set of partial sums for all the runs (AVX2 build: the 16-value loop's four
- * vectors, the rest of each run 4 values at a time and the last 0-3 into local sums),
- * reduced once, instead of two horizontal additions per run.  Each run prefetches the
+ * vectors, the rest of each run 4 values at a time and the last 0-3 into local sums;
+ * float16 with F16C below, cbn_runs_sums_f16), reduced once, instead of two horizontal
+ * additions per run.  Each run prefetches the
  * run CBN_RUNS_AHEAD ahead (one channel's runs lie far apart; the prefetchers do not
  * follow) while one exists: left runs lie from the first on. */
 #define CBN_RUNS_AHEAD 8
+/* without AVX2 (and float16 without F16C): a call per run */
+#define CBN_DEFINE_RUNS_SUMS_EACH(SUFFIX, T)                                                \
+static void cbn_runs_sums_##SUFFIX(const T* x, Py_ssize_t n, Py_ssize_t nr, Py_ssize_t ld,  \
+                                   Py_ssize_t left, double ref, double* acc) {              \
+    Py_ssize_t j;                                                                           \
+    for (j = 0; j < nr; j++) {                                                              \
+        if (j + CBN_RUNS_AHEAD < left)                                                      \
+            cbn_prefetch(x + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));         \
+        cbn_sums_##SUFFIX(x + j * ld, n, ref, acc);                                         \
+    }                                                                                       \
+}                                                                                           \
+static void cbn_runs_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t n,      \
+                                    Py_ssize_t nr, Py_ssize_t ld, Py_ssize_t left,          \
+                                    double mean, double* acc) {                             \
+    Py_ssize_t j;                                                                           \
+    for (j = 0; j < nr; j++) {                                                              \
+        if (j + CBN_RUNS_AHEAD < left) {                                                    \
+            cbn_prefetch(x + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));         \
+            cbn_prefetch(dy + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));        \
+            if (y)                                                                          \
+                cbn_prefetch(y + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));     \
+        }                                                                                   \
+        cbn_gsums_##SUFFIX(x + j * ld, dy + j * ld, y ? y + j * ld : NULL, n, mean, acc);   \
+    }                                                                                       \
+}
 #if defined(__AVX2__) && defined(__FMA__)
 #define CBN_DEFINE_RUNS_SUMS(SUFFIX, T, L4, TOD, ADD, GSUB)                                 \
 CBN_REDUCER void cbn_runs_sums_##SUFFIX(const T* x0, Py_ssize_t n, Py_ssize_t nr,           \
@@ -466,33 +495,72 @@ CBN_REDUCER void cbn_runs_gsums_##SUFFIX(const T* x0, const T* dy0, const T* y0,
 }
 CBN_DEFINE_RUNS_SUMS(f64, double, _mm256_loadu_pd, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
 CBN_DEFINE_RUNS_SUMS(f32, float, CBN_CVT4, CBN_TOD, CBN_FADD, CBN_FSUB)
-#else
-#define CBN_DEFINE_RUNS_SUMS(SUFFIX, T)                                                     \
-static void cbn_runs_sums_##SUFFIX(const T* x, Py_ssize_t n, Py_ssize_t nr, Py_ssize_t ld,  \
-                                   Py_ssize_t left, double ref, double* acc) {              \
-    Py_ssize_t j;                                                                           \
-    for (j = 0; j < nr; j++) {                                                              \
-        if (j + CBN_RUNS_AHEAD < left)                                                      \
-            cbn_prefetch(x + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));         \
-        cbn_sums_##SUFFIX(x + j * ld, n, ref, acc);                                         \
-    }                                                                                       \
-}                                                                                           \
-static void cbn_runs_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t n,      \
-                                    Py_ssize_t nr, Py_ssize_t ld, Py_ssize_t left,          \
-                                    double mean, double* acc) {                             \
-    Py_ssize_t j;                                                                           \
-    for (j = 0; j < nr; j++) {                                                              \
-        if (j + CBN_RUNS_AHEAD < left) {                                                    \
-            cbn_prefetch(x + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));         \
-            cbn_prefetch(dy + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));        \
-            if (y)                                                                          \
-                cbn_prefetch(y + (j + CBN_RUNS_AHEAD) * ld, n * (Py_ssize_t)sizeof(T));     \
-        }                                                                                   \
-        cbn_gsums_##SUFFIX(x + j * ld, dy + j * ld, y ? y + j * ld : NULL, n, mean, acc);   \
-    }                                                                                       \
+#if defined(CBN_SUMS_F16_HW)
+/* float16: CBN_HREDUCE's loops over each run into one pair of double accumulators (A,
+ * Q: sums about rf, corrected once as cbn_sums_f16 does), the last 0-7 values of each
+ * run one by one into local sums */
+#define CBN_HTOD(v) ((double)cbn_h2f(v))
+CBN_REDUCER void cbn_runs_sums_f16(const cbn_half* x0, Py_ssize_t n, Py_ssize_t nr,
+                                   Py_ssize_t ld, Py_ssize_t left, double ref, double* acc) {
+    const float rf = (float)ref;
+    const double lo = ref - (double)rf;
+    const __m256 R = _mm256_set1_ps(rf);
+    const __m256d Z = _mm256_setzero_pd();
+    __m256d A = Z, Q = Z;
+    const cbn_half* x;
+    double d1, s1 = 0.0, s2 = 0.0, v1, v2, m = 0.0;
+    Py_ssize_t i, j;
+    for (j = 0; j < nr; j++) {
+        x = x0 + j * ld;
+        if (j + CBN_RUNS_AHEAD < left)
+            cbn_prefetch(x + CBN_RUNS_AHEAD * ld, n * (Py_ssize_t)sizeof(cbn_half));
+        i = 0;
+        CBN_HREDUCE_LOOPS(CBN_HDEV)
+        m += (double)i;
+        CBN_SUMS_REST(CBN_HTOD)
+    }
+    v1 = cbn_hadd4(A, Z, Z, Z);
+    v2 = cbn_hadd4(Q, Z, Z, Z);
+    acc[0] += (v1 - m * lo) + s1;
+    acc[1] += (v2 - 2.0 * lo * v1 + m * lo * lo) + s2;
 }
-CBN_DEFINE_RUNS_SUMS(f64, double)
-CBN_DEFINE_RUNS_SUMS(f32, float)
+CBN_REDUCER void cbn_runs_gsums_f16(const cbn_half* x0, const cbn_half* dy0,
+                                    const cbn_half* y0, Py_ssize_t n, Py_ssize_t nr,
+                                    Py_ssize_t ld, Py_ssize_t left, double mean, double* acc) {
+    const float mf = (float)mean;
+    const double lo = mean - (double)mf;
+    const __m256 M = _mm256_set1_ps(mf), Z8 = _mm256_setzero_ps();
+    const __m256d Z = _mm256_setzero_pd();
+    __m256d A = Z, Q = Z;
+    const cbn_half *x, *dy, *y;
+    double g1, s1 = 0.0, s2 = 0.0, v1;
+    Py_ssize_t i, j;
+    for (j = 0; j < nr; j++) {
+        x = x0 + j * ld;
+        dy = dy0 + j * ld;
+        y = y0 ? y0 + j * ld : NULL;
+        if (j + CBN_RUNS_AHEAD < left) {
+            cbn_prefetch(x + CBN_RUNS_AHEAD * ld, n * (Py_ssize_t)sizeof(cbn_half));
+            cbn_prefetch(dy + CBN_RUNS_AHEAD * ld, n * (Py_ssize_t)sizeof(cbn_half));
+            if (y)
+                cbn_prefetch(y + CBN_RUNS_AHEAD * ld, n * (Py_ssize_t)sizeof(cbn_half));
+        }
+        i = 0;
+        if (y) {
+            CBN_HREDUCE_LOOPS(CBN_HGDEV_MASKED)
+        } else {
+            CBN_HREDUCE_LOOPS(CBN_HGDEV)
+        }
+        CBN_GSUMS_REST(CBN_HTOD)
+    }
+    v1 = cbn_hadd4(A, Z, Z, Z);
+    acc[0] += v1 + s1;
+    acc[1] += (cbn_hadd4(Q, Z, Z, Z) - lo * v1) + s2;
+}
+#endif
+#else
+CBN_DEFINE_RUNS_SUMS_EACH(f64, double)
+CBN_DEFINE_RUNS_SUMS_EACH(f32, float)
 #endif
 
 /* ---------------------------------------------------- elementwise primitives
@@ -1362,6 +1430,7 @@ static inline void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
                    if (y) cbn_h2f_n(y + b_, by, w_);
                    cbn_gsums_f32(bx, bg, y ? by : NULL, w_, mean, acc);)
 }
+CBN_DEFINE_RUNS_SUMS_EACH(f16, cbn_half)
 #endif
 
 CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
@@ -1639,6 +1708,40 @@ static inline void cbn_dx8h(const cbn_half* x, const cbn_half* dy, const cbn_hal
     __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x), H), S, _mm256_mul_ps(cbn_g8h(dy, y), K));
     cbn_st8h(dx, _mm256_add_ps(v, T), stream);
 }
+/* dx over nr short runs, as cbn_runs_affine_short_f16 (the loop written once, inlined
+ * with and without y) */
+static inline __attribute__((always_inline)) void cbn_runs_dx_in_f16(
+        const cbn_half* x, const cbn_half* dy, const cbn_half* y, cbn_half* dx, Py_ssize_t n,
+        Py_ssize_t nr, const float* hi, const float* s, const float* t, const float* k) {
+    __m256 H, S, T, K, e;
+    Py_ssize_t i, j;
+    for (j = 0; j < nr; j++, x += n, dy += n, dx += n, y = y ? y + n : NULL) {
+        H = _mm256_set1_ps(hi[j]);
+        S = _mm256_set1_ps(s[j]);
+        T = _mm256_set1_ps(t[j]);
+        K = _mm256_set1_ps(k[j]);
+        e = _mm256_fmadd_ps(_mm256_sub_ps(cbn_ld8h(x + n - 8), H), S,
+                            _mm256_mul_ps(cbn_g8h(dy + n - 8, y ? y + n - 8 : NULL), K));
+        for (i = 0; i < n - 8; i += 8)
+            cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, H, S, T, K, 0);
+        cbn_st8h(dx + n - 8, _mm256_add_ps(e, T), 0);
+    }
+}
+CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                                    cbn_half* dx, Py_ssize_t n, Py_ssize_t nr, const float* hi,
+                                    const float* s, const float* t, const float* k) {
+    Py_ssize_t j;
+    if (n < 8) {
+        for (j = 0; j < nr; j++)
+            cbn_run_dx_f16(x + j * n, dy + j * n, y ? y + j * n : NULL, dx + j * n, n, hi[j],
+                           s[j], t[j], k[j], 0);
+        return;
+    }
+    if (y)
+        cbn_runs_dx_in_f16(x, dy, y, dx, n, nr, hi, s, t, k);
+    else
+        cbn_runs_dx_in_f16(x, dy, NULL, dx, n, nr, hi, s, t, k);
+}
 CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                               cbn_half* dx, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                               const float* hi, const float* s, const float* t, const float* k,
@@ -1708,6 +1811,14 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
                                        t + b_, k + b_);
                        cbn_f2h_n(bx, dx + b_, w_);)
     }
+}
+CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                                    cbn_half* dx, Py_ssize_t n, Py_ssize_t nr, const float* hi,
+                                    const float* s, const float* t, const float* k) {
+    Py_ssize_t j;
+    for (j = 0; j < nr; j++)
+        cbn_run_dx_f16(x + j * n, dy + j * n, y ? y + j * n : NULL, dx + j * n, n, hi[j], s[j],
+                       t[j], k[j], 0);
 }
 #endif
 #if !defined(CBN_TILED_SUMS_F16)
