@@ -30,6 +30,52 @@ def copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
                 memcpy(d + k * CHUNK, s + k * CHUNK, CHUNK if n - k * CHUNK > CHUNK else n - k * CHUNK)
 
 
+# The float16 conversion floor: what any float16 output pass costs at least, every value
+# converted to float32 as it is read and back to float16 as it is written (F16C, 8 at a
+# time), with no arithmetic between; only where the roof is built with F16C (AVX2).
+cdef extern from *:
+    """
+    #if defined(__F16C__)
+    #include <immintrin.h>
+    #define CBN_BENCH_F16C 1
+    static void cbn_bench_h2h(const unsigned short* s, unsigned short* d, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i*)(d + i), _mm256_cvtps_ph(
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(s + i))), 0));
+        for (; i < n; i++)
+            d[i] = s[i];
+    }
+    #else
+    #define CBN_BENCH_F16C 0
+    static void cbn_bench_h2h(const unsigned short* s, unsigned short* d, Py_ssize_t n) {
+        (void)s; (void)d; (void)n;
+    }
+    #endif
+    """
+    int CBN_BENCH_F16C
+    void cbn_bench_h2h(const unsigned short* s, unsigned short* d, Py_ssize_t n) noexcept nogil
+
+
+def f16_convert(cnp.ndarray src, cnp.ndarray dst, int n_threads):
+    """dst[...] = src (float16, C-contiguous, same size) through float32: each value
+    converted in and out by F16C, in CHUNK-byte pieces split statically over n_threads
+    threads (as copy).  Returns False (and does nothing) without F16C."""
+    cdef const unsigned short* s = <const unsigned short*>cnp.PyArray_DATA(src)
+    cdef unsigned short* d = <unsigned short*>cnp.PyArray_DATA(dst)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(src), m = CHUNK // 2, k, nk = (n + m - 1) // m
+    if not CBN_BENCH_F16C:
+        return False
+    with nogil:
+        if n_threads > 1:
+            for k in prange(nk, num_threads=n_threads, schedule='static'):
+                cbn_bench_h2h(s + k * m, d + k * m, m if n - k * m > m else n - k * m)
+        else:
+            for k in range(nk):
+                cbn_bench_h2h(s + k * m, d + k * m, m if n - k * m > m else n - k * m)
+    return True
+
+
 # The accumulation floor: what the float64 statistics of float32 data cost at
 # least, whatever the memory does.  The loops are cbn's own C primitives (float64
 # sums of d and d * d, or of g and g * (x - mean)), compiled here with the same

@@ -18,7 +18,9 @@ the median per call is kept:
 - PyTorch CPU (its allocating functional API; native_batch_norm_backward) and
   ONNX Runtime (inference, NCHW), when installed.
 
-The full and quick runs add float16 against float32 per byte, the ResNet-50 sums,
+The full and quick runs add float16 against float32 per byte (and, for inference, a
+float16 pass that only converts each value in and out, against float32 inference per
+byte: where that floor is above 1, so is any float16 output pass), the ResNet-50 sums,
 arrays that start 16 bytes into a cache line against 64-byte-aligned ones (also alone:
 --alignment), and the build cbn picks at run time against the portable one and
 against the same source compiled here with -march=native (bench/build/_kernels_native,
@@ -152,10 +154,10 @@ def build_roof():
     the kernels this process runs."""
     simd = _dispatch.active()
     header = os.path.join(ROOT, "src", "cbn", "_kernels_c.h")     # the floor's loops
-    key = (f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} "
-           f"{os.path.getmtime(header)} {simd}")
-    isa = ["-mavx2", "-mfma"] if simd == "avx2" and sys.platform != "win32" else (
+    isa = ["-mavx2", "-mfma", "-mf16c"] if simd == "avx2" and sys.platform != "win32" else (
         ["/arch:AVX2"] if simd == "avx2" else [])
+    key = (f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} "
+           f"{os.path.getmtime(header)} {simd} {' '.join(isa)}")
     return _build("_roof", os.path.join(HERE, "_roof.pyx"), key, isa, [os.path.dirname(header)])
 
 
@@ -486,8 +488,11 @@ def resnet_ratios(res):
     return res
 
 
-def run_float16(args, nt):
-    """Time per byte of x, float16 against float32, cbn with out= (all cores)."""
+def run_float16(args, nt, roof):
+    """Time per byte of x, float16 against float32, cbn with out= (all cores); for
+    inference also the float16 conversion floor (roof.f16_convert: every value converted
+    in and out, no arithmetic) per byte against float32 inference per byte, where the
+    roof has F16C: above 1, no float16 output pass can match float32 per byte there."""
     rng = np.random.default_rng(2)
     rows = []
     shapes = [(8, 64, 56, 56)] if args.quick else [(32, 128, 56, 56), (1, 64, 56, 56)]
@@ -498,12 +503,20 @@ def run_float16(args, nt):
                 x, dy, axis, p, _, _ = make_case(shape, layout, rng, dt)
                 ops[dt] = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
                 nbytes[dt] = x.nbytes
+            x16, dst = x, np.empty_like(x)
+            floor = roof.f16_convert(x16, dst, nt) and (lambda: roof.f16_convert(x16, dst, nt))
             for op in OPS:     # both dtypes timed interleaved, round by round
-                t32, t16 = time_interleaved([ops[np.float32][op], ops[np.float16][op]],
-                                            args.rounds, args.budget)
-                rows.append({"shape": list(shape), "layout": layout, "op": op,
-                             "f16_over_f32_per_byte": (t16 / nbytes[np.float16])
-                             / (t32 / nbytes[np.float32])})
+                fns = [ops[np.float32][op], ops[np.float16][op]]
+                if floor and op == "inference":
+                    fns.append(floor)
+                t = time_interleaved(fns, args.rounds, args.budget)
+                per32 = t[0] / nbytes[np.float32]
+                row = {"shape": list(shape), "layout": layout, "op": op,
+                       "f16_over_f32_per_byte": (t[1] / nbytes[np.float16]) / per32}
+                if len(t) > 2:
+                    row["f16_conversion_floor_over_f32_per_byte"] = (
+                        t[2] / nbytes[np.float16]) / per32
+                rows.append(row)
     return rows
 
 
@@ -651,6 +664,10 @@ def summarize(cells, resnet, f16, all_threads, align=()):
         "max_peak_alloc_over_x": max((c.get("peak_alloc_bytes", 0) / c["x_bytes"] for c in full),
                                      default=None),
         "worst_f16_over_f32_per_byte": max(r["f16_over_f32_per_byte"] for r in f16) if f16 else None,
+        # above 1: no float16 output pass can match float32 per byte in that cell
+        "f16_conversion_floor_over_f32_per_byte": {
+            cell_name(r): r["f16_conversion_floor_over_f32_per_byte"] for r in f16
+            if "f16_conversion_floor_over_f32_per_byte" in r},
         "worst_misaligned_over_aligned": max(r["misaligned_over_aligned"] for r in align)
         if align else None,
     }
@@ -662,8 +679,12 @@ def cell_name(c):
 
 
 def ratio_list(rows, key):
-    """'shape layout op ratio, ...' for the rows' ratio `key`."""
-    return ", ".join(f"{cell_name(r)} {r[key]:.2f}" for r in rows)
+    """'shape layout op ratio, ...' for the rows' ratio `key` (rows without it left out)."""
+    return ", ".join(f"{cell_name(r)} {r[key]:.2f}" for r in rows if key in r)
+
+
+F16_FLOOR = ("float16 conversion floor per byte (every value converted in and out by F16C, "
+             "no arithmetic) / float32 inference time per byte")
 
 
 def plot(cells, all_threads, path):
@@ -744,6 +765,10 @@ def markdown(record):
         lines.append("float16 time per byte / float32 time per byte (cbn `out=`): "
                      + ratio_list(record["float16"], "f16_over_f32_per_byte") + ".")
         lines.append("")
+        if any("f16_conversion_floor_over_f32_per_byte" in r for r in record["float16"]):
+            lines.append(F16_FLOOR + ": " + ratio_list(
+                record["float16"], "f16_conversion_floor_over_f32_per_byte") + ".")
+            lines.append("")
     if record.get("simd"):
         lines.append("Portable baseline (SSE2) build time / AVX2 build time: "
                      + ratio_list(record["simd"], "baseline_over_avx2") + ".")
@@ -877,9 +902,12 @@ def main(argv=None):
               + (f"; cbn {resnet[tag + 'vs_torch']:.2f}x faster than PyTorch, PyTorch at "
                  f"{resnet[tag + 'torch_over_roof']:.2f}x the roof's time"
                  if tag + "vs_torch" in resnet else ""))
-    f16 = run_float16(args, all_threads) if extras else []
+    f16 = run_float16(args, all_threads, roof) if extras else []
     print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): "
           + ratio_list(f16, "f16_over_f32_per_byte"))
+    if any("f16_conversion_floor_over_f32_per_byte" in r for r in f16):
+        print(f"\n{F16_FLOOR} (all cores): "
+              + ratio_list(f16, "f16_conversion_floor_over_f32_per_byte"))
     align = run_alignment(args, all_threads) if extras else []
     print("\ntime with x, dy and out 16 bytes into a 64-byte line / 64-byte-aligned (cbn out=, "
           "all cores): " + ratio_list(align, "misaligned_over_aligned"))
