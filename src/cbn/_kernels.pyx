@@ -410,7 +410,9 @@ cdef Py_ssize_t _fused_from = FUSED_FROM
 # 8x256x14x14 (2 threads) 0.63-0.65; backward 0.86 / 0.86, 0.90 / 0.94, 0.81 / 0.87-0.89,
 # 0.86-0.88, 1x1024x14x14 0.75 / 0.88, 8x64x7x7 0.84-0.87 (a first 2-thread run of 15
 # rounds had 4x256x14x14 at 1.08 / 1.11 and 16x128x10x10's backward at 1.20, two later
-# ones of 25 the figures above: the VM's second core).  (Arrays of 4 MB or more with
+# ones of 25 the figures above: the VM's second core).  With the runs' sums keeping
+# float32 partial sums across runs (cbn_runs_sums_f16), 15 rounds: training 0.44 /
+# 0.49, 0.54 / 0.68, 0.51 / 0.67; backward 0.86 / 0.86, 0.87 / 0.93, 0.79 / 0.86.  (Arrays of 4 MB or more with
 # runs under 2 KB take the sample-by-sample sums, _slabs, either way.)
 cdef Py_ssize_t _two_phase = SHORT_RUN
 
@@ -451,13 +453,15 @@ cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
 # EPYC VM (Zen 5), runs / per-run time on 1 and 2 threads, medians of 11 interleaved
 # rounds: float32 training 32x512x7x7 0.74-0.76, 64x64x7x7 0.73-0.76, 8x64x7x7 0.81,
 # 32x128x5x5 0.69-0.74, 8x64x10x10 0.87-0.92, 32x64x4x4 0.54-0.68; backward 0.82-0.97;
-# float64 training 0.80-1.00, backward 0.79-1.00.  float16 (cbn_runs_sums_f16: the
-# float32 partial sums of cbn_sums_f16 per run, double accumulators across runs), this
-# / a call per run, 1 / 2 threads: statistics 32x512x7x7 0.76 / 0.76, 64x64x7x7 0.75 /
-# 0.78, 32x512x5x5 0.69 / 0.69, 16x128x10x10 0.78 / 0.81, 4x256x14x14 0.90 / 0.92
-# (in one process, 15 rounds); separate builds alternated (6 pairs), per-channel
-# training 0.82-0.95, backward 0.79-0.96.  One sample (one run per channel)
-# took 1.09-1.12x: it keeps _run_sums.
+# float64 training 0.80-1.00, backward 0.79-1.00.  float16 (cbn_runs_sums_f16: float32
+# partial sums kept across runs, each run's last values one masked vector), this / a
+# call per run, 1 / 2 threads, in one process (15 rounds): statistics 32x512x7x7 0.38 /
+# 0.38, 64x64x7x7 0.36 / 0.40, 32x512x5x5 0.30 / 0.30, 8x64x7x7 0.52, 16x128x10x10 0.56
+# / 0.60, 4x256x14x14 0.76 / 0.79.  (A first version, each run's partial sums into
+# double and its last 0-7 values one by one, had 0.69-0.92: separate builds
+# alternated, 6 pairs, this / that: statistics 0.42-0.49, training 0.55-0.63,
+# backward 0.72-0.78.)  One sample (one run per channel) took 1.09-1.12x: it keeps
+# _run_sums.
 cdef bint _sums_by_runs = True
 cdef Py_ssize_t _gsums8_max = GSUMS8_AMD if _amd else GSUMS8_MAX
 
