@@ -391,29 +391,29 @@ cdef Py_ssize_t _short_run = SHORT_RUN
 cdef Py_ssize_t _fused_from = FUSED_FROM
 
 # Planar float32 and float16 training and backward over runs shorter than _two_phase
-# bytes (7x7 and 5x5 planes; float16 14x14 too) take all channels' sums first, then the parameters, then one output
-# pass (its short runs fused, _runs_affine and _runs_dx), however many values a
-# channel has, instead of one task per channel (sums, parameters, output: a dependency
-# chain on few values per run).  Measured in one process, 2-core AMD EPYC VM (Zen 5),
-# two-phase / per-channel time on 1 and 2 threads, medians of 11-15 interleaved
-# rounds.  Backward: 1x512x7x7 0.80-0.81, 1x2048x7x7 0.87-0.91, 8x64x7x7 0.87,
-# 32x512x5x5 0.80-0.85, 4x64x10x10 0.89, 16x256x7x7 0.87-0.95, 64x64x7x7 and
+# bytes (7x7 and 5x5 planes; float16 14x14 too) take all channels' sums first, then the
+# parameters, then one output pass (its short runs fused, _runs_affine and _runs_dx),
+# however many values a channel has, instead of one task per channel (sums, parameters,
+# output: a dependency chain on few values per run).  Measured in one process, 2-core AMD
+# EPYC VM (Zen 5), two-phase / per-channel time on 1 and 2 threads, medians of 11-15
+# interleaved rounds.  Backward: 1x512x7x7 0.80-0.81, 1x2048x7x7 0.87-0.91, 8x64x7x7
+# 0.87, 32x512x5x5 0.80-0.85, 4x64x10x10 0.89, 16x256x7x7 0.87-0.95, 64x64x7x7 and
 # 128x64x5x5 0.89-0.96.  Training (channels of 512 values or more; fewer go two-phase
-# anyway, _fused_from): 32x512x7x7 0.89-0.94, 16x256x7x7 0.85-0.92, 64x64x7x7
-# 0.88-0.99, 32x128x5x5 0.50-0.97, 8x64x10x10 0.87-1.14.  Not for runs of 196 values
-# (backward 0.88-1.09, 1x1024x14x14 1.05-1.09; training 0.96-1.07) or float64
-# (backward 1.06-1.11 on 7x7 planes, training 0.90-1.13): those keep the per-channel
-# tasks.  float16 (measured 0.73-1.10 when its short runs' sums and dx went a call per
-# run) gains since they go several per call (cbn_runs_sums_f16, cbn_runs_dx_short_f16):
-# two-phase / per-channel, medians of 15-25 interleaved rounds, 1 / 2 threads: training
-# 32x512x7x7 0.54 / 0.79, 4x256x14x14 0.56 / 0.70-0.71, 16x128x10x10 0.58 / 0.71-0.73,
-# 8x256x14x14 (2 threads) 0.63-0.65; backward 0.86 / 0.86, 0.90 / 0.94, 0.81 / 0.87-0.89,
-# 0.86-0.88, 1x1024x14x14 0.75 / 0.88, 8x64x7x7 0.84-0.87 (a first 2-thread run of 15
-# rounds had 4x256x14x14 at 1.08 / 1.11 and 16x128x10x10's backward at 1.20, two later
-# ones of 25 the figures above: the VM's second core).  With the runs' sums keeping
-# float32 partial sums across runs (cbn_runs_sums_f16), 15 rounds: training 0.44 /
-# 0.49, 0.54 / 0.68, 0.51 / 0.67; backward 0.86 / 0.86, 0.87 / 0.93, 0.79 / 0.86.  (Arrays of 4 MB or more with
-# runs under 2 KB take the sample-by-sample sums, _slabs, either way.)
+# anyway, _fused_from): 32x512x7x7 0.89-0.94, 16x256x7x7 0.85-0.92, 64x64x7x7 0.88-0.99,
+# 32x128x5x5 0.50-0.97, 8x64x10x10 0.87-1.14.  Not for runs of 196 values (backward
+# 0.88-1.09, 1x1024x14x14 1.05-1.09; training 0.96-1.07) or float64 (backward 1.06-1.11
+# on 7x7 planes, training 0.90-1.13): those keep the per-channel tasks.  float16
+# (measured 0.73-1.10 when its short runs' sums and dx went a call per run) gains since
+# they go several per call (cbn_runs_sums_f16, cbn_runs_dx_short_f16): two-phase /
+# per-channel, medians of 15-25 interleaved rounds, 1 / 2 threads: training 32x512x7x7
+# 0.54 / 0.79, 4x256x14x14 0.56 / 0.70-0.71, 16x128x10x10 0.58 / 0.71-0.73, 8x256x14x14
+# (2 threads) 0.63-0.65; backward 0.86 / 0.86, 0.90 / 0.94, 0.81 / 0.87-0.89, 0.86-0.88,
+# 1x1024x14x14 0.75 / 0.88, 8x64x7x7 0.84-0.87 (a first 2-thread run of 15 rounds had
+# 4x256x14x14 at 1.08 / 1.11 and 16x128x10x10's backward at 1.20, two later ones of 25
+# the figures above: the VM's second core).  With the runs' sums keeping float32 partial
+# sums across runs (cbn_runs_sums_f16), 15 rounds: training 0.44 / 0.49, 0.54 / 0.68,
+# 0.51 / 0.67; backward 0.86 / 0.86, 0.87 / 0.93, 0.79 / 0.86.  (Arrays of 4 MB or more
+# with runs under 2 KB take the sample-by-sample sums, _slabs, either way.)
 cdef Py_ssize_t _two_phase = SHORT_RUN
 
 
@@ -446,22 +446,21 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 cdef int _amd = cbn_amd_family()
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
 
-# Planar sums over runs under SHORT_RUN bytes in more than one
-# sample take a channel's runs BLOCK values at a time in one call (cbn_runs_sums_T,
-# cbn_runs_gsums_T: one set of partial sums, reduced once) instead of a call per run
-# (_run_sums, two horizontal reductions each).  Measured in one process, 2-core AMD
-# EPYC VM (Zen 5), runs / per-run time on 1 and 2 threads, medians of 11 interleaved
-# rounds: float32 training 32x512x7x7 0.74-0.76, 64x64x7x7 0.73-0.76, 8x64x7x7 0.81,
-# 32x128x5x5 0.69-0.74, 8x64x10x10 0.87-0.92, 32x64x4x4 0.54-0.68; backward 0.82-0.97;
-# float64 training 0.80-1.00, backward 0.79-1.00.  float16 (cbn_runs_sums_f16: float32
-# partial sums kept across runs, each run's last values one masked vector), this / a
-# call per run, 1 / 2 threads, in one process (15 rounds): statistics 32x512x7x7 0.38 /
-# 0.38, 64x64x7x7 0.36 / 0.40, 32x512x5x5 0.30 / 0.30, 8x64x7x7 0.52, 16x128x10x10 0.56
-# / 0.60, 4x256x14x14 0.76 / 0.79.  (A first version, each run's partial sums into
-# double and its last 0-7 values one by one, had 0.69-0.92: separate builds
-# alternated, 6 pairs, this / that: statistics 0.42-0.49, training 0.55-0.63,
-# backward 0.72-0.78.)  One sample (one run per channel) took 1.09-1.12x: it keeps
-# _run_sums.
+# Planar sums over runs under SHORT_RUN bytes in more than one sample take a channel's
+# runs BLOCK values at a time in one call (cbn_runs_sums_T, cbn_runs_gsums_T: one set of
+# partial sums, reduced once) instead of a call per run (_run_sums, two horizontal
+# reductions each).  Measured in one process, 2-core AMD EPYC VM (Zen 5), runs / per-run
+# time on 1 and 2 threads, medians of 11 interleaved rounds: float32 training 32x512x7x7
+# 0.74-0.76, 64x64x7x7 0.73-0.76, 8x64x7x7 0.81, 32x128x5x5 0.69-0.74, 8x64x10x10
+# 0.87-0.92, 32x64x4x4 0.54-0.68; backward 0.82-0.97; float64 training 0.80-1.00,
+# backward 0.79-1.00.  float16 (cbn_runs_sums_f16: float32 partial sums kept across runs,
+# each run's last values one masked vector), this / a call per run, 1 / 2 threads, in
+# one process (15 rounds): statistics 32x512x7x7 0.38 / 0.38, 64x64x7x7 0.36 / 0.40,
+# 32x512x5x5 0.30 / 0.30, 8x64x7x7 0.52, 16x128x10x10 0.56 / 0.60, 4x256x14x14 0.76 /
+# 0.79.  (A first version, each run's partial sums into double and its last 0-7 values
+# one by one, had 0.69-0.92: separate builds alternated, 6 pairs, this / that:
+# statistics 0.42-0.49, training 0.55-0.63, backward 0.72-0.78.)  One sample (one run
+# per channel) took 1.09-1.12x: it keeps _run_sums.
 cdef bint _sums_by_runs = True
 cdef Py_ssize_t _gsums8_max = GSUMS8_AMD if _amd else GSUMS8_MAX
 
