@@ -503,8 +503,8 @@ def run_float16(args, nt, roof):
                 x, dy, axis, p, _, _ = make_case(shape, layout, rng, dt)
                 ops[dt] = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
                 nbytes[dt] = x.nbytes
-            x16, dst = x, np.empty_like(x)
-            floor = roof.f16_convert(x16, dst, nt) and (lambda: roof.f16_convert(x16, dst, nt))
+            dst = np.empty_like(x)      # x: the float16 case (the loop's last)
+            floor = roof.f16_convert(x, dst, nt) and (lambda: roof.f16_convert(x, dst, nt))
             for op in OPS:     # both dtypes timed interleaved, round by round
                 fns = [ops[np.float32][op], ops[np.float16][op]]
                 if floor and op == "inference":

@@ -1620,9 +1620,9 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     repeated table of folded rows, _apply).
 
     Planar: one task per channel (_task_train), or for channels of few values
-    (_fused_from), short float32 runs (_two_phase), short runs in large arrays
-    (_slabs) or few channels (_split) the statistics first, then a parallel pass.  Interleaved:
-    per-thread partial sums, then a parallel pass over the rows.
+    (_fused_from), short float32 and float16 runs (_two_phase), short runs in large
+    arrays (_slabs) or few channels (_split) the statistics first, then a parallel pass.
+    Interleaved: per-thread partial sums, then a parallel pass over the rows.
     """
     cdef Py_ssize_t c
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
