@@ -185,3 +185,34 @@ def test_float64_precision_at_large_ratio(rng):
     y = cbn.batch_norm(x, training=True)
     ry = oracle.batch_norm(x, training=True)[0]
     assert np.abs(y - ry).max() < 1e-6  # limited by x's own digits: 1e9 * 2**-53 ~ 1e-7
+
+
+@pytest.mark.parametrize("shape, axis", [((2, 1030, 3, 3), 1), ((3, 3, 1030), -1),
+                                         ((5, 1030), 1), ((4, 2051), 1)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_inference_scale_rounded_once(shape, axis, n_threads, rng):
+    """float32 inference's per-channel scale weight / sqrt(var + eps) is the float64
+    value rounded once (to within 2^-10 of half an ulp): x = 1 with mean 0 and bias 0
+    gives it as the output.  Variances over 2^-140..2^140 with eps = 0 (float64
+    running stats), so that the float32 estimate's range and the exact fallback both
+    run, vectors mixing the two; then 0, inf and NaN among ordinary ones.  Channels
+    beyond a chunk of 512 and a last partial vector; planar, channels-last and (N, C)
+    (the last by columns)."""
+    C = shape[axis]
+    x = np.ones(shape, np.float32)
+    rm = np.zeros(C)
+    w = rng.uniform(-4, 4, C).astype(np.float32)
+    for rv, eps in ((np.exp2(rng.uniform(-140, 140, C)), 0.0),
+                    (rng.uniform(0, 3, C), 1e-5)):
+        y = cbn.batch_norm(x, rm, rv, w, np.zeros(C), eps=eps, axis=axis,
+                           n_threads=n_threads)
+        ref = w.astype(np.float64) * (1.0 / np.sqrt(rv + eps))
+        got = np.moveaxis(y, axis, -1).reshape(-1, C).astype(np.float64)
+        half_ulp = 0.5 * np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+        assert np.all(np.abs(got - ref) <= half_ulp * (1 + 2.0 ** -10))
+    rv = rng.uniform(0.5, 2, C)
+    rv[[0, 5, 9]] = 0.0, np.inf, np.nan
+    y = cbn.batch_norm(x, rm, rv, w, np.zeros(C), eps=0.0, axis=axis, n_threads=n_threads)
+    got = np.moveaxis(y, axis, -1).reshape(-1, C)
+    np.testing.assert_array_equal(got[:, [0, 5, 9]], np.broadcast_to([0, 0, np.nan],
+                                                                       (got.shape[0], 3)))

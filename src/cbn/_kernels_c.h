@@ -1,7 +1,8 @@
 /* C helpers for cbn's Cython kernels: build facts, float16 conversion, CPU features,
  * and the innermost loops over one run or row (float64 reductions, output passes),
  * compiled as functions of their own.  How work is split and ordered, and every
- * per-channel computation, is in _kernels.pyx.
+ * per-channel computation but the float32 tables' inverse square roots
+ * (cbn_scale_invstd), is in _kernels.pyx.
  */
 #ifndef CBN_KERNELS_C_H
 #define CBN_KERNELS_C_H
@@ -1887,6 +1888,54 @@ CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const
     cbn_rows_sums_f16(x, ld, n, m, ref, s1, s2)
 #define cbn_rows_gsums_tiled_f16(x, dy, y, ld, n, m, mean, s1, s2, mem) \
     cbn_rows_gsums_f16(x, dy, y, ld, n, m, mean, s1, s2)
+#endif
+
+/* ------------------------------------------------------- per-channel scales
+ * cbn_scale_invstd(w, v, eps, n): w[i] *= 1 / sqrt(v[i] + eps), and by 0 where
+ * v[i] + eps == 0 (as PyTorch), for parameter tables rounded to float32 afterwards
+ * (float32 and float16 data).  With AVX2 and FMA: the float32 estimate (rsqrtps, 12
+ * bits) refined by two Newton steps in float64, relative error below 2^-44, where every
+ * t = v + eps of a vector lies in [2^-125, 2^125] (else, and for the last n % 4, the
+ * square root and division: NaN, inf, negative and tiny t keep their exact results).
+ * The divider bounds the exact loop: on the 2-core AMD EPYC Zen 5 VM, 2048 channels in
+ * L1, 1.70-1.76 TSC ticks per channel against 0.85 with the estimate; no float32 scale
+ * of 4 M random w and t over 2^-30..2^30 changed.  float64 data's tables keep the
+ * exact loop (_kernels.pyx).
+ */
+#include <math.h>
+static inline double cbn_invstd1(double t) {
+    double r = 1.0 / sqrt(t);
+    return t == 0.0 ? 0.0 : r;
+}
+#if defined(__AVX2__) && defined(__FMA__)
+static void cbn_scale_invstd(double* w, const double* v, double eps, Py_ssize_t n) {
+    const __m256d E = _mm256_set1_pd(eps), H = _mm256_set1_pd(1.5);
+    const __m256d LO = _mm256_set1_pd(0x1p-125), HI = _mm256_set1_pd(0x1p125);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d t = _mm256_add_pd(_mm256_loadu_pd(v + i), E), y, h;
+        __m256d ok = _mm256_and_pd(_mm256_cmp_pd(t, LO, _CMP_GE_OQ),
+                                   _mm256_cmp_pd(t, HI, _CMP_LE_OQ));
+        if (_mm256_movemask_pd(ok) == 15) {
+            h = _mm256_mul_pd(t, _mm256_set1_pd(0.5));
+            y = _mm256_cvtps_pd(_mm_rsqrt_ps(_mm256_cvtpd_ps(t)));
+            y = _mm256_mul_pd(y, _mm256_fnmadd_pd(h, _mm256_mul_pd(y, y), H));
+            y = _mm256_mul_pd(y, _mm256_fnmadd_pd(h, _mm256_mul_pd(y, y), H));
+        } else {
+            y = _mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(t));
+            y = _mm256_andnot_pd(_mm256_cmp_pd(t, _mm256_setzero_pd(), _CMP_EQ_OQ), y);
+        }
+        _mm256_storeu_pd(w + i, _mm256_mul_pd(_mm256_loadu_pd(w + i), y));
+    }
+    for (; i < n; i++)
+        w[i] *= cbn_invstd1(v[i] + eps);
+}
+#else
+static void cbn_scale_invstd(double* w, const double* v, double eps, Py_ssize_t n) {
+    Py_ssize_t i;
+    for (i = 0; i < n; i++)
+        w[i] *= cbn_invstd1(v[i] + eps);
+}
 #endif
 
 /* ------------------------------------------------------------ CPU features
