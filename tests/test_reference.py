@@ -496,6 +496,23 @@ def test_planar_short_runs_two_phase(shape, dtype, below, rng):
             test_backward(dtype, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("to", [None, 1024, 1 << 20], ids=["never", "default", "always"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1, 67, 640), (2, 67, 256), (1, 67, 1100)], ids=str)
+def test_planar_pipelined_tasks(shape, dtype, to, rng):
+    """Planar training and backward's per-channel tasks take the next channel's sums
+    before this channel's output pass up to pipelined_to values per channel (all arrays
+    read; None: never).  Each choice against the float64 oracle on 1, 2 and 3 threads
+    (ranges of 22-67 channels per thread, 67 not a multiple of either): training with
+    ReLU and running statistics, backward with training and frozen statistics, masked
+    and not; channels of 512-1100 values, whose backward (2 or 3 arrays) lies on either
+    side of the default."""
+    with _kernel_setting("pipelined_to", to):
+        for t in (1, 2, 3):
+            test_batch_norm_training(dtype, shape, "C", t, rng)
+            test_backward(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.parametrize("by_runs", [False, True], ids=["per-run", "runs"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(50, 3, 25), (40, 3, 5, 5), (30, 4, 3), (9, 2, 127),

@@ -232,6 +232,8 @@ cdef enum:
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
     OPF_FROM = 2 << 20  # planar output passes over OPF_FROM to OPF_TO bytes per thread (their
     OPF_TO = 8 << 20    # arrays together) prefetch their input (_opf_on)
+    PIPE_TO = 1024      # planar per-channel tasks pipelined up to this many values per channel
+                        # and array read (_pipe_to)
     FUSED_FROM = 512    # planar training fuses channels of this many values or more (_fused_from)
     SHORT_RUN = 512     # planar output runs under this many bytes: the short-run passes (_short_run)
     STREAM_RUN = 2048   # planar runs shorter than this many bytes are never streamed: each run's
@@ -417,6 +419,29 @@ cdef Py_ssize_t _fused_from = FUSED_FROM
 # with runs under 2 KB take the sample-by-sample sums, _slabs, either way.)
 cdef Py_ssize_t _two_phase = SHORT_RUN
 
+# Planar training and backward's per-channel tasks (_task_train, _task_backward: each
+# thread a range of channels) are pipelined up to _pipe_to values per channel, counted
+# once per array read (x; x and dy; x, dy and y): the next channel's sums come before
+# this channel's output pass, which waits on its parameters (the sums' reduction, then
+# divisions and a square root); out of order, the core runs the next sums meanwhile.
+# Beyond, two channels' slabs no longer share L1 (48 KB on Zen 5).  Measured in one
+# process, 2-core AMD EPYC VM (Zen 5), pipelined / not on 1 and 2 threads, medians of
+# 15 interleaved rounds: training float32 1x512x28x28 0.85 / 0.88, 1x128x28x28 0.84 /
+# 0.92, 2x256x16x16 0.84 / 0.87, 1x256x24x24 0.81 / 0.92, 1x64x32x32 0.87 / 0.99,
+# 4x256x14x14 0.93 / 0.95; float64 0.87-0.90; float16 1x512x28x28 0.87; beyond 1024
+# values mixed (1x64x40x40 0.93 / 1.03, 1x64x48x48 0.98 / 0.93) and 1x64x56x56 1.11 /
+# 1.01, 1x32x64x64 1.12 / 0.85.  Backward float32 1x256x14x14 0.94-0.95 / 0.93-0.97,
+# 1x256x12x12 0.91-1.00 / 0.97-0.98, 1x128x20x20 0.93 / 0.94, masked 0.95-0.96 up to
+# 576 values and 1.06-1.09 on one thread from 784; float16 0.84-0.94 up to 1024 values.
+# Not float64 backward: 1.02-1.07 on one thread (0.94-0.98 on two).
+cdef Py_ssize_t _pipe_to = PIPE_TO
+
+
+cdef inline bint _pipe(Py_ssize_t n) noexcept nogil:
+    """Whether per-channel tasks that read n values per channel (all their arrays
+    together) are pipelined (_pipe_to)."""
+    return n <= _pipe_to
+
 
 # Interleaved float32 statistics over more than TILED_MAX values (data from L3 or
 # memory) take the register tiles on Intel CPUs, one row per step elsewhere.
@@ -475,7 +500,7 @@ cdef Py_ssize_t _gsums8_max = GSUMS8_AMD if _amd else GSUMS8_MAX
 # stores (x, dy and dx of 2.4-3 MB on one thread): backward 256x1024 0.84-0.87,
 # 1x64x56x56 0.92-0.96 on 1 thread, 0.97-1.03 on 2 (each core's rows fit its L2);
 # training 1.00-1.02.
-# Planar fused training and backward (one task per channel, _task_train and
+# Planar fused training and backward (per-channel tasks, _task_train and
 # _task_backward) likewise write a channel's runs from its last plane back, whether
 # streamed or not: the sums read its planes first to last, and the last ones are the
 # ones still in L2.  A small gain, measured in one process on a 2-core AMD EPYC Zen 5
@@ -656,6 +681,14 @@ def fused_training_from(n=False):
     and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
     int > 0 or None) and returns the old value; for tests and measurements."""
     return _limit(&_fused_from, n)
+
+
+def pipelined_to(n=False):
+    """The values per channel (all arrays read together) up to which planar training and
+    backward pipeline their per-channel tasks (see _pipe_to; None: never).
+    pipelined_to(n) sets it (n: an int > 0 or None) and returns the old value; for tests
+    and measurements."""
+    return _limit(&_pipe_to, n)
 
 
 def two_phase_below(nbytes=False):
@@ -1526,19 +1559,30 @@ cdef inline Py_ssize_t _plane(Py_ssize_t o, Py_ssize_t outer) noexcept nogil:
 cdef inline void _task_train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                              Py_ssize_t inner, const double* w, const double* b, double eps,
                              bint relu, double* mean, double* var, real_t* p,
-                             Py_ssize_t c, bint stream, bint pf) noexcept nogil:
-    """Planar training of channel c: statistics, then the normalization of the same
-    slab while it is still in cache, from its last plane (_plane)."""
-    cdef Py_ssize_t o, off
+                             Py_ssize_t c0, Py_ssize_t c1, bint stream, bint pf,
+                             bint pipe) noexcept nogil:
+    """Planar training of channels [c0, c1): each channel's statistics, then the
+    normalization of the same slab while it is still in cache, from its last plane
+    (_plane).  pipe (_pipe_to): the next channel's statistics run before this
+    channel's normalization, so that its parameters (a reduction, divisions and a
+    square root) are computed while they do."""
+    cdef Py_ssize_t o, off, c
     cdef real_t hi, s, t
-    _task_stats(x, outer, C, inner, mean, var, c, pf)
-    _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
-    hi, s, t = p[P_HI * C + c], p[P_SCALE * C + c], p[P_SHIFT * C + c]
-    for o in range(outer):
-        off = (_plane(o, outer) * C + c) * inner
-        _run_affine(x + off, out + off, inner, hi, s, t, relu, stream)
-    if stream:
-        cbn_stream_fence()
+    if c0 >= c1:
+        return
+    _task_stats(x, outer, C, inner, mean, var, c0, pf)
+    for c in range(c0, c1):
+        _set_params(p, C, c, mean[c], w[c] * _invstd(var[c], eps), b[c])
+        if pipe and c + 1 < c1:
+            _task_stats(x, outer, C, inner, mean, var, c + 1, pf)
+        hi, s, t = p[P_HI * C + c], p[P_SCALE * C + c], p[P_SHIFT * C + c]
+        for o in range(outer):
+            off = (_plane(o, outer) * C + c) * inner
+            _run_affine(x + off, out + off, inner, hi, s, t, relu, stream)
+        if stream:
+            cbn_stream_fence()
+        if not pipe and c + 1 < c1:
+            _task_stats(x, outer, C, inner, mean, var, c + 1, pf)
 
 
 cdef inline void _chunk_stats(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
@@ -1632,25 +1676,27 @@ cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
     """Normalize with the batch statistics; OUT mean, var (biased), p (and pw: the
     repeated table of folded rows, _apply).
 
-    Planar: one task per channel (_task_train), or for channels of few values
-    (_fused_from), short float32 and float16 runs (_two_phase), short runs in large
-    arrays (_slabs) or few channels (_split) the statistics first, then a parallel pass.
+    Planar: per-channel tasks (_task_train, a range of channels per thread), or for
+    channels of few values (_fused_from), short float32 and float16 runs (_two_phase),
+    short runs in large arrays (_slabs) or few channels (_split) the statistics first,
+    then a parallel pass.
     Interleaved: per-thread partial sums, then a parallel pass over the rows.
     """
-    cdef Py_ssize_t c
+    cdef Py_ssize_t c, k
+    cdef bint pipe
     cdef bint stream = _store(outer * C * inner, sizeof(data_t), 2, T, inner,
                               fresh) == STORE_STREAM
     cdef bint pf = _pf_runs(outer * C * inner, sizeof(data_t), 2, 1, inner)
     if (inner > 1 and outer * inner >= _fused_from and not _two_phase_runs(x, inner)
             and not _slabs(outer, C, inner, sizeof(data_t)) and not _split(C, inner, T)):
+        pipe = _pipe(outer * inner)
         if T > 1:
-            for c in prange(C, num_threads=T, schedule='static'):
-                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream,
-                            pf)
+            for k in prange(T, num_threads=T, schedule='static'):
+                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p,
+                            k * C // T, (k + 1) * C // T, stream, pf, pipe)
         else:
-            for c in range(C):
-                _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, c, stream,
-                            pf)
+            _task_train(x, out, outer, C, inner, w, b, eps, relu, mean, var, p, 0, C, stream,
+                        pf, pipe)
     else:
         _stats(x, outer, C, inner, mean, var, scratch, T)
         for c in range(C):
@@ -1832,36 +1878,55 @@ cdef void _stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inn
 cdef inline void _task_grad_sums(const data_t* dy, const data_t* x, const data_t* y,
                                  bint masked, Py_ssize_t outer, Py_ssize_t C,
                                  Py_ssize_t inner, const double* mean, double* s1,
-                                 double* s2, Py_ssize_t c) noexcept nogil:
-    """The backward's two sums of planar channel c into s1[c], s2[c]."""
+                                 double* s2, Py_ssize_t c, bint pf=False) noexcept nogil:
+    """The backward's two sums of planar channel c into s1[c], s2[c] (pf: _plane_sums)."""
     cdef Py_ssize_t off = c * inner
     cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
-                              inner, mean[c], False)
+                              inner, mean[c], pf)
     s1[c] = r.s1
     s2[c] = r.s2
+
+
+cdef inline void _channel_dx(const data_t* dy, const data_t* x, const data_t* y,
+                             bint masked, data_t* dx, Py_ssize_t outer, Py_ssize_t C,
+                             Py_ssize_t inner, const real_t* p, Py_ssize_t c,
+                             bint stream) noexcept nogil:
+    """dx of planar channel c from its parameters in p, from its last plane (_plane)."""
+    cdef Py_ssize_t o, off
+    cdef real_t hi = p[P_HI * C + c], s = p[P_SCALE * C + c], t = p[P_SHIFT * C + c]
+    cdef real_t k = p[P_GAIN * C + c]
+    for o in range(outer):
+        off = (_plane(o, outer) * C + c) * inner
+        _run_dx(x + off, dy + off, y + off, masked, dx + off, inner, hi, s, t, k, stream)
+    if stream:
+        cbn_stream_fence()
 
 
 cdef inline void _task_backward(const data_t* dy, const data_t* x, const data_t* y,
                                 bint masked, data_t* dx, Py_ssize_t outer, Py_ssize_t C,
                                 Py_ssize_t inner, const double* mean, const double* invstd,
                                 const double* w, bint training, double* dweight,
-                                double* dbias, real_t* p, Py_ssize_t c,
-                                bint stream, bint pf) noexcept nogil:
-    """Planar backward of channel c: its two sums, then dx over the same slabs, from
-    their last plane (_plane)."""
-    cdef Py_ssize_t o, off = c * inner
-    cdef real_t hi, s, t, k
-    cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
-                              inner, mean[c], pf)
-    _set_grad_params(p, C, c, r.s1, r.s2, mean[c], invstd[c], w[c],
-                     <double>outer * <double>inner, training, &dweight[c], &dbias[c])
-    hi, s, t = p[P_HI * C + c], p[P_SCALE * C + c], p[P_SHIFT * C + c]
-    k = p[P_GAIN * C + c]
-    for o in range(outer):
-        off = (_plane(o, outer) * C + c) * inner
-        _run_dx(x + off, dy + off, y + off, masked, dx + off, inner, hi, s, t, k, stream)
-    if stream:
-        cbn_stream_fence()
+                                double* dbias, real_t* p, Py_ssize_t c0, Py_ssize_t c1,
+                                bint stream, bint pf, bint pipe) noexcept nogil:
+    """Planar backward of channels [c0, c1): each channel's two sums, then dx over the
+    same slabs (_channel_dx).  pipe (_pipe_to): the next channel's sums run before
+    this channel's dx, so that its parameters (a reduction, then divisions) are
+    computed while they do.  The sums go through dbias and dweight, as two-phase."""
+    cdef Py_ssize_t c
+    cdef double n = <double>outer * <double>inner
+    if c0 >= c1:
+        return
+    _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c0, pf)
+    for c in range(c0, c1):
+        _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c], n,
+                         training, &dweight[c], &dbias[c])
+        if pipe and c + 1 < c1:
+            _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c + 1,
+                            pf)
+        _channel_dx(dy, x, y, masked, dx, outer, C, inner, p, c, stream)
+        if not pipe and c + 1 < c1:
+            _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c + 1,
+                            pf)
 
 
 cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -1974,7 +2039,8 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
                     real_t* pw, double* scratch, int T, bint fresh) noexcept nogil:
     """OUT dx, dweight, dbias (see _set_grad_params); pw: the repeated table of folded
     rows (_apply)."""
-    cdef Py_ssize_t c, R, full, off
+    cdef Py_ssize_t c, R, full, off, k
+    cdef bint pipe
     cdef int store = _store(outer * C * inner, sizeof(data_t), 4 if masked else 3, T, inner,
                             fresh)
     cdef bint stream = store == STORE_STREAM
@@ -2000,14 +2066,15 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
         _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, store, T)
         return
     if inner > 1:
+        pipe = data_t is not double and _pipe(outer * inner * (3 if masked else 2))
         if T > 1:
-            for c in prange(C, num_threads=T, schedule='static'):
+            for k in prange(T, num_threads=T, schedule='static'):
                 _task_backward(dy, x, y, masked, dx, outer, C, inner, mean, invstd, w,
-                               training, dweight, dbias, p, c, stream, pf)
+                               training, dweight, dbias, p, k * C // T, (k + 1) * C // T,
+                               stream, pf, pipe)
         else:
-            for c in range(C):
-                _task_backward(dy, x, y, masked, dx, outer, C, inner, mean, invstd, w,
-                               training, dweight, dbias, p, c, stream, pf)
+            _task_backward(dy, x, y, masked, dx, outer, C, inner, mean, invstd, w,
+                           training, dweight, dbias, p, 0, C, stream, pf, pipe)
         return
     _rows_reduce(x, dy, y, True, masked, outer, C, mean, dbias, dweight, scratch, T)
     for c in range(C):
