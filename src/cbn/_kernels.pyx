@@ -40,7 +40,6 @@ and ``_kernels_avx2`` (AVX2 + FMA + F16C), chosen at import by cbn._dispatch.
 
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport abort, free, malloc
@@ -104,7 +103,9 @@ cdef extern from "_kernels_c.h":
                               float, float, float, float) noexcept nogil
     void cbn_run_dx_short_f64(const double*, const double*, const double*, double*,
                               Py_ssize_t, double, double, double, double) noexcept nogil
+    double cbn_invstd1(double) noexcept nogil
     void cbn_scale_invstd(double*, const double*, double, Py_ssize_t) noexcept nogil
+    void cbn_scale_invstd_exact(double*, const double*, double, Py_ssize_t) noexcept nogil
     void cbn_runs_affine_short_f32(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
                                    const float*, const float*, int) noexcept nogil
     void cbn_runs_affine_short_f16(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t,
@@ -881,11 +882,8 @@ cdef inline void _finish_stats(double s1, double s2, double ref, double n,
 
 
 cdef inline double _invstd(double var, double eps) noexcept nogil:
-    """1 / sqrt(var + eps), and 0 when var + eps == 0 (as PyTorch).  Branch-free (the
-    select, not a jump), so that loops over channels vectorize."""
-    cdef double t = var + eps
-    cdef double r = 1.0 / sqrt(t)
-    return 0.0 if t == 0.0 else r
+    """1 / sqrt(var + eps), and 0 when var + eps == 0 (as PyTorch): cbn_invstd1."""
+    return cbn_invstd1(var + eps)
 
 
 cdef inline void _scale_invstd(double* w, const double* v, double eps, Py_ssize_t n,
@@ -893,12 +891,10 @@ cdef inline void _scale_invstd(double* w, const double* v, double eps, Py_ssize_
     """w[i] *= _invstd(v[i], eps) for i < n; fast (tables rounded to float32 afterwards):
     by cbn_scale_invstd (with AVX2 a float32 estimate refined in float64, relative error
     below 2^-44, at half the divider's time)."""
-    cdef Py_ssize_t i
     if fast:
         cbn_scale_invstd(w, v, eps, n)
     else:
-        for i in range(n):
-            w[i] *= _invstd(v[i], eps)
+        cbn_scale_invstd_exact(w, v, eps, n)
 
 
 cdef inline void _set_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double center,
@@ -1109,7 +1105,12 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 
     Blocked: runs are summed in pieces of at most BLOCK values into a block
     total, which is added to the result every BLOCK values, so rounding grows
-    like BLOCK / vector width + n / BLOCK rather than n."""
+    like BLOCK / vector width + n / BLOCK rather than n.  A single sample's plane of
+    at most BLOCK values is one piece, summed without the loops: on 7x7 planes they
+    cost about as much as the sums (measured, separate builds, arrays at a fixed
+    alignment, one thread: statistics 1x2048x7x7 0.83, 1x512x7x7 0.85, 1x256x14x14
+    0.93; training 0.88-0.94; backward 0.90-0.95; two samples and 28x28 planes
+    0.97-1.01)."""
     cdef double blk[2]
     cdef Sums r
     cdef Py_ssize_t o, b, m, off, since = 0
@@ -1117,6 +1118,11 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
     r.s2 = 0.0
     blk[0] = 0.0
     blk[1] = 0.0
+    if outer == 1 and inner <= BLOCK:           # a single sample's plane: one run, one block
+        _run_sums(x, dy, y, grad, masked, inner, ref, blk)
+        r.s1 = blk[0]
+        r.s2 = blk[1]
+        return r
     if _runs_sums_of(x, outer, inner, pf):      # short runs: BLOCK values' runs per call
         b = BLOCK // inner
         o = 0
@@ -1548,22 +1554,10 @@ cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize
 cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
                              Py_ssize_t inner, double* mean, double* var,
                              Py_ssize_t c, bint pf) noexcept nogil:
-    """Planar statistics of channel c.  A single sample's plane of at most BLOCK values
-    is one run: its sums are taken directly, without _plane_sums' loops over runs and
-    blocks (so too _task_grad_sums); that glue cost about as much as the sums on 7x7
-    planes (measured, separate builds, arrays at a fixed alignment, one thread:
-    statistics 1x2048x7x7 0.83, 1x512x7x7 0.85, 1x256x14x14 0.93; training 0.88-0.94;
-    backward 0.90-0.95; two samples and 28x28 planes 0.97-1.01)."""
+    """Planar statistics of channel c."""
     cdef double ref = _ldd(x + c * inner, 0)
-    cdef double acc[2]
-    cdef Sums r
-    if outer == 1 and inner <= BLOCK:           # one run of one block (a sample's plane)
-        acc[0] = 0.0
-        acc[1] = 0.0
-        _run_sums(x + c * inner, x, x, False, False, inner, ref, acc)
-        _finish_stats(acc[0], acc[1], ref, <double>inner, &mean[c], &var[c])
-        return
-    r = _plane_sums(x + c * inner, x, x, False, False, outer, C * inner, inner, ref, pf)
+    cdef Sums r = _plane_sums(x + c * inner, x, x, False, False, outer, C * inner, inner, ref,
+                              pf)
     _finish_stats(r.s1, r.s2, ref, <double>outer * <double>inner, &mean[c], &var[c])
 
 
@@ -1898,17 +1892,8 @@ cdef inline void _task_grad_sums(const data_t* dy, const data_t* x, const data_t
                                  double* s2, Py_ssize_t c, bint pf=False) noexcept nogil:
     """The backward's two sums of planar channel c into s1[c], s2[c] (pf: _plane_sums)."""
     cdef Py_ssize_t off = c * inner
-    cdef double acc[2]
-    cdef Sums r
-    if outer == 1 and inner <= BLOCK:           # one run of one block (a sample's plane)
-        acc[0] = 0.0
-        acc[1] = 0.0
-        _run_sums(x + off, dy + off, y + off, True, masked, inner, mean[c], acc)
-        s1[c] = acc[0]
-        s2[c] = acc[1]
-        return
-    r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner, inner, mean[c],
-                    pf)
+    cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
+                              inner, mean[c], pf)
     s1[c] = r.s1
     s2[c] = r.s2
 

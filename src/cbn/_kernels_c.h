@@ -1903,9 +1903,16 @@ CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const
  * exact loop (_kernels.pyx).
  */
 #include <math.h>
+/* 1 / sqrt(t), 0 where t == 0 (branch-free: the select, not a jump, so that loops over
+ * channels vectorize); the exact loop over n channels */
 static inline double cbn_invstd1(double t) {
     double r = 1.0 / sqrt(t);
     return t == 0.0 ? 0.0 : r;
+}
+static void cbn_scale_invstd_exact(double* w, const double* v, double eps, Py_ssize_t n) {
+    Py_ssize_t i;
+    for (i = 0; i < n; i++)
+        w[i] *= cbn_invstd1(v[i] + eps);
 }
 #if defined(__AVX2__) && defined(__FMA__)
 static void cbn_scale_invstd(double* w, const double* v, double eps, Py_ssize_t n) {
@@ -1927,15 +1934,10 @@ static void cbn_scale_invstd(double* w, const double* v, double eps, Py_ssize_t 
         }
         _mm256_storeu_pd(w + i, _mm256_mul_pd(_mm256_loadu_pd(w + i), y));
     }
-    for (; i < n; i++)
-        w[i] *= cbn_invstd1(v[i] + eps);
+    cbn_scale_invstd_exact(w + i, v + i, eps, n - i);
 }
 #else
-static void cbn_scale_invstd(double* w, const double* v, double eps, Py_ssize_t n) {
-    Py_ssize_t i;
-    for (i = 0; i < n; i++)
-        w[i] *= cbn_invstd1(v[i] + eps);
-}
+#define cbn_scale_invstd cbn_scale_invstd_exact
 #endif
 
 /* ------------------------------------------------------------ CPU features
