@@ -1105,12 +1105,7 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 
     Blocked: runs are summed in pieces of at most BLOCK values into a block
     total, which is added to the result every BLOCK values, so rounding grows
-    like BLOCK / vector width + n / BLOCK rather than n.  A single sample's plane of
-    at most BLOCK values is one piece, summed without the loops: on 7x7 planes they
-    cost about as much as the sums (measured, separate builds, arrays at a fixed
-    alignment, one thread: statistics 1x2048x7x7 0.83, 1x512x7x7 0.85, 1x256x14x14
-    0.93; training 0.88-0.94; backward 0.90-0.95; two samples and 28x28 planes
-    0.97-1.01)."""
+    like BLOCK / vector width + n / BLOCK rather than n."""
     cdef double blk[2]
     cdef Sums r
     cdef Py_ssize_t o, b, m, off, since = 0
@@ -1118,11 +1113,6 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
     r.s2 = 0.0
     blk[0] = 0.0
     blk[1] = 0.0
-    if outer == 1 and inner <= BLOCK:           # a single sample's plane: one run, one block
-        _run_sums(x, dy, y, grad, masked, inner, ref, blk)
-        r.s1 = blk[0]
-        r.s2 = blk[1]
-        return r
     if _runs_sums_of(x, outer, inner, pf):      # short runs: BLOCK values' runs per call
         b = BLOCK // inner
         o = 0
@@ -1551,13 +1541,34 @@ cdef void _apply_blocks(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize
         _task_apply(x, out, C, inner, p, relu, 0, nq, store, back)
 
 
+cdef inline Sums _channel_sums(const data_t* x, const data_t* dy, const data_t* y,
+                               bint grad, bint masked, Py_ssize_t outer, Py_ssize_t C,
+                               Py_ssize_t inner, double ref, bint pf) noexcept nogil:
+    """_plane_sums over the runs of the planar channel at x (dy, y), for the per-channel
+    tasks.  A single sample's plane of at most BLOCK values is one run, summed directly:
+    on 7x7 planes _plane_sums' loops over runs and blocks cost about as much as the
+    sums (measured, separate builds, arrays at a fixed alignment, one thread:
+    statistics 1x2048x7x7 0.83, 1x512x7x7 0.85, 1x256x14x14 0.93; training 0.88-0.94;
+    backward 0.90-0.95; two samples and 28x28 planes 0.97-1.01).  (Inside _plane_sums,
+    which its many inlined copies repeat, the same check cost 13 KB of the wheel.)"""
+    cdef double acc[2]
+    cdef Sums r
+    if outer == 1 and inner <= BLOCK:
+        acc[0] = 0.0
+        acc[1] = 0.0
+        _run_sums(x, dy, y, grad, masked, inner, ref, acc)
+        r.s1 = acc[0]
+        r.s2 = acc[1]
+        return r
+    return _plane_sums(x, dy, y, grad, masked, outer, C * inner, inner, ref, pf)
+
+
 cdef inline void _task_stats(const data_t* x, Py_ssize_t outer, Py_ssize_t C,
                              Py_ssize_t inner, double* mean, double* var,
                              Py_ssize_t c, bint pf) noexcept nogil:
     """Planar statistics of channel c."""
     cdef double ref = _ldd(x + c * inner, 0)
-    cdef Sums r = _plane_sums(x + c * inner, x, x, False, False, outer, C * inner, inner, ref,
-                              pf)
+    cdef Sums r = _channel_sums(x + c * inner, x, x, False, False, outer, C, inner, ref, pf)
     _finish_stats(r.s1, r.s2, ref, <double>outer * <double>inner, &mean[c], &var[c])
 
 
@@ -1892,8 +1903,8 @@ cdef inline void _task_grad_sums(const data_t* dy, const data_t* x, const data_t
                                  double* s2, Py_ssize_t c, bint pf=False) noexcept nogil:
     """The backward's two sums of planar channel c into s1[c], s2[c] (pf: _plane_sums)."""
     cdef Py_ssize_t off = c * inner
-    cdef Sums r = _plane_sums(x + off, dy + off, y + off, True, masked, outer, C * inner,
-                              inner, mean[c], pf)
+    cdef Sums r = _channel_sums(x + off, dy + off, y + off, True, masked, outer, C, inner,
+                                mean[c], pf)
     s1[c] = r.s1
     s2[c] = r.s2
 
