@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The memory roof (a parallel copy) and the accumulation floor (parallel float64 sums),
-built by bench/run.py with the project's toolchain."""
+"""The memory roof (a parallel copy), the write floor (parallel stores) and the
+accumulation floor (parallel float64 sums), built by bench/run.py with the project's
+toolchain."""
 
 import numpy as np
 
@@ -28,6 +29,69 @@ def copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
         else:   # the same pieces: memcpy of a whole large array would use streaming stores
             for k in range(nk):
                 memcpy(d + k * CHUNK, s + k * CHUNK, CHUNK if n - k * CHUNK > CHUNK else n - k * CHUNK)
+
+
+# The write floor of an output pass: what storing x's bytes costs at least, with the
+# stores an output pass can use: plain vector stores (the lines are read for ownership
+# first, unless in cache) or streaming ones (written straight to memory); a 32-bit
+# pattern that no memset could write, so the compiler keeps the loop.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #if defined(__AVX__)
+    #include <immintrin.h>
+    #define CBN_BENCH_W 32
+    #define CBN_BENCH_VEC __m256i
+    #define CBN_BENCH_SET(p) _mm256_set1_epi32(p)
+    #define CBN_BENCH_STORE(d, v) _mm256_store_si256((__m256i*)(void*)(d), v)
+    #define CBN_BENCH_STREAM(d, v) _mm256_stream_si256((__m256i*)(void*)(d), v)
+    #elif defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    #define CBN_BENCH_W 16
+    #define CBN_BENCH_VEC __m128i
+    #define CBN_BENCH_SET(p) _mm_set1_epi32(p)
+    #define CBN_BENCH_STORE(d, v) _mm_store_si128((__m128i*)(void*)(d), v)
+    #define CBN_BENCH_STREAM(d, v) _mm_stream_si128((__m128i*)(void*)(d), v)
+    #endif
+    static void cbn_bench_write(char* d, Py_ssize_t n, int stream) {
+        const uint32_t p = 0x3f8ccccdu;     /* 1.1f */
+        Py_ssize_t i = 0;
+    #if defined(CBN_BENCH_W)
+        const CBN_BENCH_VEC v = CBN_BENCH_SET((int)p);
+        for (; i < n && ((uintptr_t)(d + i) & (CBN_BENCH_W - 1)); i++)
+            d[i] = (char)(p >> (8 * (i & 3)));
+        if (stream) {
+            for (; i + CBN_BENCH_W <= n; i += CBN_BENCH_W)
+                CBN_BENCH_STREAM(d + i, v);
+            _mm_sfence();
+        } else {
+            for (; i + CBN_BENCH_W <= n; i += CBN_BENCH_W)
+                CBN_BENCH_STORE(d + i, v);
+        }
+    #else
+        (void)stream;
+    #endif
+        for (; i < n; i++)
+            d[i] = (char)(p >> (8 * (i & 3)));
+    }
+    """
+    void cbn_bench_write(char* d, Py_ssize_t n, int stream) noexcept nogil
+
+
+def write(cnp.ndarray dst, int n_threads, bint stream):
+    """Stores over all of dst's bytes (C-contiguous), streaming or plain, in CHUNK-byte
+    pieces split statically over n_threads threads (as copy)."""
+    cdef char* d = <char*>cnp.PyArray_DATA(dst)
+    cdef Py_ssize_t n = cnp.PyArray_NBYTES(dst), k, nk = (n + CHUNK - 1) // CHUNK
+    with nogil:
+        if n_threads > 1:
+            for k in prange(nk, num_threads=n_threads, schedule='static'):
+                cbn_bench_write(d + k * CHUNK, CHUNK if n - k * CHUNK > CHUNK else n - k * CHUNK,
+                                stream)
+        else:
+            for k in range(nk):
+                cbn_bench_write(d + k * CHUNK, CHUNK if n - k * CHUNK > CHUNK else n - k * CHUNK,
+                                stream)
 
 
 # The float16 conversion floor: what any float16 output pass costs at least, every value

@@ -14,7 +14,9 @@ the median per call is kept:
 - the best plain-NumPy formulation;
 - the floor's float64 sums alone (bench/_roof.pyx), read in memory order ("acc")
   and, for planar training and backward, channel by channel as a fused kernel that
-  keeps a channel's slab in cache must read them ("acc_ch");
+  keeps a channel's slab in cache must read them ("acc_ch"), and the stores of an
+  output pass alone, x's bytes written with plain ("write") and with streaming
+  ("write_nt") vector stores;
 - PyTorch CPU (its allocating functional API; native_batch_norm_backward) and
   ONNX Runtime (inference, NCHW), when installed.
 
@@ -64,9 +66,18 @@ FUSED_FACTOR = {"inference": 1.0, "training": 1.0, "backward": 1.5}
 # The channel-order floor of planar training and backward: a fused kernel keeps one
 # channel's slab in cache between its sums and its output, so it reads the sums channel
 # by channel ("acc_ch": runs of H*W values, C*H*W apart) and its output pass then costs
-# at least the output's write, charged as half a copy.
+# at least the output's stores: the quicker of "write" and "write_nt", measured with the
+# cell (write_pass).  Records from before that measurement charge them as half a copy
+# (WRITE_PASS).
 PLANAR = ("NCHW", "NCDHW")
 WRITE_PASS = 0.5
+
+
+def write_seconds(t):
+    """The channel-order floor's output stores: measured, or half a copy in old records."""
+    if "write" in t:
+        return min(t["write"], t["write_nt"])
+    return WRITE_PASS * t["roof"]
 
 
 def floor_seconds(cell):
@@ -351,7 +362,7 @@ def derive(cell):
     cell["floor_fraction"] = (t.get("acc", 0.0) + OUTPUT_PASS.get(op, 1.0) * t["roof"]) / t["cbn_out"]
     cell["vs_numpy"] = t["numpy"] / t["cbn"]
     if "acc_ch" in t:
-        channel_floor = t["acc_ch"] + WRITE_PASS * t["roof"]
+        channel_floor = t["acc_ch"] + write_seconds(t)
         cell["channel_floor_fraction"] = channel_floor / t["cbn_out"]
         cell["channel_bound"] = ROOF_FACTOR[op] * t["roof"] / channel_floor
     for k in ("torch", "onnxruntime"):
@@ -370,6 +381,19 @@ def merge_runs(runs):
         cell["runs"] = len(same)
         merged.append(derive(cell))
     return merged
+
+
+def write_pass(roof, x, nt, stream):
+    """A call that stores x's bytes (roof.write), into the two halves of a buffer twice
+    x's size in turn: the op's working set is x and its output, and a buffer of x's
+    size alone would stay in a cache that the two do not fit."""
+    halves = np.empty((2, x.nbytes), np.uint8)
+    turn = [0]
+
+    def run():
+        turn[0] ^= 1
+        roof.write(halves[turn[0]], nt, stream)
+    return run
 
 
 def run_cells(args, roof, torch, ort, all_threads):
@@ -402,9 +426,10 @@ def run_cells(args, roof, torch, ort, all_threads):
                         names.append("acc")
                         fns.append(lambda g=g: roof.sums(x, g, nt))
                     if op in OUTPUT_PASS and layout in PLANAR:
-                        names.append("acc_ch")
-                        fns.append(lambda g=g, inner=math.prod(shape[2:]): roof.sums_by_channel(
-                            x, g, shape[0], shape[1], inner, nt))
+                        names += ["acc_ch", "write", "write_nt"]
+                        fns += [lambda g=g, inner=math.prod(shape[2:]): roof.sums_by_channel(
+                                    x, g, shape[0], shape[1], inner, nt),
+                                write_pass(roof, x, nt, False), write_pass(roof, x, nt, True)]
                     if op == "inference" and ort_fn is not None:
                         names.append("onnxruntime")
                         fns.append(ort_fn)
@@ -741,14 +766,20 @@ def markdown(record):
             + (f"{c['vs_torch']:.2f} |" if "vs_torch" in c else "- |"))
     planar = [c for c in cells if "channel_bound" in c]
     if planar:
+        measured = all("write" in c["seconds"] for c in planar)
         lines += ["", "Planar training and backward against their channel-order floor (the "
-                  "float64 sums read channel by channel, then the output's write at half a "
-                  "copy's time):", "",
+                  "float64 sums read channel by channel, then the output's stores"
+                  + (": the quicker of plain and streaming stores of x's bytes, measured "
+                     "with the cell; write = their time / a copy's):" if measured else
+                     " at half a copy's time):"), "",
                   "| shape | layout | op | MB | roof fraction | best roof fraction that floor "
-                  "allows | floor time / cbn out= time |", "|" + "---|" * 7]
+                  "allows | floor time / cbn out= time |" + (" write |" if measured else ""),
+                  "|" + "---|" * (8 if measured else 7)]
         lines += [f"| {'x'.join(map(str, c['shape']))} | {c['layout']} | {c['op']} | "
                   f"{c['x_bytes'] / 1e6:.2f} | {c['roof_fraction']:.2f} | "
                   f"{c['channel_bound']:.2f} | {c['channel_floor_fraction']:.2f} |"
+                  + (f" {write_seconds(c['seconds']) / c['seconds']['roof']:.2f} |"
+                     if measured else "")
                   for c in planar]
     r = record["resnet50"]
     lines.append("")
