@@ -34,6 +34,7 @@ flags, every number) and a PNG plot when matplotlib is installed.
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -383,17 +384,11 @@ def merge_runs(runs):
     return merged
 
 
-def write_pass(roof, x, nt, stream):
-    """A call that stores x's bytes (roof.write), into the two halves of a buffer twice
-    x's size in turn: the op's working set is x and its output, and a buffer of x's
-    size alone would stay in a cache that the two do not fit."""
-    halves = np.empty((2, x.nbytes), np.uint8)
-    turn = [0]
-
-    def run():
-        turn[0] ^= 1
-        roof.write(halves[turn[0]], nt, stream)
-    return run
+def write_pass(roof, halves, nt, stream):
+    """A call that stores x's bytes (roof.write) into halves[0] and halves[1] in turn
+    (write_halves)."""
+    turn = itertools.cycle(halves)
+    return lambda: roof.write(next(turn), nt, stream)
 
 
 def run_cells(args, roof, torch, ort, all_threads):
@@ -406,6 +401,10 @@ def run_cells(args, roof, torch, ort, all_threads):
             x, dy, axis, p, x_nchw, dy_nchw = make_case(shape, layout, rng)
             out = np.empty_like(x)
             copy_dst = np.empty_like(x)
+            # the stores' floor writes a buffer twice x's size, half by half: the op's
+            # working set is x and its output, and a buffer of x's size alone would stay
+            # in a cache that the two do not fit
+            write_halves = np.empty((2, x.nbytes), np.uint8) if layout in PLANAR else None
             for nt in sorted({1, all_threads}):
                 if torch is not None:
                     torch.set_num_threads(nt)
@@ -429,7 +428,8 @@ def run_cells(args, roof, torch, ort, all_threads):
                         names += ["acc_ch", "write", "write_nt"]
                         fns += [lambda g=g, inner=math.prod(shape[2:]): roof.sums_by_channel(
                                     x, g, shape[0], shape[1], inner, nt),
-                                write_pass(roof, x, nt, False), write_pass(roof, x, nt, True)]
+                                write_pass(roof, write_halves, nt, False),
+                                write_pass(roof, write_halves, nt, True)]
                     if op == "inference" and ort_fn is not None:
                         names.append("onnxruntime")
                         fns.append(ort_fn)
