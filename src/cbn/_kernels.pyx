@@ -472,6 +472,17 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # AMD CPUs were not measured with it and keep the other loops.
 cdef int _amd = cbn_amd_family()
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
+# On AMD Zen 5 the unmasked backward sums take the eight-row loop near too (rows
+# narrower than ROWS8_WIDE, at most ROWS8_NEAR bytes per thread), not the register
+# tiles: there additions and FMAs issue on separate pipes, two each, which the eight-row
+# loop keeps busy, while a tile's walk waits on its sums' latency.  C loop, one thread,
+# TSC ticks per 32 values in L2, rows of 32-256 channels: tiles 8.8-14.3, eight rows
+# 6.7-6.9.  Separate builds alternated process by process (4 pairs, arrays at a fixed
+# offset), this / the tiles, float32 channels-last backward, 1 / 2 threads: 1x14x14x256
+# 0.74 / 0.90, 64x256 0.78 / 0.78, 1x28x28x128 0.93 / 0.95, 1x56x56x64 0.90 / 0.96,
+# 4x14x14x64 0.96 / 1.00, 2x28x28x256 1.01 / 0.82.  Intel cores issue both on the same
+# two ports, where the tiles' fewer operations may win: not measured, not changed.
+cdef bint _rows8_near_grad = _amd >= 0x1A
 
 # Planar sums over runs under SHORT_RUN bytes in more than one sample take a channel's
 # runs BLOCK values at a time in one call (cbn_runs_sums_T, cbn_runs_gsums_T: one set of
@@ -1186,7 +1197,8 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
     fits: each array holds at most _gsums8_max values."""
     if data_t is float:
-        if _rows8 and (not near or ld >= ROWS8_WIDE) and not (grad and (masked or not fits)):
+        if (_rows8 and (not near or ld >= ROWS8_WIDE or (grad and _rows8_near_grad))
+                and not (grad and (masked or not fits))):
             if grad:
                 cbn_rows_gsums8_f32(x, dy, ld, n, m, ref, s1, s2)
             else:
