@@ -223,7 +223,7 @@ cdef enum:
     PAD = 8             # doubles per 64-byte cache line (per-thread partials are padded)
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
-    ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8)
+    ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
     GSUMS8_MAX = 1 << 23  # unmasked backward sums go eight rows per step up to this many
                         # values per array (_rows8); on AMD up to GSUMS8_AMD
     GSUMS8_AMD = 1 << 21
@@ -483,6 +483,12 @@ cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
 # 4x14x14x64 0.96 / 1.00, 2x28x28x256 1.01 / 0.82.  Intel cores issue both on the same
 # two ports, where the tiles' fewer operations may win: not measured, not changed.
 cdef bint _rows8_near_grad = _amd >= 0x1A
+# There the statistics take it near from rows of 256 values (not ROWS8_WIDE): separate
+# builds (6 pairs), eight rows / tiles, channels-last, 1 / 2 threads: statistics
+# 1x14x14x256 0.84 / 0.93, 2x14x14x256 0.81 / 0.84, 8x7x7x256 0.80 / 0.85, 128x256 0.84 /
+# 0.89, training 0.88-0.96; 4x14x14x384 0.97-1.01; 1x7x7x256 (49 rows) 1.03; rows of 128
+# values 1.00-1.09 (hence 256).
+cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 
 # Planar sums over runs under SHORT_RUN bytes in more than one sample take a channel's
 # runs BLOCK values at a time in one call (cbn_runs_sums_T, cbn_runs_gsums_T: one set of
@@ -1197,7 +1203,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
     fits: each array holds at most _gsums8_max values."""
     if data_t is float:
-        if (_rows8 and (not near or ld >= ROWS8_WIDE or (grad and _rows8_near_grad))
+        if (_rows8 and (not near or ld >= _rows8_wide or (grad and _rows8_near_grad))
                 and not (grad and (masked or not fits))):
             if grad:
                 cbn_rows_gsums8_f32(x, dy, ld, n, m, ref, s1, s2)
