@@ -154,8 +154,8 @@ cdef extern from "_kernels_c.h":
                                  const double*, double*, double*) noexcept nogil
     void cbn_rows_sums8_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                             double*, double*) noexcept nogil
-    void cbn_rows_gsums8_f32(const float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                             const double*, double*, double*) noexcept nogil
+    void cbn_rows_gsums8_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
+                             Py_ssize_t, const double*, double*, double*) noexcept nogil
     void cbn_rows_gsums_tiled_f32(const float*, const float*, const float*, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, const double*, double*,
                                   double*) noexcept nogil
@@ -472,17 +472,23 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # AMD CPUs were not measured with it and keep the other loops.
 cdef int _amd = cbn_amd_family()
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
-# On AMD Zen 5 the unmasked backward sums take the eight-row loop near too (rows
-# narrower than ROWS8_WIDE, at most ROWS8_NEAR bytes per thread), not the register
-# tiles: there additions and FMAs issue on separate pipes, two each, which the eight-row
-# loop keeps busy, while a tile's walk waits on its sums' latency.  C loop, one thread,
-# TSC ticks per 32 values in L2, rows of 32-256 channels: tiles 8.8-14.3, eight rows
-# 6.7-6.9.  Separate builds alternated process by process (4 pairs, arrays at a fixed
-# offset), this / the tiles, float32 channels-last backward, 1 / 2 threads: 1x14x14x256
-# 0.74 / 0.90, 64x256 0.78 / 0.78, 1x28x28x128 0.93 / 0.95, 1x56x56x64 0.90 / 0.96,
-# 4x14x14x64 0.96 / 1.00, 2x28x28x256 1.01 / 0.82.  Intel cores issue both on the same
-# two ports, where the tiles' fewer operations may win: not measured, not changed.
-cdef bint _rows8_near_grad = _amd >= 0x1A
+# On AMD Zen 5 the backward sums take the eight-row loop near too (rows narrower than
+# ROWS8_WIDE, at most ROWS8_NEAR bytes per thread), not the register tiles, and the
+# ReLU-masked ones too (up to GSUMS8_AMD values per array, as the unmasked): there
+# additions and FMAs issue on separate pipes, two each, which the eight-row loop keeps
+# busy, while a tile's walk waits on its sums' latency.  C loop, one thread, TSC ticks
+# per 32 values in L2, rows of 32-256 channels: unmasked, tiles 8.8-14.3, eight rows
+# 6.7-6.9; masked, tiles 13.9-22.5, the lanes loop 16.5-19.0, eight rows 11.4-12.1.
+# Separate builds alternated process by process (4-6 pairs, arrays at a fixed offset),
+# this / before, float32 channels-last backward, 1 / 2 threads: 1x14x14x256 0.74 / 0.90,
+# 64x256 0.78 / 0.78, 1x28x28x128 0.93 / 0.95, 1x56x56x64 0.90 / 0.96, 4x14x14x64 0.96
+# / 1.00, 2x28x28x256 1.01 / 0.82; masked 1x14x14x256 0.75 / 0.87, 1x28x28x128 0.81 /
+# 0.87, 64x256 0.79 / 0.79, 1x56x56x64 0.96 / 0.90; masked in L3 4x16x28x28x32 0.88 /
+# 0.93, 2x56x56x128 0.78 / 0.78, 8x56x56x64 0.84 / 0.84, 4096x512 0.88 / 0.88, 256x1024
+# 0.99 / 0.99.  Intel cores issue both on the same two ports, where the tiles' fewer
+# operations may win (and there masked eight-row sums took 1.03-1.32x the time from
+# memory, above): not measured near, not changed.
+cdef bint _rows8_grads = _amd >= 0x1A
 # There the statistics take it near from rows of 256 values (not ROWS8_WIDE): separate
 # builds (6 pairs), eight rows / tiles, channels-last, 1 / 2 threads: statistics
 # 1x14x14x256 0.84 / 0.93, 2x14x14x256 0.81 / 0.84, 8x7x7x256 0.80 / 0.85, 128x256 0.84 /
@@ -1203,10 +1209,10 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
     fits: each array holds at most _gsums8_max values."""
     if data_t is float:
-        if (_rows8 and (not near or ld >= _rows8_wide or (grad and _rows8_near_grad))
-                and not (grad and (masked or not fits))):
+        if (_rows8 and (not near or ld >= _rows8_wide or (grad and _rows8_grads))
+                and not (grad and (not fits or (masked and not _rows8_grads)))):
             if grad:
-                cbn_rows_gsums8_f32(x, dy, ld, n, m, ref, s1, s2)
+                cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
             else:
                 cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2)
             return

@@ -1416,43 +1416,59 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
     if (n8 < n)
         cbn_rows_sums_f32(x + n8 * ld, ld, n - n8, m, ref, s1, s2, 0);
 }
-/* The same for the unmasked backward sums (the ReLU-masked ones read a third array,
- * more streams than the prefetchers follow, and keep the other loops): g = dy */
+/* The same for the backward sums: g = dy, or with y (the ReLU-masked sums) 0 where
+ * y <= 0 (NaN y keeps dy; _kernels.pyx takes them here from memory only unmasked: three
+ * arrays are more streams than the prefetchers follow) */
 #define CBN_GQ(k, o) _mm256_mul_pd(g##k, CBN_FSUB(CBN_LD4D(x + ((o) + k) * ld + c), M))
-/* rows o .. o + 3: A, Q = the sums of their g and g * (x - mean) */
-#define CBN_GHALF(o, A, Q)                                                                  \
+#define CBN_G4(k, o) CBN_LD4D(dy + ((o) + k) * ld + c)
+#define CBN_G4_MASKED(k, o)                                                                 \
+    _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(y + ((o) + k) * ld + c), Z, _CMP_NLE_UQ), CBN_G4(k, o))
+/* rows o .. o + 3: A, Q = the sums of their g (G(k, o) for row o + k) and g * (x - mean) */
+#define CBN_GHALF(G, o, A, Q)                                                               \
     {                                                                                       \
-        __m256d g0 = CBN_LD4D(dy + (o) * ld + c), g1 = CBN_LD4D(dy + ((o) + 1) * ld + c);   \
-        __m256d g2 = CBN_LD4D(dy + ((o) + 2) * ld + c), g3 = CBN_LD4D(dy + ((o) + 3) * ld + c); \
+        __m256d g0 = G(0, o), g1 = G(1, o), g2 = G(2, o), g3 = G(3, o);                     \
         A = CBN_FADD(CBN_FADD(g0, g1), CBN_FADD(g2, g3));                                   \
         Q = _mm256_add_pd(_mm256_add_pd(CBN_GQ(0, o), CBN_GQ(1, o)),                        \
                           _mm256_add_pd(CBN_GQ(2, o), CBN_GQ(3, o)));                       \
     }
-CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, Py_ssize_t ld,
-                                  Py_ssize_t n, Py_ssize_t m, const double* mean,
-                                  double* s1, double* s2) {
-    Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
-    for (r = 0; r < n8; r += 8, x += 8 * ld, dy += 8 * ld)
-        for (c = 0; c < m4; c += 4) {
-            const __m256d M = _mm256_loadu_pd(mean + c);
-            __m256d a0, q0, a1, q1;
-            CBN_GHALF(0, a0, q0)
-            CBN_GHALF(4, a1, q1)
-            cbn_add4(s1 + c, _mm256_add_pd(a0, a1));
-            cbn_add4(s2 + c, _mm256_add_pd(q0, q1));
-        }
-    x -= n8 * ld;
+/* the sums over rows 0 .. n8 - 1, channels 0 .. m4 - 1, the arrays' pointers moving
+ * down 8 rows at a time (NEXT: y's too, where read) */
+#define CBN_GSUMS8(G, NEXT)                                                                 \
+    for (r = 0; r < n8; r += 8, x += 8 * ld, dy += 8 * ld) {                                \
+        for (c = 0; c < m4; c += 4) {                                                       \
+            const __m256d M = _mm256_loadu_pd(mean + c);                                    \
+            __m256d a0, q0, a1, q1;                                                         \
+            CBN_GHALF(G, 0, a0, q0)                                                         \
+            CBN_GHALF(G, 4, a1, q1)                                                         \
+            cbn_add4(s1 + c, _mm256_add_pd(a0, a1));                                        \
+            cbn_add4(s2 + c, _mm256_add_pd(q0, q1));                                        \
+        }                                                                                   \
+        NEXT                                                                                \
+    }                                                                                       \
+    x -= n8 * ld;                                                                           \
     dy -= n8 * ld;
+CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* y,
+                                  Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                                  const double* mean, double* s1, double* s2) {
+    const __m256d Z = _mm256_setzero_pd();
+    Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
+    if (y) {
+        CBN_GSUMS8(CBN_G4_MASKED, y += 8 * ld;)
+        y -= n8 * ld;
+    } else {
+        CBN_GSUMS8(CBN_G4, )
+    }
     if (m4 < m)
-        cbn_rows_gsums_f32(x + m4, dy + m4, NULL, ld, n8, m - m4, mean + m4, s1 + m4, s2 + m4);
+        cbn_rows_gsums_f32(x + m4, dy + m4, y ? y + m4 : NULL, ld, n8, m - m4, mean + m4,
+                           s1 + m4, s2 + m4);
     if (n8 < n)
-        cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, NULL, ld, n - n8, m, mean, s1, s2);
+        cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, m,
+                           mean, s1, s2);
 }
 #else
 #define cbn_rows_sums_tiled_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
 #define cbn_rows_sums8_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
-#define cbn_rows_gsums8_f32(x, dy, ld, n, m, mean, s1, s2) \
-    cbn_rows_gsums_f32(x, dy, NULL, ld, n, m, mean, s1, s2)
+#define cbn_rows_gsums8_f32 cbn_rows_gsums_f32
 #define cbn_rows_gsums_tiled_f32 cbn_rows_gsums_f32
 #endif
 
