@@ -224,9 +224,9 @@ cdef enum:
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
-    GSUMS8_MAX = 1 << 23  # unmasked backward sums go eight rows per step up to this many
-                        # values per array (_rows8); on AMD up to GSUMS8_AMD
-    GSUMS8_AMD = 1 << 21
+    GSUMS8_MAX = 1 << 23  # backward sums go eight rows per step up to this many values
+                        # per array (_rows8); on AMD up to GSUMS8_AMD
+    GSUMS8_AMD = 1 << 22
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
@@ -468,8 +468,14 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # 2-core EPYC VM, 1 MB L2 per core, 32 MB L3), eight-row / previous time on 1 and 2
 # threads: statistics 32x128x56x56 channels-last 0.80-0.86, 8x64x112x112 0.68-0.70;
 # training 0.90-0.92 and 0.80-0.84; backward 4x32x16x28x28 0.88-0.89, 256x1024 0.95,
-# but 8x64x112x112 (6.4M values per array) 1.15-1.20, hence GSUMS8_AMD there.  Older
-# AMD CPUs were not measured with it and keep the other loops.
+# but 8x64x112x112 (6.4M values per array) 1.15-1.20, hence GSUMS8_AMD there: 1 << 22
+# values, where x and dy together fill that L3 (measured once its trees added as FMAs:
+# eight rows / one row per step, 1 / 2 threads, 3x112x112x64 0.83 / 0.85, 4x112x112x64
+# 0.84-0.85 / 0.87-0.94, 2048x2048 0.84-0.92 / 0.85-0.89, 4096x1024 0.68-0.70 /
+# 0.73-0.75, 5x112x112x64 0.93-0.99 / 0.94-1.12; beyond it 6x112x112x64 1.01-1.02 /
+# 1.00-1.09, 7x112x112x64 1.08 / 1.07; masked 3x112x112x64 0.81 / 0.86, 5x112x112x64
+# 0.75 / 0.76, 4096x1024 0.73 / 0.81).  Older AMD CPUs were not measured with it and
+# keep the other loops.
 cdef int _amd = cbn_amd_family()
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
 # On AMD Zen 5 the backward sums take the eight-row loop near too (rows narrower than
