@@ -1417,8 +1417,8 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
         cbn_rows_sums_f32(x + n8 * ld, ld, n - n8, m, ref, s1, s2, 0);
 }
 /* The same for the backward sums: g = dy, or with y (the ReLU-masked sums) 0 where
- * y <= 0 (NaN y keeps dy; _kernels.pyx sends masked sums here on Zen 5 only, and none
- * from memory: three arrays are more streams than the prefetchers follow) */
+ * y <= 0 (NaN y keeps dy).  _kernels.pyx sends masked sums here on Zen 5 only (on an
+ * Intel Xeon, three arrays from memory were more streams than its prefetchers follow). */
 #define CBN_GQ(k, o) _mm256_mul_pd(g##k, CBN_FSUB(CBN_LD4D(x + ((o) + k) * ld + c), M))
 #define CBN_G4(k, o) CBN_LD4D(dy + ((o) + k) * ld + c)
 #define CBN_G4_MASKED(k, o)                                                                 \
