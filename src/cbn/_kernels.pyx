@@ -1214,9 +1214,11 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
     fits: each array holds at most _gsums8_max values."""
+    cdef bint eight = _rows8 and (not near or ld >= _rows8_wide)
     if data_t is float:
-        if (_rows8 and (not near or ld >= _rows8_wide or (grad and _rows8_grads))
-                and not (grad and (not fits or (masked and not _rows8_grads)))):
+        if grad:        # Zen 5: near and masked too; every CPU: arrays that fit
+            eight = fits and (_rows8_grads or (eight and not masked))
+        if eight:
             if grad:
                 cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
             else:

@@ -1419,10 +1419,11 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
 /* The same for the backward sums: g = dy, or with y (the ReLU-masked sums) 0 where
  * y <= 0 (NaN y keeps dy).  _kernels.pyx sends masked sums here on Zen 5 only (on an
  * Intel Xeon, three arrays from memory were more streams than its prefetchers follow). */
-#define CBN_GQ(k, o) _mm256_mul_pd(g##k, CBN_FSUB(CBN_LD4D(x + ((o) + k) * ld + c), M))
-#define CBN_G4(k, o) CBN_LD4D(dy + ((o) + k) * ld + c)
+/* (xr, gr, yr: the rows r .. r + 7 of x, dy, y) */
+#define CBN_GQ(k, o) _mm256_mul_pd(g##k, CBN_FSUB(CBN_LD4D(xr + ((o) + k) * ld + c), M))
+#define CBN_G4(k, o) CBN_LD4D(gr + ((o) + k) * ld + c)
 #define CBN_G4_MASKED(k, o)                                                                 \
-    _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(y + ((o) + k) * ld + c), Z, _CMP_NLE_UQ), CBN_G4(k, o))
+    _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(yr + ((o) + k) * ld + c), Z, _CMP_NLE_UQ), CBN_G4(k, o))
 /* rows o .. o + 3: A, Q = the sums of their g (G(k, o) for row o + k) and g * (x - mean) */
 #define CBN_GHALF(G, o, A, Q)                                                               \
     {                                                                                       \
@@ -1431,10 +1432,10 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
         Q = _mm256_add_pd(_mm256_add_pd(CBN_GQ(0, o), CBN_GQ(1, o)),                        \
                           _mm256_add_pd(CBN_GQ(2, o), CBN_GQ(3, o)));                       \
     }
-/* the sums over rows 0 .. n8 - 1, channels 0 .. m4 - 1, the arrays' pointers moving
- * down 8 rows at a time (NEXT: y's too, where read) */
-#define CBN_GSUMS8(G, NEXT)                                                                 \
-    for (r = 0; r < n8; r += 8, x += 8 * ld, dy += 8 * ld) {                                \
+/* the sums over rows 0 .. n8 - 1, channels 0 .. m4 - 1 */
+#define CBN_GSUMS8(G)                                                                       \
+    for (r = 0; r < n8; r += 8) {                                                           \
+        const float *xr = x + r * ld, *gr = dy + r * ld, *yr = y ? y + r * ld : NULL;       \
         for (c = 0; c < m4; c += 4) {                                                       \
             const __m256d M = _mm256_loadu_pd(mean + c);                                    \
             __m256d a0, q0, a1, q1;                                                         \
@@ -1443,21 +1444,17 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
             cbn_add4(s1 + c, _mm256_add_pd(a0, a1));                                        \
             cbn_add4(s2 + c, _mm256_add_pd(q0, q1));                                        \
         }                                                                                   \
-        NEXT                                                                                \
-    }                                                                                       \
-    x -= n8 * ld;                                                                           \
-    dy -= n8 * ld;
+        (void)yr;                                                                           \
+    }
 CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* y,
                                   Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                   const double* mean, double* s1, double* s2) {
     const __m256d Z = _mm256_setzero_pd();
     Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
-    if (y) {
-        CBN_GSUMS8(CBN_G4_MASKED, y += 8 * ld;)
-        y -= n8 * ld;
-    } else {
-        CBN_GSUMS8(CBN_G4, )
-    }
+    if (y)
+        CBN_GSUMS8(CBN_G4_MASKED)
+    else
+        CBN_GSUMS8(CBN_G4)
     if (m4 < m)
         cbn_rows_gsums_f32(x + m4, dy + m4, y ? y + m4 : NULL, ld, n8, m - m4, mean + m4,
                            s1 + m4, s2 + m4);
