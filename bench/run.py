@@ -332,15 +332,28 @@ def calls_per_sample(fn, budget):
 
 
 def time_interleaved(fns, rounds, budget):
-    """Median seconds per call of each function, sampled round by round."""
+    """Median seconds per call of each function, sampled round by round.
+
+    Each round takes the contenders in a new order (a shuffle with a fixed seed), so
+    that none follows the same one in every round: a contender's first calls after
+    another's pay for the other's traffic (a copy's dirty lines written back from the
+    caches: in a 25.7 MB backward cell whichever cbn call came right after the roof took
+    1.06-1.18x the other's time), which a fixed order charges to the same contender in
+    every round. Each sample starts with one call that is not timed (a sample is as many
+    calls as fit the budget, a few for the larger cells), so that it times the state the
+    contender's own calls leave.
+    """
     reps = [calls_per_sample(f, budget) for f in fns]
     samples = [[] for _ in fns]
+    order = np.random.default_rng(len(fns))
     for _ in range(rounds):
-        for f, r, s in zip(fns, reps, samples):
+        for j in order.permutation(len(fns)):
+            f, r = fns[j], reps[j]
+            f()
             t0 = time.perf_counter()
             for _ in range(r):
                 f()
-            s.append((time.perf_counter() - t0) / r)
+            samples[j].append((time.perf_counter() - t0) / r)
     return [float(np.median(s)) for s in samples]
 
 
