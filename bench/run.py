@@ -345,9 +345,9 @@ def time_interleaved(fns, rounds, budget):
     """
     reps = [calls_per_sample(f, budget) for f in fns]
     samples = [[] for _ in fns]
-    order = np.random.default_rng(len(fns))
+    shuffle = np.random.default_rng(0)
     for _ in range(rounds):
-        for j in order.permutation(len(fns)):
+        for j in shuffle.permutation(len(fns)):
             f, r = fns[j], reps[j]
             f()
             t0 = time.perf_counter()

@@ -354,7 +354,9 @@ cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 
 # 0.83-0.90; backward of 6.4 MB (19.2 MB in all) 0.80-0.86 for C <= 64, 0.93-1.02
 # for 128, 1.03-1.05 for 256 (three rows per 4 KB block); 9.6 MB inference 0.71-0.95 on
 # two threads, 0.83-1.10 on one across runs; 12.8 MB (25.6 MB) inference 1.04-1.81,
-# backward of 9.6 MB (28.8 MB) 0.98-1.13.  Not measured on Intel CPUs.
+# backward of 9.6 MB (28.8 MB) 0.98-1.13.  On a 2-core Intel Xeon VM (2 MB L2 per
+# core) in one process, plain / tiled time (tiles off, or off beyond TILED_OUT) on 1
+# and 2 threads, channels-last 0.2-6.4 MB and 256x1024: 0.95-1.06, no difference.
 cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
 
 # Planar output runs shorter than _short_run bytes go a whole vector at a time from
@@ -493,7 +495,9 @@ cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
 # 0.93, 2x56x56x128 0.78 / 0.78, 8x56x56x64 0.84 / 0.84, 4096x512 0.88 / 0.88, 256x1024
 # 0.99 / 0.99.  Intel cores issue both on the same two ports, where the tiles' fewer
 # operations may win (and there masked eight-row sums took 1.03-1.32x the time from
-# memory, above): not measured near, not changed.
+# memory, above).  Near, on a 2-core Intel Xeon VM in one process (knobs alternated,
+# 7 rounds), this choice and the rows of 256 below took 0.96-1.05x the tiles' time
+# (outliers both ways on 2 threads: noise): not changed there.
 cdef bint _rows8_grads = _amd >= 0x1A
 # There the statistics take it near from rows of 256 values (not ROWS8_WIDE): separate
 # builds (6 pairs), eight rows / tiles, channels-last, 1 / 2 threads: statistics
