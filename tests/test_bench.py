@@ -24,7 +24,43 @@ def test_bench_smoke(tmp_path):
         assert c["roof_fraction"] > 0
         if c["op"] != "inference":      # the float64 sums alone, timed in the same round
             assert t["acc"] > 0 and c["floor_fraction"] > 0
+            assert c["sums_bound"] > 0
+        else:
+            assert "sums_bound" not in c
     assert record["machine"]["cbn"]["version"]
+    assert "sums_bound_below_target_1MB" in record["summary"]
+
+
+def _bench_module():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import run
+    finally:
+        sys.path.pop(0)
+    return run
+
+
+def test_sums_bound_hand_computed():
+    """The best roof fraction the float64 sums alone allow: the roof's time for the op's
+    unfused bytes (training 1.5 copies, backward 2.5) over the sums' time."""
+    run = _bench_module()
+    cell = {"op": "training", "seconds": {"roof": 10e-6, "acc": 20e-6, "cbn_out": 30e-6}}
+    assert run.sums_bound(cell) == 1.5 * 10 / 20
+    cell["op"] = "backward"
+    assert run.sums_bound(cell) == 2.5 * 10 / 20
+    cell["op"] = "inference"                    # no sums, no bound
+    assert run.sums_bound(cell) is None
+    assert run.sums_bound({"op": "training", "seconds": {"roof": 1.0}}) is None
+    # the summary lists the cells >= 1 MB whose sums rule the 0.85 target out
+    cells = [run.derive({"shape": [256, 1024], "layout": "NC", "op": op, "threads": 2,
+                         "x_bytes": 1 << 20,
+                         "seconds": {"roof": 10e-6, "acc": acc, "cbn_out": 40e-6,
+                                     "cbn": 40e-6, "numpy": 1e-3}})
+             for op, acc in (("inference", 0.0), ("training", 20e-6), ("backward", 25e-6))]
+    s = run.summarize(cells, {}, [], 2)
+    assert s["sums_bound_below_target_1MB"] == {"256x1024 NC training": 0.75}
+    assert s["worst_sums_bound_1MB"] == 0.75
+    assert s["worst_sums_bound_cell"] == "256x1024 NC training"
 
 
 def test_bench_alignment_mode(tmp_path):
