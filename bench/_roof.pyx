@@ -148,7 +148,34 @@ cdef extern from "_kernels_c.h":
     void cbn_sums_f32(const float* x, Py_ssize_t n, double ref, double* acc) noexcept nogil
     void cbn_gsums_f32(const float* x, const float* dy, const float* y, Py_ssize_t n,
                        double mean, double* acc) noexcept nogil
+    void cbn_sums_f32_add(const float* x, Py_ssize_t n, double ref, double* acc) noexcept nogil
+    void cbn_gsums_f32_add(const float* x, const float* dy, const float* y, Py_ssize_t n,
+                           double mean, double* acc) noexcept nogil
     void cbn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
+
+cdef bint _fma = False
+
+
+def use_fma_adds(bint flag):
+    """Take the sums that add as FMAs (flag) or plainly: the bench sets cbn's choice for
+    this CPU (cbn._kernels fma_adds()), so that the floor is cbn's own loop."""
+    global _fma
+    _fma = flag
+
+
+cdef inline void cbn_sums(const float* x, Py_ssize_t n, double ref, double* acc) noexcept nogil:
+    if _fma:
+        cbn_sums_f32(x, n, ref, acc)
+    else:
+        cbn_sums_f32_add(x, n, ref, acc)
+
+
+cdef inline void cbn_gsums(const float* x, const float* dy, Py_ssize_t n, double mean,
+                           double* acc) noexcept nogil:
+    if _fma:
+        cbn_gsums_f32(x, dy, NULL, n, mean, acc)
+    else:
+        cbn_gsums_f32_add(x, dy, NULL, n, mean, acc)
 
 
 def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
@@ -162,19 +189,19 @@ def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
         if n_threads > 1:
             for k in prange(nk, num_threads=n_threads, schedule='static'):
                 if pg == NULL:
-                    cbn_sums_f32(px + k * m, m if n - k * m > m else n - k * m, 0.5,
-                                 &part[k, 0])
+                    cbn_sums(px + k * m, m if n - k * m > m else n - k * m, 0.5,
+                             &part[k, 0])
                 else:
-                    cbn_gsums_f32(px + k * m, pg + k * m, NULL,
-                                  m if n - k * m > m else n - k * m, 0.5, &part[k, 0])
+                    cbn_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
+                              0.5, &part[k, 0])
         else:
             for k in range(nk):
                 if pg == NULL:
-                    cbn_sums_f32(px + k * m, m if n - k * m > m else n - k * m, 0.5,
-                                 &part[k, 0])
+                    cbn_sums(px + k * m, m if n - k * m > m else n - k * m, 0.5,
+                             &part[k, 0])
                 else:
-                    cbn_gsums_f32(px + k * m, pg + k * m, NULL,
-                                  m if n - k * m > m else n - k * m, 0.5, &part[k, 0])
+                    cbn_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
+                              0.5, &part[k, 0])
     return float(np.asarray(part).sum())
 
 
@@ -201,9 +228,9 @@ cdef inline void _channel_sums(const float* x, const float* g, Py_ssize_t outer,
                 if g != NULL:
                     cbn_prefetch(g + off + stride, m * sizeof(float))
             if g == NULL:
-                cbn_sums_f32(x + off, m, 0.5, acc)
+                cbn_sums(x + off, m, 0.5, acc)
             else:
-                cbn_gsums_f32(x + off, g + off, NULL, m, 0.5, acc)
+                cbn_gsums(x + off, g + off, m, 0.5, acc)
             b += m
 
 

@@ -188,7 +188,9 @@ def build_roof():
         ["/arch:AVX2"] if simd == "avx2" else [])
     key = (f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} "
            f"{os.path.getmtime(header)} {simd} {' '.join(isa)}")
-    return _build("_roof", os.path.join(HERE, "_roof.pyx"), key, isa, [os.path.dirname(header)])
+    roof = _build("_roof", os.path.join(HERE, "_roof.pyx"), key, isa, [os.path.dirname(header)])
+    roof.use_fma_adds(_dispatch.kernels.fma_adds())     # the sums cbn runs on this CPU
+    return roof
 
 
 def build_native():

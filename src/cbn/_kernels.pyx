@@ -196,6 +196,14 @@ cdef extern from "_kernels_c.h":
                             Py_ssize_t, Py_ssize_t, Py_ssize_t, double, double*) noexcept nogil
     void cbn_runs_sums_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                            double, double*) noexcept nogil
+    void cbn_sums_f32_add(const float*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_gsums_f32_add(const float*, const float*, const float*, Py_ssize_t, double,
+                           double*) noexcept nogil
+    void cbn_runs_sums_f32_add(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                               Py_ssize_t, double, double*) noexcept nogil
+    void cbn_runs_gsums_f32_add(const float*, const float*, const float*, Py_ssize_t,
+                                Py_ssize_t, Py_ssize_t, Py_ssize_t, double,
+                                double*) noexcept nogil
     void cbn_runs_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
                             Py_ssize_t, Py_ssize_t, Py_ssize_t, double, double*) noexcept nogil
 
@@ -524,6 +532,20 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 cdef bint _sums_by_runs = True
 cdef Py_ssize_t _gsums8_max = GSUMS8_AMD if _amd else GSUMS8_MAX
 
+# The float32 planar sums (cbn_sums_f32 and its kin, through _run_sums and _runs_sums)
+# add and subtract as FMAs on AMD CPUs (CBN_FADD: measured on Zen 5, where additions
+# have their own pipes) and plainly elsewhere (cbn_sums_f32_add and its kin): on an
+# Intel Xeon the FMAs leave the additions' ports idle.  The same sums either way (an
+# FMA by 1.0 rounds as the addition).  Measured on a 2-core Intel Xeon VM (KVM, AVX-512
+# and AMX: Sapphire Rapids), in one process (the setting alternated, 16 rounds), plain
+# / FMA time on 1 / 2 threads: float32 NCHW backward 1x64x56x56 0.94 / 0.89,
+# 1x256x14x14 0.88 / 1.01; statistics 0.94-0.99, training 0.97-0.98 there; 1x512x7x7
+# and 32x512x7x7 0.95-1.00 (12 rounds before: 0.88-1.10 over eight shapes, the 6.4-25.7
+# MB ones 0.96-1.00).  Separate builds alternated process by process agreed (backward
+# 1x64x56x56 0.89 on 2 threads, 1x256x14x14 0.90 on one; the channels-last cells,
+# whose sums are other loops, 0.93-1.02).
+cdef bint _fma_adds = _amd != 0
+
 # The second pass of interleaved training and backward (the output after the sums), when
 # it is not streamed (its arrays fit the last-level cache), walks each thread's rows in
 # blocks of BACK_BYTES from its last: the rows the sums read last are still in L2, where
@@ -649,6 +671,12 @@ def runs_sums(flag=None):
     _sums_by_runs); runs_sums(True/False) sets it and returns the old value (for
     tests and measurements)."""
     return _setting(&_sums_by_runs, flag)
+
+
+def fma_adds(flag=None):
+    """Whether the float32 planar sums add as FMAs (see _fma_adds); fma_adds(True/False)
+    sets it and returns the old value (for tests and measurements)."""
+    return _setting(&_fma_adds, flag)
 
 
 def eight_row_sums(flag=None):
@@ -979,10 +1007,14 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
     mean ref."""
     cdef const data_t* mask = y if masked else NULL
     if data_t is float:
-        if grad:
+        if grad and _fma_adds:
             cbn_gsums_f32(x, dy, mask, m, ref, acc)
-        else:
+        elif grad:
+            cbn_gsums_f32_add(x, dy, mask, m, ref, acc)
+        elif _fma_adds:
             cbn_sums_f32(x, m, ref, acc)
+        else:
+            cbn_sums_f32_add(x, m, ref, acc)
     elif data_t is double:
         if grad:
             cbn_gsums_f64(x, dy, mask, m, ref, acc)
@@ -1011,10 +1043,14 @@ cdef inline void _runs_sums(const data_t* x, const data_t* dy, const data_t* y, 
     from x on exist: the prefetch bound), as _run_sums over each."""
     cdef const data_t* mask = y if masked else NULL
     if data_t is float:
-        if grad:
+        if grad and _fma_adds:
             cbn_runs_gsums_f32(x, dy, mask, n, nr, ld, left, ref, acc)
-        else:
+        elif grad:
+            cbn_runs_gsums_f32_add(x, dy, mask, n, nr, ld, left, ref, acc)
+        elif _fma_adds:
             cbn_runs_sums_f32(x, n, nr, ld, left, ref, acc)
+        else:
+            cbn_runs_sums_f32_add(x, n, nr, ld, left, ref, acc)
     elif data_t is double:
         if grad:
             cbn_runs_gsums_f64(x, dy, mask, n, nr, ld, left, ref, acc)

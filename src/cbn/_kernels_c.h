@@ -224,7 +224,9 @@ static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
  * 0.74-0.80, channels-last 0.79-0.92; training 0.84-0.94; backward 0.85-0.97 (a 25.7
  * MB channels-last backward from memory 1.05-1.06, within that cell's spread).  The
  * float64 planar sums (no conversions) were 1.06-1.13x slower so: they add plainly.
- * On Intel cores additions and FMAs share ports: no change expected (not measured). */
+ * On an Intel Xeon (Sapphire Rapids) the plain additions are the quicker: the planar
+ * sums take them there (the _add reductions below; _kernels.pyx _fma_adds), while the
+ * interleaved loops keep these (0.93-1.02 either way there). */
 #define CBN_FADD(a, b) _mm256_fmadd_pd(a, _mm256_set1_pd(1.0), b)
 #define CBN_FSUB(a, b) _mm256_fmsub_pd(a, _mm256_set1_pd(1.0), b)
 /* four vectors of partial sums, over values 16i + k (k = 0, 4, 8, 12), then 4 values at
@@ -304,6 +306,12 @@ CBN_REDUCER void cbn_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
 #define CBN_CVT4(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
 CBN_DEFINE_REDUCTIONS16(f64, double, _mm256_loadu_pd, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
 CBN_DEFINE_REDUCTIONS16(f32, float, CBN_CVT4, CBN_TOD, CBN_FADD, CBN_FSUB)
+/* The same with plain additions and subtractions (_kernels.pyx _fma_adds: every CPU but
+ * AMD's).  On an Intel Xeon (Golden Cove: additions issue on two ports, FMAs on two
+ * others, one of them shared) the FMAs are the slower choice: a C loop, one thread,
+ * TSC ticks per 16 values in L1 / L2: statistics 3.45 / 3.79 plain against 3.79 /
+ * 3.89 as above, backward sums 4.36-4.62 / 4.80 against 6.22 / 6.69. */
+CBN_DEFINE_REDUCTIONS16(f32_add, float, CBN_CVT4, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
 #if defined(__F16C__)
 /* float16 with F16C: converted to double, the sums run at the conversions' throughput
  * (0.19 ns per value on one Zen 3 core, slower than float32 per value), so here each
@@ -402,6 +410,8 @@ CBN_REDUCER void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cbn_
 #else
 CBN_DEFINE_REDUCTIONS(f64, double)
 CBN_DEFINE_REDUCTIONS(f32, float)
+#define cbn_sums_f32_add cbn_sums_f32      /* no FMAs here: one loop */
+#define cbn_gsums_f32_add cbn_gsums_f32
 #endif
 
 /* The sums over nr short runs of n values, ld values apart (one planar channel's runs
@@ -492,6 +502,7 @@ CBN_REDUCER void cbn_runs_gsums_##SUFFIX(const T* x0, const T* dy0, const T* y0,
 }
 CBN_DEFINE_RUNS_SUMS(f64, double, _mm256_loadu_pd, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
 CBN_DEFINE_RUNS_SUMS(f32, float, CBN_CVT4, CBN_TOD, CBN_FADD, CBN_FSUB)
+CBN_DEFINE_RUNS_SUMS(f32_add, float, CBN_CVT4, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
 #if defined(CBN_SUMS_F16_HW)
 /* float16: each run 32 values at a time into the float32 partial sums a0..a3 and q0..q3
  * (one vector each), then its last 1-3 whole vectors into a0, a1, a2 and its last 1-7
@@ -611,6 +622,8 @@ CBN_REDUCER void cbn_runs_gsums_f16(const cbn_half* x0, const cbn_half* dy0,
 #else
 CBN_DEFINE_RUNS_SUMS_EACH(f64, double)
 CBN_DEFINE_RUNS_SUMS_EACH(f32, float)
+#define cbn_runs_sums_f32_add cbn_runs_sums_f32
+#define cbn_runs_gsums_f32_add cbn_runs_gsums_f32
 #endif
 
 /* ---------------------------------------------------- elementwise primitives
