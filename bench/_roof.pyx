@@ -163,15 +163,16 @@ def use_fma_adds(bint flag):
     _fma = flag
 
 
-cdef inline void cbn_sums(const float* x, Py_ssize_t n, double ref, double* acc) noexcept nogil:
+cdef inline void _floor_sums(const float* x, Py_ssize_t n, double ref,
+                             double* acc) noexcept nogil:
     if _fma:
         cbn_sums_f32(x, n, ref, acc)
     else:
         cbn_sums_f32_add(x, n, ref, acc)
 
 
-cdef inline void cbn_gsums(const float* x, const float* dy, Py_ssize_t n, double mean,
-                           double* acc) noexcept nogil:
+cdef inline void _floor_gsums(const float* x, const float* dy, Py_ssize_t n, double mean,
+                              double* acc) noexcept nogil:
     if _fma:
         cbn_gsums_f32(x, dy, NULL, n, mean, acc)
     else:
@@ -189,19 +190,19 @@ def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
         if n_threads > 1:
             for k in prange(nk, num_threads=n_threads, schedule='static'):
                 if pg == NULL:
-                    cbn_sums(px + k * m, m if n - k * m > m else n - k * m, 0.5,
-                             &part[k, 0])
+                    _floor_sums(px + k * m, m if n - k * m > m else n - k * m, 0.5,
+                                &part[k, 0])
                 else:
-                    cbn_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
-                              0.5, &part[k, 0])
+                    _floor_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
+                                 0.5, &part[k, 0])
         else:
             for k in range(nk):
                 if pg == NULL:
-                    cbn_sums(px + k * m, m if n - k * m > m else n - k * m, 0.5,
-                             &part[k, 0])
+                    _floor_sums(px + k * m, m if n - k * m > m else n - k * m, 0.5,
+                                &part[k, 0])
                 else:
-                    cbn_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
-                              0.5, &part[k, 0])
+                    _floor_gsums(px + k * m, pg + k * m, m if n - k * m > m else n - k * m,
+                                 0.5, &part[k, 0])
     return float(np.asarray(part).sum())
 
 
@@ -228,9 +229,9 @@ cdef inline void _channel_sums(const float* x, const float* g, Py_ssize_t outer,
                 if g != NULL:
                     cbn_prefetch(g + off + stride, m * sizeof(float))
             if g == NULL:
-                cbn_sums(x + off, m, 0.5, acc)
+                _floor_sums(x + off, m, 0.5, acc)
             else:
-                cbn_gsums(x + off, g + off, m, 0.5, acc)
+                _floor_gsums(x + off, g + off, m, 0.5, acc)
             b += m
 
 
