@@ -394,8 +394,9 @@ def derive(cell):
     t, op = cell["seconds"], cell["op"]
     cell["roof_fraction"] = ROOF_FACTOR[op] * t["roof"] / t["cbn_out"]
     cell["floor_fraction"] = (t.get("acc", 0.0) + OUTPUT_PASS.get(op, 1.0) * t["roof"]) / t["cbn_out"]
-    if sums_bound(cell) is not None:
-        cell["sums_bound"] = sums_bound(cell)
+    bound = sums_bound(cell)
+    if bound is not None:
+        cell["sums_bound"] = bound
     cell["vs_numpy"] = t["numpy"] / t["cbn"]
     if "acc_ch" in t:
         channel_floor = t["acc_ch"] + write_seconds(t)
@@ -667,11 +668,12 @@ def print_cell(c, flush=False):
 
     def us(k):
         return f"{1e6 * t[k]:10.1f}" if k in t else f"{'-':>10}"
+    bound = sums_bound(c)
     print(f"{'x'.join(map(str, c['shape'])):<18}{c['layout']:<7}{c['op']:<10}{c['threads']:>3}"
           f"{c['x_bytes'] / 1e6:7.2f}{us('roof')}{us('cbn_out')}{us('cbn')}{us('numpy')}"
           f"{us('torch')}{us('onnxruntime')[1:]}{100 * c['roof_fraction']:6.0f}%"
           f"{100 * c.get('floor_fraction', c['roof_fraction']):6.0f}%"
-          + (f"{100 * sums_bound(c):6.0f}%" if sums_bound(c) is not None else f"{'-':>7}")
+          + (f"{100 * bound:6.0f}%" if bound is not None else f"{'-':>7}")
           + f"{c['vs_numpy']:8.2f}{c.get('vs_torch', float('nan')):8.2f}", flush=flush)
 
 
@@ -799,14 +801,14 @@ def markdown(record):
              "| roof fraction | floor fraction | sums bound | vs PyTorch |",
              "|" + "---|" * 13]
     for c in cells:
-        t = c["seconds"]
+        t, bound = c["seconds"], sums_bound(c)
         lines.append(
             f"| {'x'.join(map(str, c['shape']))} | {c['layout']} | {c['op']} | "
             f"{c['x_bytes'] / 1e6:.2f} | {1e6 * t['roof'] * ROOF_FACTOR[c['op']]:.0f} | "
             f"{1e6 * t['cbn_out']:.1f} | {1e6 * t['cbn']:.1f} | {1e6 * t['numpy']:.1f} | "
             + (f"{1e6 * t['torch']:.1f} | " if "torch" in t else "- | ")
             + f"{c['roof_fraction']:.2f} | {c.get('floor_fraction', c['roof_fraction']):.2f} | "
-            + (f"{sums_bound(c):.2f} | " if sums_bound(c) is not None else "- | ")
+            + (f"{bound:.2f} | " if bound is not None else "- | ")
             + (f"{c['vs_torch']:.2f} |" if "vs_torch" in c else "- |"))
     planar = [c for c in cells if "channel_bound" in c]
     if planar:
