@@ -180,6 +180,44 @@ def test_float16_computed_in_float32_and_rounded_once(rng):
     assert_within(y, ry, 2.0 ** -11 * np.abs(ry) * 1.01 + 3e-8)
 
 
+@pytest.mark.parametrize("shape, axis", [((2, 1030, 3, 3), 1), ((3, 3, 1030), -1),
+                                         ((5, 1030), 1), ((4, 2051), 1), ((64, 7), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_float32_columns_one_pass_table(shape, axis, dtype, n_threads, kernels, rng):
+    """Float32 per-channel columns (or None) set up the float32 parameter table in one
+    pass (cbn_params_f32); the same values as float64 columns take the general path
+    (double columns, then the table).  Both give the same outputs bit for bit: variances
+    across the float32 estimate's range and beyond it (the exact fallback), 0, inf and
+    NaN; NaN and inf means and weights; eps 0 and 1e-5; None columns; scale_shift."""
+    C = shape[axis]
+    x = (rng.standard_normal(shape) * 3 + 0.5).astype(dtype)
+    rm = (rng.standard_normal(C) * 2).astype(np.float32)
+    rv = np.exp2(rng.uniform(-130, 126, C)).astype(np.float32)
+    w = rng.uniform(-4, 4, C).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    rv[::7], rv[1::11], rv[2::13] = 0.0, np.inf, np.nan
+    rm[3::17], rm[4::19], w[5::23] = np.nan, -np.inf, np.nan
+
+    def wide(a):
+        return None if a is None else a.astype(np.float64)
+
+    for cols in ((rm, rv, w, b), (rm, rv, None, None), (rm, rv, None, b)):
+        for eps in (0.0, 1e-5):
+            got = cbn.batch_norm(x, *cols, training=False, eps=eps, axis=axis,
+                                 n_threads=n_threads)
+            want = cbn.batch_norm(x, *map(wide, cols), training=False, eps=eps, axis=axis,
+                                  n_threads=n_threads)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got.view(np.uint16 if dtype == np.float16
+                                                   else np.uint32),
+                                          want.view(np.uint16 if dtype == np.float16
+                                                    else np.uint32))
+    got = cbn.scale_shift(x, w, b, axis=axis, n_threads=n_threads)
+    want = cbn.scale_shift(x, wide(w), wide(b), axis=axis, n_threads=n_threads)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_float64_precision_at_large_ratio(rng):
     x = 1e9 + rng.standard_normal((200, 5, 7))
     y = cbn.batch_norm(x, training=True)

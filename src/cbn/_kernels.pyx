@@ -106,6 +106,9 @@ cdef extern from "_kernels_c.h":
     double cbn_invstd1(double) noexcept nogil
     void cbn_scale_invstd(double*, const double*, double, Py_ssize_t) noexcept nogil
     void cbn_scale_invstd_exact(double*, const double*, double, Py_ssize_t) noexcept nogil
+    void cbn_params_f32(const float* m, const float* v, const float* w, const float* b,
+                        const double* dflt, double eps, int inv, float* hi, float* s,
+                        float* t, Py_ssize_t n) noexcept nogil
     void cbn_runs_affine_short_f32(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
                                    const float*, const float*, int) noexcept nogil
     void cbn_runs_affine_short_f16(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t,
@@ -2356,17 +2359,46 @@ cdef inline Py_ssize_t _chunk(Py_ssize_t C, Py_ssize_t c0) noexcept nogil:
     return C - c0 if C - c0 < PCHUNK else PCHUNK
 
 
+cdef inline bint _f32_cols(const Col* cols, bint inv) noexcept nogil:
+    """Whether cols suit cbn_params_f32: each None or float32 with unit stride (the
+    variance unread without inv), every default a float32 value."""
+    cdef int k
+    for k in range(4):
+        if k == 1 and not inv:
+            continue
+        if cols[k].base != NULL and not (cols[k].f32 and cols[k].stride == sizeof(float)):
+            return False
+        if <double><float>cols[k].dflt != cols[k].dflt:
+            return False
+    return True
+
+
+cdef inline const float* _f32_at(Col a, Py_ssize_t c0) noexcept nogil:
+    """Channel c0 of a float32 Col with unit stride; NULL for None."""
+    if a.base == NULL:
+        return NULL
+    return <const float*>a.base + c0
+
+
 cdef inline void _param_chunk(const Col* cols, double eps, bint inv, real_t* p,
                               Py_ssize_t ldp, Py_ssize_t c0, Py_ssize_t n) noexcept nogil:
     """Channels [c0, c0 + n), n <= PCHUNK, of the parameter table of (x - center) * scale
     + shift from cols (center, variance, scale, shift), into p[k * ldp + i] for channel
     c0 + i: with inv the scale is multiplied by 1 / sqrt(variance + eps) (bn_eval), else
-    the variance is not read (scale_shift)."""
+    the variance is not read (scale_shift).  float32 tables from float32 columns (or
+    None) take cbn_params_f32, the same table in one pass."""
     cdef double m[PCHUNK]
     cdef double v[PCHUNK]
     cdef double w[PCHUNK]
     cdef double b[PCHUNK]
     cdef Py_ssize_t i
+    if real_t is float and _f32_cols(cols, inv):
+        for i in range(4):
+            m[i] = cols[i].dflt
+        cbn_params_f32(_f32_at(cols[0], c0), _f32_at(cols[1], c0), _f32_at(cols[2], c0),
+                       _f32_at(cols[3], c0), m, eps, inv, p + P_HI * ldp,
+                       p + P_SCALE * ldp, p + P_SHIFT * ldp, n)
+        return
     _col_get(cols[0], m, c0, n)
     _col_get(cols[2], w, c0, n)
     _col_get(cols[3], b, c0, n)

@@ -1947,30 +1947,78 @@ static void cbn_scale_invstd_exact(double* w, const double* v, double eps, Py_ss
         w[i] *= cbn_invstd1(v[i] + eps);
 }
 #if defined(__AVX2__) && defined(__FMA__)
-static void cbn_scale_invstd(double* w, const double* v, double eps, Py_ssize_t n) {
-    const __m256d E = _mm256_set1_pd(eps), H = _mm256_set1_pd(1.5);
+/* 1 / sqrt(t) of four channels as cbn_scale_invstd takes it */
+static inline __m256d cbn_invstd4(__m256d t) {
+    const __m256d H = _mm256_set1_pd(1.5);
     const __m256d LO = _mm256_set1_pd(0x1p-125), HI = _mm256_set1_pd(0x1p125);
+    __m256d ok = _mm256_and_pd(_mm256_cmp_pd(t, LO, _CMP_GE_OQ), _mm256_cmp_pd(t, HI, _CMP_LE_OQ));
+    __m256d y, h;
+    if (_mm256_movemask_pd(ok) == 15) {
+        h = _mm256_mul_pd(t, _mm256_set1_pd(0.5));
+        y = _mm256_cvtps_pd(_mm_rsqrt_ps(_mm256_cvtpd_ps(t)));
+        y = _mm256_mul_pd(y, _mm256_fnmadd_pd(h, _mm256_mul_pd(y, y), H));
+        y = _mm256_mul_pd(y, _mm256_fnmadd_pd(h, _mm256_mul_pd(y, y), H));
+    } else {
+        y = _mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(t));
+        y = _mm256_andnot_pd(_mm256_cmp_pd(t, _mm256_setzero_pd(), _CMP_EQ_OQ), y);
+    }
+    return y;
+}
+#define CBN_INVSTD4 1
+static void cbn_scale_invstd(double* w, const double* v, double eps, Py_ssize_t n) {
+    const __m256d E = _mm256_set1_pd(eps);
     Py_ssize_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        __m256d t = _mm256_add_pd(_mm256_loadu_pd(v + i), E), y, h;
-        __m256d ok = _mm256_and_pd(_mm256_cmp_pd(t, LO, _CMP_GE_OQ),
-                                   _mm256_cmp_pd(t, HI, _CMP_LE_OQ));
-        if (_mm256_movemask_pd(ok) == 15) {
-            h = _mm256_mul_pd(t, _mm256_set1_pd(0.5));
-            y = _mm256_cvtps_pd(_mm_rsqrt_ps(_mm256_cvtpd_ps(t)));
-            y = _mm256_mul_pd(y, _mm256_fnmadd_pd(h, _mm256_mul_pd(y, y), H));
-            y = _mm256_mul_pd(y, _mm256_fnmadd_pd(h, _mm256_mul_pd(y, y), H));
-        } else {
-            y = _mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(t));
-            y = _mm256_andnot_pd(_mm256_cmp_pd(t, _mm256_setzero_pd(), _CMP_EQ_OQ), y);
-        }
+        __m256d y = cbn_invstd4(_mm256_add_pd(_mm256_loadu_pd(v + i), E));
         _mm256_storeu_pd(w + i, _mm256_mul_pd(_mm256_loadu_pd(w + i), y));
     }
     cbn_scale_invstd_exact(w + i, v + i, eps, n - i);
 }
 #else
+#define CBN_INVSTD4 0
 #define cbn_scale_invstd cbn_scale_invstd_exact
 #endif
+
+/* cbn_params_f32(m, v, w, b, dflt, eps, inv, hi, s, t, n): the float32 parameter table
+ * of n channels (hi, scale s, shift t) from float32 columns with unit stride (NULL: the
+ * column's dflt[k] throughout) in one pass, what _param_chunk's general path (double
+ * columns, cbn_scale_invstd, _set_params) makes of them bit for bit: a float32 centre
+ * is its own hi with no rest to fold into the shift, so hi = m and t = b, and s = w,
+ * times 1 / sqrt(v + eps) with inv, four channels at a time from the first as
+ * cbn_scale_invstd goes.  Measured (2-core Intel Xeon VM, float32 (N, 1024) inference,
+ * whole calls): the general path's set-up took 1.45-1.7 us per thread, this 0.9-1.1. */
+static inline void cbn_col_copy(const float* a, double d, float* dst, Py_ssize_t n) {
+    Py_ssize_t i;
+    if (a)
+        memcpy(dst, a, (size_t)n * sizeof(float));
+    else
+        for (i = 0; i < n; i++) dst[i] = (float)d;
+}
+static void cbn_params_f32(const float* m, const float* v, const float* w, const float* b,
+                           const double* dflt, double eps, int inv, float* hi, float* s,
+                           float* t, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    cbn_col_copy(m, dflt[0], hi, n);
+    cbn_col_copy(b, dflt[3], t, n);
+#if CBN_INVSTD4
+    {
+        const __m256d E = _mm256_set1_pd(eps);
+        for (; i + 4 <= n; i += 4) {
+            __m256d W = w ? _mm256_cvtps_pd(_mm_loadu_ps(w + i)) : _mm256_set1_pd(dflt[2]);
+            __m256d V = v ? _mm256_cvtps_pd(_mm_loadu_ps(v + i)) : _mm256_set1_pd(dflt[1]);
+            if (inv)
+                W = _mm256_mul_pd(W, cbn_invstd4(_mm256_add_pd(V, E)));
+            _mm_storeu_ps(s + i, _mm256_cvtpd_ps(W));
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        double wi = w ? (double)w[i] : dflt[2];
+        if (inv)
+            wi *= cbn_invstd1((v ? (double)v[i] : dflt[1]) + eps);
+        s[i] = (float)wi;
+    }
+}
 
 /* ------------------------------------------------------------ CPU features
  * 1 when this CPU (and OS) can run the AVX2 + FMA + F16C build of the kernels.
