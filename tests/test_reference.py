@@ -603,14 +603,15 @@ def test_inference_params_per_block(shape, dtype, own, rng):
 @pytest.mark.usefixtures("streaming")
 @pytest.mark.parametrize("cols", [False, True], ids=["rows", "columns"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape", [(2, 4099), (9, 2048), (64, 2500), (1, 40001)], ids=str)
+@pytest.mark.parametrize("shape", [(2, 4099), (9, 2048), (64, 2500), (1, 40001), (33, 1100)],
+                         ids=str)
 def test_wide_rows_by_columns(shape, dtype, cols, rng):
     """Inference, training, statistics and backward on few wide interleaved rows go by
     columns (by_columns): each thread takes 512-channel chunks from their sums and
     parameters to their outputs.  Both choices against the float64 oracle on 1, 2 and 3
     threads, plain and streamed: a last chunk of 3 channels, rows of exactly four
     chunks, 64 rows, one row of 79 chunks (no training: it needs two values per
-    channel); and running statistics and weight given as strided float64 views must
+    channel), 1100 channels (by columns but for inference); and running statistics and weight given as strided float64 views must
     give exactly the output of their contiguous float32 copies (each chunk reads its
     own channels)."""
     with _kernel_setting("by_columns", cols):
@@ -632,6 +633,32 @@ def test_wide_rows_by_columns(shape, dtype, cols, rng):
             ys = cbn.batch_norm(x, wide[0, :, 1], wide[1, :, 1], wide[2, :, 1], params["bias"],
                                 n_threads=t)
             np.testing.assert_array_equal(ys, y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(33, 1100), (64, 2500), (5, 1030), (17, 4099)], ids=str)
+def test_by_columns_independent_of_threads(shape, dtype, kernels, rng):
+    """By columns, the channels are cut into as many chunks as suit the threads
+    (_col_chunks: 1100 channels on two threads in four chunks of 280, 280, 280, 260; on
+    three, in three of 368, 368, 364): a channel's statistics, outputs and gradients are
+    the same bit for bit on 1, 2 and 3 threads."""
+    x, axis, C, params = _data(shape, "C", dtype, rng)
+    dy = rng.standard_normal(shape).astype(dtype)
+    rm = rng.uniform(-5, 5, C).astype(np.float32)
+    rv = rng.uniform(0.01, 100, C).astype(np.float32)
+    w, b = params["weight"], params["bias"]
+    _, mean, invstd = cbn.batch_norm(x, weight=w, bias=b, training=True, return_stats=True)
+    got = []
+    for t in (1, 2, 3):
+        rmt, rvt = rm.copy(), rv.copy()
+        y, m, s = cbn.batch_norm(x, rmt, rvt, w, b, training=True, return_stats=True,
+                                 n_threads=t)
+        dx, dw, db = cbn.batch_norm_backward(dy, x, mean, invstd, w, n_threads=t)
+        got.append((y, m, s, rmt, rvt, dx, dw, db, *cbn.batch_stats(x, n_threads=t),
+                    cbn.batch_norm(x, rm, rv, w, b, n_threads=t)))
+    for other in got[1:]:
+        for k, (a, c) in enumerate(zip(got[0], other)):
+            np.testing.assert_array_equal(a, c, f"output {k}")
 
 
 @pytest.mark.parametrize("match", [False, True], ids=["line", "page"])

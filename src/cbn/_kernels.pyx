@@ -225,8 +225,9 @@ cdef enum:
     TASK = 4096         # least values per parallel task of the output passes
     PCHUNK = 512        # channels per chunk: parameter setup (_params), columns (_by_cols)
     PAR_PARAMS = 8192   # parameter tables of this many channels are set up on all threads
-    COLS_MIN = 2048     # at most COLS_ROWS interleaved rows of COLS_MIN or more channels
-    COLS_ROWS = 64      # go by columns (_by_cols)
+    COLS_MIN = 1024     # at most COLS_ROWS interleaved rows of COLS_MIN or more channels
+    COLS_EVAL = 2048    # (inference, scale_shift: COLS_EVAL) go by columns (_by_cols)
+    COLS_ROWS = 64
     CUT_UNIT = 16       # planar blocks of parallel passes start on multiples of this many values
     CTILE = 1024        # channels per tile in interleaved reductions (block sums stay in L1)
     WIDE_TILES = 1024   # float32 rows of at least this many channels take the register tiles from memory too
@@ -580,7 +581,9 @@ cdef bint _back = True
 # 1x5x128x128 (80K values) 0.97-1.04.
 cdef bint _split_on = True
 # Inference, training, statistics and backward on at most COLS_ROWS interleaved rows of
-# COLS_MIN or more channels go by columns (_by_cols).  Measured in one process, 2-core
+# COLS_MIN or more channels (COLS_EVAL for inference) go by columns (_by_cols), in
+# chunks cut to the threads (_col_chunks); the 1024-2047 channels measured there.
+# Measured in one process, 2-core
 # Intel Xeon VM, float32, by columns / by rows time (rows: one parameter table set up on
 # the calling thread and read by every thread; training and backward with per-thread
 # partial sums of every channel, merged, and their scratch).  Inference, 2 threads:
@@ -1699,12 +1702,12 @@ cdef inline void _chunk_stats(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
 
 
 cdef inline void _task_stats_cols(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
-                                  const Col* outs, Py_ssize_t c0) noexcept nogil:
-    """Channels [c0, c0 + PCHUNK) of interleaved statistics by columns (_by_cols),
-    written to outs (mean, variance)."""
+                                  const Col* outs, Py_ssize_t c0, Py_ssize_t w) noexcept nogil:
+    """Channels [c0, c0 + w) of interleaved statistics by columns (_by_cols), written
+    to outs (mean, variance)."""
     cdef double m[PCHUNK]
     cdef double v[PCHUNK]
-    cdef Py_ssize_t n = _chunk(C, c0)
+    cdef Py_ssize_t n = _chunk(C, c0, w)
     _chunk_stats(x, rows, C, c0, n, m, v)
     _col_put(outs[0], m, c0, n)
     _col_put(outs[1], v, c0, n)
@@ -1713,27 +1716,27 @@ cdef inline void _task_stats_cols(const data_t* x, Py_ssize_t rows, Py_ssize_t C
 cdef void _stats_cols(const data_t* x, Py_ssize_t rows, Py_ssize_t C, const Col* outs,
                       int T) noexcept nogil:
     """Statistics of few wide interleaved rows (_by_cols), by columns, as _train_cols."""
-    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    cdef Py_ssize_t k, w, nk = _col_chunks(C, T, &w)
     if T > 1:
         for k in prange(nk, num_threads=T, schedule='static'):
-            _task_stats_cols(x, rows, C, outs, k * PCHUNK)
+            _task_stats_cols(x, rows, C, outs, k * w, w)
     else:
         for k in range(nk):
-            _task_stats_cols(x, rows, C, outs, k * PCHUNK)
+            _task_stats_cols(x, rows, C, outs, k * w, w)
 
 
 cdef inline void _task_train_cols(const data_t* x, data_t* out, Py_ssize_t rows,
                                   Py_ssize_t C, const Col* cols, double eps, double momentum,
-                                  bint relu, real_t* p, int store,
-                                  Py_ssize_t c0) noexcept nogil:
-    """Channels [c0, c0 + PCHUNK) of interleaved training by columns (_by_cols): their
+                                  bint relu, real_t* p, int store, Py_ssize_t c0,
+                                  Py_ssize_t cw) noexcept nogil:
+    """Channels [c0, c0 + cw) of interleaved training by columns (_by_cols): their
     sums down all the rows, statistics (and _update_chunk's outputs, cols[2:6]),
     parameters from the weight and bias in cols[0:2], then their output."""
     cdef double m[PCHUNK]
     cdef double v[PCHUNK]
     cdef double w[PCHUNK]
     cdef double b[PCHUNK]
-    cdef Py_ssize_t i, n = _chunk(C, c0)
+    cdef Py_ssize_t i, n = _chunk(C, c0, cw)
     _chunk_stats(x, rows, C, c0, n, m, v)
     _update_chunk(cols + 2, m, v, eps, momentum, <double>rows, c0, n)
     _col_get(cols[0], w, c0, n)
@@ -1750,20 +1753,20 @@ cdef void _train_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t 
                       const Col* cols, double eps, double momentum, bint relu, real_t* p,
                       int T, bint fresh) noexcept nogil:
     """Training on few wide interleaved rows (_by_cols), by columns: each thread takes
-    chunks of PCHUNK channels from their sums to their output, reading and writing
+    chunks of channels (_col_chunks) from their sums to their output, reading and writing
     their per-channel inputs and outputs (cols: weight, bias, then those of
     _update_chunk) itself; nothing is merged or shared between threads, and each
     channel's sums do not depend on T."""
-    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    cdef Py_ssize_t k, w, nk = _col_chunks(C, T, &w)
     cdef int store = _store(rows * C, sizeof(data_t), 2, T, 1, fresh)
     if T > 1:
         for k in prange(nk, num_threads=T, schedule='static'):
             _task_train_cols(x, out, rows, C, cols, eps, momentum, relu, p, store,
-                             k * PCHUNK)
+                             k * w, w)
     else:
         for k in range(nk):
             _task_train_cols(x, out, rows, C, cols, eps, momentum, relu, p, store,
-                             k * PCHUNK)
+                             k * w, w)
 
 
 cdef void _train(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
@@ -2083,8 +2086,8 @@ cdef void _dx_blocks(const data_t* dy, const data_t* x, const data_t* y, bint ma
 cdef inline void _task_backward_cols(const data_t* dy, const data_t* x, const data_t* y,
                                      bint masked, data_t* dx, Py_ssize_t rows, Py_ssize_t C,
                                      const Col* cols, bint training, real_t* p, int store,
-                                     Py_ssize_t c0) noexcept nogil:
-    """Channels [c0, c0 + PCHUNK) of the interleaved backward pass by columns
+                                     Py_ssize_t c0, Py_ssize_t cw) noexcept nogil:
+    """Channels [c0, c0 + cw) of the interleaved backward pass by columns
     (_by_cols): their mean, invstd and weight read from cols[0:3], their sums down all
     the rows, parameters, dweight and dbias written to cols[3:5], then dx."""
     cdef double mn[PCHUNK]
@@ -2092,7 +2095,7 @@ cdef inline void _task_backward_cols(const data_t* dy, const data_t* x, const da
     cdef double w[PCHUNK]
     cdef double sg[PCHUNK]
     cdef double sgd[PCHUNK]
-    cdef Py_ssize_t i, n = _chunk(C, c0)
+    cdef Py_ssize_t i, n = _chunk(C, c0, cw)
     _col_get(cols[0], mn, c0, n)
     _col_get(cols[1], iv, c0, n)
     _col_get(cols[2], w, c0, n)
@@ -2117,16 +2120,16 @@ cdef void _backward_cols(const data_t* dy, const data_t* x, const data_t* y, bin
     """The backward pass on few wide interleaved rows (_by_cols), by columns, as
     _train_cols; the per-channel inputs and outputs are read and written chunk by chunk
     by the thread that uses them (cols: mean, invstd, weight, dweight, dbias)."""
-    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    cdef Py_ssize_t k, w, nk = _col_chunks(C, T, &w)
     cdef int store = _store(rows * C, sizeof(data_t), 4 if masked else 3, T, 1, fresh)
     if T > 1:
         for k in prange(nk, num_threads=T, schedule='static'):
             _task_backward_cols(dy, x, y, masked, dx, rows, C, cols, training, p, store,
-                                k * PCHUNK)
+                                k * w, w)
     else:
         for k in range(nk):
             _task_backward_cols(dy, x, y, masked, dx, rows, C, cols, training, p, store,
-                                k * PCHUNK)
+                                k * w, w)
 
 
 cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint masked,
@@ -2354,9 +2357,24 @@ cdef int _kind(cnp.ndarray x) except -1:
     return 2        # NPY_HALF
 
 
-cdef inline Py_ssize_t _chunk(Py_ssize_t C, Py_ssize_t c0) noexcept nogil:
-    """Channels in the chunk of (at most PCHUNK) channels from c0 < C."""
-    return C - c0 if C - c0 < PCHUNK else PCHUNK
+cdef inline Py_ssize_t _chunk(Py_ssize_t C, Py_ssize_t c0, Py_ssize_t w=PCHUNK) noexcept nogil:
+    """Channels in the chunk of (at most w <= PCHUNK) channels from c0 < C."""
+    return C - c0 if C - c0 < w else w
+
+
+cdef inline Py_ssize_t _col_chunks(Py_ssize_t C, int T, Py_ssize_t* w) noexcept nogil:
+    """How many chunks of w channels (w a multiple of 8, at most PCHUNK; the last may be
+    shorter) the by-columns passes (_by_cols) cut C channels into: at least one per
+    PCHUNK channels, and on T > 1 threads as many as make a multiple of T, so that the
+    threads' static shares match (C = 1100 on two threads: four chunks of 280, 280, 280
+    and 260 channels, not 512, 512 and 76).  A channel's sums, parameters and outputs
+    do not depend on the cut: every chunk but the last starts and ends at a multiple of
+    8 channels."""
+    cdef Py_ssize_t nk = (C + PCHUNK - 1) // PCHUNK
+    if T > 1:
+        nk = (nk + T - 1) // T * T
+    w[0] = ((C + nk - 1) // nk + 7) // 8 * 8
+    return (C + w[0] - 1) // w[0]
 
 
 cdef inline bint _f32_cols(const Col* cols, bint inv) noexcept nogil:
@@ -2426,17 +2444,17 @@ cdef void _params(const Col* cols, double eps, bint inv, real_t* p, Py_ssize_t C
 
 cdef inline void _chunk_rows(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
                              const Col* cols, double eps, bint inv, bint relu, int store,
-                             Py_ssize_t c0, real_t* tp) noexcept nogil:
-    """Columns [c0, c0 + PCHUNK) of all rows (_apply_cols), their parameters set up in
-    tp (N_PARAMS * PCHUNK values) first."""
-    cdef Py_ssize_t n = _chunk(C, c0)
+                             Py_ssize_t c0, Py_ssize_t w, real_t* tp) noexcept nogil:
+    """Columns [c0, c0 + w) of all rows (_apply_cols), their parameters set up in tp
+    (N_PARAMS * PCHUNK values) first."""
+    cdef Py_ssize_t n = _chunk(C, c0, w)
     _param_chunk(cols, eps, inv, tp, PCHUNK, c0, n)
     _rows_affine(x + c0, out + c0, C, rows, n, tp, PCHUNK, relu, store)
 
 
 cdef inline void _task_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t C,
                             const Col* cols, double eps, bint inv, bint relu, int store,
-                            Py_ssize_t c0) noexcept nogil:
+                            Py_ssize_t c0, Py_ssize_t w) noexcept nogil:
     cdef double buf[N_PARAMS * PCHUNK + 512]   # a float or double table, on this thread,
     cdef const void* match = NULL               # at the output's offset (_matched)
     cdef char* tp
@@ -2444,9 +2462,9 @@ cdef inline void _task_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ss
         match = out + c0
     tp = _matched(<char*>buf, match)
     if data_t is double:
-        _chunk_rows(x, out, rows, C, cols, eps, inv, relu, store, c0, <double*>tp)
+        _chunk_rows(x, out, rows, C, cols, eps, inv, relu, store, c0, w, <double*>tp)
     else:
-        _chunk_rows(x, out, rows, C, cols, eps, inv, relu, store, c0, <float*>tp)
+        _chunk_rows(x, out, rows, C, cols, eps, inv, relu, store, c0, w, <float*>tp)
     if store == STORE_STREAM:
         cbn_stream_fence()
 
@@ -2455,24 +2473,31 @@ cdef void _apply_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t 
                       const Col* cols, double eps, bint inv, bint relu, int T,
                       bint fresh) noexcept nogil:
     """Inference over few wide interleaved rows (_by_cols), by columns: each thread takes
-    chunks of PCHUNK channels, sets up their parameters where it uses them and runs
+    chunks of channels (_col_chunks), sets up their parameters where it uses them and runs
     them down all the rows; no table is shared between threads or held in memory."""
-    cdef Py_ssize_t k, nk = (C + PCHUNK - 1) // PCHUNK
+    cdef Py_ssize_t k, w, nk = _col_chunks(C, T, &w)
     cdef int store = _store(rows * C, sizeof(data_t), 2, T, 1, fresh)
     if T > 1:
         for k in prange(nk, num_threads=T, schedule='static'):
-            _task_cols(x, out, rows, C, cols, eps, inv, relu, store, k * PCHUNK)
+            _task_cols(x, out, rows, C, cols, eps, inv, relu, store, k * w, w)
     else:
         for k in range(nk):
-            _task_cols(x, out, rows, C, cols, eps, inv, relu, store, k * PCHUNK)
+            _task_cols(x, out, rows, C, cols, eps, inv, relu, store, k * w, w)
 
 
-cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
+cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C, Py_ssize_t cmin=COLS_MIN) noexcept nogil:
     """Inference, training, statistics and backward on interleaved rows go by columns
     (_apply_cols, _train_cols, _stats_cols, _backward_cols) when the rows are few and
-    wide: one parameter table set up and shared between threads, and per-thread
-    partial sums of every channel, would cost more than the rows themselves."""
-    return _cols_on and C >= COLS_MIN and rows <= COLS_ROWS
+    wide (at least cmin channels: COLS_MIN, or COLS_EVAL for inference): one parameter
+    table set up and shared between threads, and per-thread partial sums of every
+    channel, would cost more than the rows themselves.  Measured (2-core Intel Xeon VM,
+    float32, separate builds alternated, 4 pairs), columns / rows time for 8-64 rows of
+    1024-2000 channels on 1 and 2 threads: statistics 0.82-0.98 and 0.40-0.88, training
+    0.82-0.97 and 0.48-0.87, backward 0.76-0.96 and 0.51-0.83 (the rows' two threads
+    took 1.1-1.5x their one thread's time there: the partials of every channel cross
+    between the cores); inference by columns took 0.92-1.95x the rows' time there, so
+    it keeps the rows below COLS_EVAL."""
+    return _cols_on and C >= cmin and rows <= COLS_ROWS
 
 
 cdef inline Py_ssize_t _apply_scratch(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner):
@@ -2566,7 +2591,7 @@ cdef void _affine(int kind, cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py
     cdef void* pw
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
-    if inner == 1 and _by_cols(outer, C):
+    if inner == 1 and _by_cols(outer, C, COLS_EVAL):
         with nogil:
             if kind == 0:
                 _apply_cols(<const float*>px, <float*>po, outer, C, cols, eps, inv, relu, T,
