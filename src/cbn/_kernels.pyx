@@ -225,9 +225,11 @@ cdef enum:
     TASK = 4096         # least values per parallel task of the output passes
     PCHUNK = 512        # channels per chunk: parameter setup (_params), columns (_by_cols)
     PAR_PARAMS = 8192   # parameter tables of this many channels are set up on all threads
-    COLS_MIN = 1024     # at most COLS_ROWS interleaved rows of COLS_MIN or more channels
-    COLS_EVAL = 2048    # (inference, scale_shift: COLS_EVAL) go by columns (_by_cols)
-    COLS_ROWS = 64
+    COLS_MIN = 1024     # interleaved rows of COLS_MIN or more channels go by columns
+    COLS_ROWS = 128     # (_by_cols) when at most COLS_ROWS (training, backward),
+    COLS_ROWS_STATS = 512  # COLS_ROWS_STATS (statistics) or, with COLS_EVAL or more
+    COLS_EVAL = 2048    # channels, COLS_ROWS_EVAL (inference, scale_shift)
+    COLS_ROWS_EVAL = 64
     CUT_UNIT = 16       # planar blocks of parallel passes start on multiples of this many values
     CTILE = 1024        # channels per tile in interleaved reductions (block sums stay in L1)
     WIDE_TILES = 1024   # float32 rows of at least this many channels take the register tiles from memory too
@@ -580,10 +582,10 @@ cdef bint _back = True
 # backward 0.31-0.34 (one channel), 0.78-0.90 (three); statistics 0.51-0.84;
 # 1x5x128x128 (80K values) 0.97-1.04.
 cdef bint _split_on = True
-# Inference, training, statistics and backward on at most COLS_ROWS interleaved rows of
-# COLS_MIN or more channels (COLS_EVAL for inference) go by columns (_by_cols), in
-# chunks cut to the threads (_col_chunks); the 1024-2047 channels measured there.
-# Measured in one process, 2-core
+# Inference, training, statistics and backward on few wide interleaved rows go by
+# columns (_by_cols, whose docstring has the limits and the measurements that set them
+# for 1024-4096 channels and up to 512 rows), in chunks cut to the threads
+# (_col_chunks).  Before that, measured in one process, 2-core
 # Intel Xeon VM, float32, by columns / by rows time (rows: one parameter table set up on
 # the calling thread and read by every thread; training and backward with per-thread
 # partial sums of every channel, merged, and their scratch).  Inference, 2 threads:
@@ -2485,19 +2487,25 @@ cdef void _apply_cols(const data_t* x, data_t* out, Py_ssize_t rows, Py_ssize_t 
             _task_cols(x, out, rows, C, cols, eps, inv, relu, store, k * w, w)
 
 
-cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C, Py_ssize_t cmin=COLS_MIN) noexcept nogil:
+cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C, Py_ssize_t cmin=COLS_MIN,
+                          Py_ssize_t rmax=COLS_ROWS) noexcept nogil:
     """Inference, training, statistics and backward on interleaved rows go by columns
     (_apply_cols, _train_cols, _stats_cols, _backward_cols) when the rows are few and
-    wide (at least cmin channels: COLS_MIN, or COLS_EVAL for inference): one parameter
-    table set up and shared between threads, and per-thread partial sums of every
-    channel, would cost more than the rows themselves.  Measured (2-core Intel Xeon VM,
-    float32, separate builds alternated, 4 pairs), columns / rows time for 8-64 rows of
-    1024-2000 channels on 1 and 2 threads: statistics 0.82-0.98 and 0.40-0.88, training
-    0.82-0.97 and 0.48-0.87, backward 0.76-0.96 and 0.51-0.83 (the rows' two threads
-    took 1.1-1.5x their one thread's time there: the partials of every channel cross
-    between the cores); inference by columns took 0.92-1.95x the rows' time there, so
-    it keeps the rows below COLS_EVAL."""
-    return _cols_on and C >= cmin and rows <= COLS_ROWS
+    wide (at most rmax rows of at least cmin channels: COLS_ROWS and COLS_MIN; for
+    statistics COLS_ROWS_STATS; for inference COLS_ROWS_EVAL and COLS_EVAL): one
+    parameter table set up and shared between threads, and per-thread partial sums of
+    every channel, would cost more than the rows themselves.  Measured (2-core Intel
+    Xeon VM, float32, separate builds alternated, 4 pairs), columns / rows time on 1 and
+    2 threads: 8-64 rows of 1024-2000 channels, statistics 0.82-0.98 and 0.40-0.88,
+    training 0.82-0.97 and 0.48-0.87, backward 0.76-0.96 and 0.51-0.83 (the rows' two
+    threads took 1.1-1.5x their one thread's time there: the partials of every channel
+    cross between the cores); 65-128 rows of 1024-4096 channels, statistics 0.85-0.92
+    and 0.51-0.64, training 0.79-0.98 and 0.53-1.03, backward 0.72-0.97 and 0.76-0.96;
+    192-512 rows, statistics 0.93-0.98 and 0.65-0.96, but training 0.96-1.26 and
+    1.01-1.79, backward 0.95-1.38 and 1.02-1.78 (each thread's output pass walks its
+    columns down many rows).  Inference by columns took 0.92-1.95x the rows' time at
+    32-64 rows of 1024-1536 channels, so it keeps the rows there."""
+    return _cols_on and C >= cmin and rows <= rmax
 
 
 cdef inline Py_ssize_t _apply_scratch(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner):
@@ -2591,7 +2599,7 @@ cdef void _affine(int kind, cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py
     cdef void* pw
     cdef void* px = cnp.PyArray_DATA(x)
     cdef void* po = cnp.PyArray_DATA(out)
-    if inner == 1 and _by_cols(outer, C, COLS_EVAL):
+    if inner == 1 and _by_cols(outer, C, COLS_EVAL, COLS_ROWS_EVAL):
         with nogil:
             if kind == 0:
                 _apply_cols(<const float*>px, <float*>po, outer, C, cols, eps, inv, relu, T,
@@ -2742,7 +2750,7 @@ def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, me
     cdef double* scratch
     cdef void* px = cnp.PyArray_DATA(x)
     cdef Col outs[2]
-    if inner == 1 and _by_cols(outer, C):
+    if inner == 1 and _by_cols(outer, C, COLS_MIN, COLS_ROWS_STATS):
         outs[0], outs[1] = _col(mean_out, 0.0), _col(var_out, 0.0)
         with nogil:
             if kind == 0:
