@@ -642,8 +642,9 @@ def test_wide_rows_by_columns(shape, dtype, cols, rng):
 def test_by_columns_independent_of_threads(shape, dtype, kernels, rng):
     """By columns, the channels are cut into as many chunks as suit the threads
     (_col_chunks: 1100 channels on two threads in four chunks of 280, 280, 280, 260; on
-    three, in three of 368, 368, 364): a channel's statistics, outputs and gradients are
-    the same bit for bit on 1, 2 and 3 threads."""
+    three, in three of 368, 368, 364; on sixteen, sixteen of 72 but the last, of 20,
+    no narrower than COL_NARROW): a channel's statistics, outputs and gradients are
+    the same bit for bit on 1, 2, 3 and 16 threads."""
     x, axis, C, params = _data(shape, "C", dtype, rng)
     dy = rng.standard_normal(shape).astype(dtype)
     rm = rng.uniform(-5, 5, C).astype(np.float32)
@@ -651,7 +652,7 @@ def test_by_columns_independent_of_threads(shape, dtype, kernels, rng):
     w, b = params["weight"], params["bias"]
     _, mean, invstd = cbn.batch_norm(x, weight=w, bias=b, training=True, return_stats=True)
     got = []
-    for t in (1, 2, 3):
+    for t in (1, 2, 3, 16):
         rmt, rvt = rm.copy(), rv.copy()
         y, m, s = cbn.batch_norm(x, rmt, rvt, w, b, training=True, return_stats=True,
                                  n_threads=t)

@@ -230,6 +230,7 @@ cdef enum:
     COLS_ROWS_STATS = 512  # COLS_ROWS_STATS (statistics) or, with COLS_EVAL or more
     COLS_EVAL = 2048    # channels, COLS_ROWS_EVAL (inference, scale_shift)
     COLS_ROWS_EVAL = 64
+    COL_NARROW = 64     # by columns, chunks of at least this many channels (_col_chunks)
     CUT_UNIT = 16       # planar blocks of parallel passes start on multiples of this many values
     CTILE = 1024        # channels per tile in interleaved reductions (block sums stay in L1)
     WIDE_TILES = 1024   # float32 rows of at least this many channels take the register tiles from memory too
@@ -2369,12 +2370,15 @@ cdef inline Py_ssize_t _col_chunks(Py_ssize_t C, int T, Py_ssize_t* w) noexcept 
     shorter) the by-columns passes (_by_cols) cut C channels into: at least one per
     PCHUNK channels, and on T > 1 threads as many as make a multiple of T, so that the
     threads' static shares match (C = 1100 on two threads: four chunks of 280, 280, 280
-    and 260 channels, not 512, 512 and 76).  A channel's sums, parameters and outputs
-    do not depend on the cut: every chunk but the last starts and ends at a multiple of
-    8 channels."""
+    and 260 channels, not 512, 512 and 76), but no narrower than COL_NARROW channels
+    where C allows (on many threads some then have none: a chunk's rows are walked a
+    piece at a time, and pieces of a few cache lines would leave the prefetchers
+    little to follow; a guard, measured on 2 cores only).  A channel's sums, parameters
+    and outputs do not depend on the cut: every chunk but the last starts and ends at
+    a multiple of 8 channels."""
     cdef Py_ssize_t nk = (C + PCHUNK - 1) // PCHUNK
     if T > 1:
-        nk = (nk + T - 1) // T * T
+        nk = max(nk, min((nk + T - 1) // T * T, C // COL_NARROW))
     w[0] = ((C + nk - 1) // nk + 7) // 8 * 8
     return (C + w[0] - 1) // w[0]
 
