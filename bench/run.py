@@ -188,7 +188,8 @@ def build_roof():
         ["/arch:AVX2"] if simd == "avx2" else [])
     key = (f"{os.path.getmtime(os.path.join(HERE, '_roof.pyx'))} "
            f"{os.path.getmtime(header)} {simd} {' '.join(isa)}")
-    roof = _build("_roof", os.path.join(HERE, "_roof.pyx"), key, isa, [os.path.dirname(header)])
+    roof = _build("_roof", os.path.join(HERE, "_roof.pyx"), key, isa,
+                  [os.path.dirname(header)])
     roof.use_fma_adds(_dispatch.kernels.fma_adds())     # the sums cbn runs on this CPU
     return roof
 
@@ -684,7 +685,7 @@ def summarize(cells, resnet, f16, all_threads, align=()):
     planar_tb = [c for c in big if c["op"] in ("training", "backward")
                  and c["layout"] in PLANAR]
     planar_ch = [c for c in planar_tb if "channel_bound" in c]
-    bounded = {cell_name(c): sums_bound(c) for c in big if sums_bound(c) is not None}
+    bounded = {cell_name(c): b for c in big if (b := sums_bound(c)) is not None}
     tiny = {c["op"]: 1e6 * c["seconds"]["cbn_out"] for c in full
             if c["shape"] == [1, 16, 8, 8] and c["layout"] == "NCHW"}
     scaling = []
@@ -713,7 +714,8 @@ def summarize(cells, resnet, f16, all_threads, align=()):
         # cells where they rule the 0.85 target out
         "worst_sums_bound_1MB": min(bounded.values()) if bounded else None,
         "worst_sums_bound_cell": min(bounded, key=bounded.get) if bounded else None,
-        "sums_bound_below_target_1MB": {k: v for k, v in bounded.items() if v < ROOF_TARGET},
+        "sums_bound_below_target_1MB": {k: v for k, v in bounded.items()
+                                        if v < ROOF_TARGET},
         # planar training/backward: the best roof fraction that channel-order sums plus
         # the output's write allow, and cbn's time against that floor
         "worst_planar_channel_bound": min(c["channel_bound"] for c in planar_ch)

@@ -607,14 +607,14 @@ def test_inference_params_per_block(shape, dtype, own, rng):
                                    (100, 1100), (300, 1030)], ids=str)
 def test_wide_rows_by_columns(shape, dtype, cols, rng):
     """Inference, training, statistics and backward on few wide interleaved rows go by
-    columns (by_columns): each thread takes 512-channel chunks from their sums and
-    parameters to their outputs.  Both choices against the float64 oracle on 1, 2 and 3
-    threads, plain and streamed: a last chunk of 3 channels, rows of exactly four
-    chunks, 64 rows, one row of 79 chunks (no training: it needs two values per
+    columns (by_columns): each thread takes chunks of at most 512 channels from their
+    sums and parameters to their outputs.  Both choices against the float64 oracle on 1,
+    2 and 3 threads, plain and streamed: a last chunk of 3 channels, rows of exactly
+    four chunks, 64 rows, one row of 79 chunks (no training: it needs two values per
     channel), 1100 channels (by columns but for inference; at 100 rows too), 300 rows
-    (statistics by columns, the rest by rows); and running statistics and weight given as strided float64 views must
-    give exactly the output of their contiguous float32 copies (each chunk reads its
-    own channels)."""
+    (statistics by columns, the rest by rows); and running statistics and weight given
+    as strided float64 views must give exactly the output of their contiguous float32
+    copies (each chunk reads its own channels)."""
     with _kernel_setting("by_columns", cols):
         for t in (1, 2, 3):
             test_batch_norm_eval(dtype, shape, "C", t, rng)
@@ -637,8 +637,8 @@ def test_wide_rows_by_columns(shape, dtype, cols, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape", [(33, 1100), (64, 2500), (5, 1030), (17, 4099), (100, 1100)],
-                         ids=str)
+@pytest.mark.parametrize("shape", [(33, 1100), (64, 2500), (5, 1030), (17, 4099),
+                                   (100, 1100)], ids=str)
 def test_by_columns_independent_of_threads(shape, dtype, kernels, rng):
     """By columns, the channels are cut into as many chunks as suit the threads
     (_col_chunks: 1100 channels on two threads in four chunks of 280, 280, 280, 260; on

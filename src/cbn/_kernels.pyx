@@ -1705,7 +1705,8 @@ cdef inline void _chunk_stats(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
 
 
 cdef inline void _task_stats_cols(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
-                                  const Col* outs, Py_ssize_t c0, Py_ssize_t w) noexcept nogil:
+                                  const Col* outs, Py_ssize_t c0,
+                                  Py_ssize_t w) noexcept nogil:
     """Channels [c0, c0 + w) of interleaved statistics by columns (_by_cols), written
     to outs (mean, variance)."""
     cdef double m[PCHUNK]
@@ -2360,7 +2361,8 @@ cdef int _kind(cnp.ndarray x) except -1:
     return 2        # NPY_HALF
 
 
-cdef inline Py_ssize_t _chunk(Py_ssize_t C, Py_ssize_t c0, Py_ssize_t w=PCHUNK) noexcept nogil:
+cdef inline Py_ssize_t _chunk(Py_ssize_t C, Py_ssize_t c0,
+                              Py_ssize_t w=PCHUNK) noexcept nogil:
     """Channels in the chunk of (at most w <= PCHUNK) channels from c0 < C."""
     return C - c0 if C - c0 < w else w
 
@@ -2415,12 +2417,13 @@ cdef inline void _param_chunk(const Col* cols, double eps, bint inv, real_t* p,
     cdef double v[PCHUNK]
     cdef double w[PCHUNK]
     cdef double b[PCHUNK]
+    cdef double dflt[4]
     cdef Py_ssize_t i
     if real_t is float and _f32_cols(cols, inv):
         for i in range(4):
-            m[i] = cols[i].dflt
+            dflt[i] = cols[i].dflt
         cbn_params_f32(_f32_at(cols[0], c0), _f32_at(cols[1], c0), _f32_at(cols[2], c0),
-                       _f32_at(cols[3], c0), m, eps, inv, p + P_HI * ldp,
+                       _f32_at(cols[3], c0), dflt, eps, inv, p + P_HI * ldp,
                        p + P_SCALE * ldp, p + P_SHIFT * ldp, n)
         return
     _col_get(cols[0], m, c0, n)

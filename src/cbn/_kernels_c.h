@@ -1951,7 +1951,8 @@ static void cbn_scale_invstd_exact(double* w, const double* v, double eps, Py_ss
 static inline __m256d cbn_invstd4(__m256d t) {
     const __m256d H = _mm256_set1_pd(1.5);
     const __m256d LO = _mm256_set1_pd(0x1p-125), HI = _mm256_set1_pd(0x1p125);
-    __m256d ok = _mm256_and_pd(_mm256_cmp_pd(t, LO, _CMP_GE_OQ), _mm256_cmp_pd(t, HI, _CMP_LE_OQ));
+    __m256d ok = _mm256_and_pd(_mm256_cmp_pd(t, LO, _CMP_GE_OQ),
+                               _mm256_cmp_pd(t, HI, _CMP_LE_OQ));
     __m256d y, h;
     if (_mm256_movemask_pd(ok) == 15) {
         h = _mm256_mul_pd(t, _mm256_set1_pd(0.5));
@@ -2005,9 +2006,10 @@ static void cbn_params_f32(const float* m, const float* v, const float* w, const
         const __m256d E = _mm256_set1_pd(eps);
         for (; i + 4 <= n; i += 4) {
             __m256d W = w ? _mm256_cvtps_pd(_mm_loadu_ps(w + i)) : _mm256_set1_pd(dflt[2]);
-            __m256d V = v ? _mm256_cvtps_pd(_mm_loadu_ps(v + i)) : _mm256_set1_pd(dflt[1]);
-            if (inv)
+            if (inv) {
+                __m256d V = v ? _mm256_cvtps_pd(_mm_loadu_ps(v + i)) : _mm256_set1_pd(dflt[1]);
                 W = _mm256_mul_pd(W, cbn_invstd4(_mm256_add_pd(V, E)));
+            }
             _mm_storeu_ps(s + i, _mm256_cvtpd_ps(W));
         }
     }
