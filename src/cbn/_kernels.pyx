@@ -2509,9 +2509,12 @@ cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C, Py_ssize_t cmin=COLS_MI
     cross between the cores); 65-128 rows of 1024-4096 channels, statistics 0.85-0.92
     and 0.51-0.64, training 0.79-0.98 and 0.53-1.03, backward 0.72-0.97 and 0.76-0.96;
     192-512 rows, statistics 0.93-0.98 and 0.65-0.96, but training 0.96-1.26 and
-    1.01-1.79, backward 0.95-1.38 and 1.02-1.78 (each thread's output pass walks its
-    columns down many rows).  Inference by columns took 0.92-1.95x the rows' time at
-    32-64 rows of 1024-1536 channels, so it keeps the rows there."""
+    1.01-1.79, backward 0.95-1.38 and 1.02-1.78: the output pass loses there, as two
+    cores write the two column halves of the same rows (in C, a 256-row output: 21.5-55.6
+    us by column halves against 11.9-15.3 by row halves on two threads; one thread
+    walking the halves in turn 38.3-45.5 against 35.2-39.4).  Inference by columns took
+    0.92-1.95x the rows' time at 32-64 rows of 1024-1536 channels, so it keeps the rows
+    there."""
     return _cols_on and C >= cmin and rows <= rmax
 
 
