@@ -74,6 +74,7 @@ FUSED_FACTOR = {"inference": 1.0, "training": 1.0, "backward": 1.5}
 PLANAR = ("NCHW", "NCDHW")
 ROOF_TARGET = 0.85      # issue 3: the roof fraction asked of every cell of 1 MB or more
 WRITE_PASS = 0.5
+WARM_CALLS = 2          # untimed calls before each timing sample (time_interleaved)
 
 
 def write_seconds(t):
@@ -360,9 +361,14 @@ def time_interleaved(fns, rounds, budget):
     another's pay for the other's traffic (a copy's dirty lines written back from the
     caches: in a 25.7 MB backward cell whichever cbn call came right after the roof took
     1.06-1.18x the other's time), which a fixed order charges to the same contender in
-    every round. Each sample starts with one call that is not timed (a sample is as many
-    calls as fit the budget, a few for the larger cells), so that it times the state the
-    contender's own calls leave.
+    every round. Each sample starts with WARM_CALLS calls that are not timed (a sample is
+    as many calls as fit the budget, one or two for the larger cells), so that it times
+    the state the contender's own calls leave: after one untimed call, the first timed
+    call still paid for the contender before it (51 MB channels-last backward alternated
+    with the roof, 2 threads, medians of 9 rounds in three runs: cbn's first timed call
+    6158-6687 us, its second and third 5350-6049 and 5251-5951, alone 5250-5367; the
+    roof's 2246-2416 us against 1804-1929); after two, none did (cbn 5248-5338, roof
+    1804-1936).
     """
     reps = [calls_per_sample(f, budget) for f in fns]
     samples = [[] for _ in fns]
@@ -370,7 +376,8 @@ def time_interleaved(fns, rounds, budget):
     for _ in range(rounds):
         for j in shuffle.permutation(len(fns)):
             f, r = fns[j], reps[j]
-            f()
+            for _ in range(WARM_CALLS):
+                f()
             t0 = time.perf_counter()
             for _ in range(r):
                 f()
@@ -1006,6 +1013,8 @@ def main(argv=None):
     tag = "smoke" if args.smoke else (
         "subset" if args.shape else ("quick" if args.quick else "full"))
     record = {"when": stamp, "mode": tag, "seconds_total": time.time() - t0,
+              "timing": {"rounds": args.rounds, "budget_s": args.budget,
+                         "warm_calls": WARM_CALLS, "repeat": args.repeat},
               "machine": machine(), "versions": {
                   "numpy": np.__version__, "torch": torch.__version__ if torch else None,
                   "onnxruntime": ort.__version__ if ort else None, "python": sys.version},
