@@ -320,6 +320,19 @@ def test_interleaved_statistics_from_memory_both_walks(shape, tiled, kernels, rn
                 check(np.float32, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("shape", [(35000, 64), (22000, 96), (10600, 200), (2100, 1000)],
+                         ids=str)
+def test_interleaved_float16_statistics_walks(shape, rng):
+    """float16 statistics over more than 2**21 values walk about 8 KB of each row's
+    values at a time, at least 16 rows (cbn_hwalk_stats): 128 rows of 64 channels, 42
+    of 96 (walks not a multiple of the 16-row float32 groups, and each thread's rows
+    not a multiple of the walk), 20 of 200, 16 of 1000; against the float64 oracle on
+    1 and 2 threads, with the training and backward passes that share the sums."""
+    for t in (1, 2):
+        for check in (test_batch_stats, test_batch_norm_training, test_backward):
+            check(np.float16, shape, "C", t, rng)
+
+
 @pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
 @pytest.mark.parametrize("shape", [(70000, 32), (2200, 1000), (203, 1027), (1500, 600),
                                    (9001, 61)], ids=str)

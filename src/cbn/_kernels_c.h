@@ -1293,7 +1293,7 @@ CBN_DEFINE_ROW_SUMS(f64, double)
  * more (the lanes loop's per-channel sums no longer stay in L1), so the kernels choose
  * them by size and width (_kernels.pyx TILED_MAX, WIDE_TILES).  float16's lanes loop
  * converts rows to float32 blocks first, and there the tiles win from memory too,
- * walking a few rows at a time (CBN_HWALK). */
+ * walking a few rows at a time (CBN_HWALK, cbn_hwalk_stats). */
 /* rows per tile walk: all of them for short rows; for rows of 512 floats or more,
  * whose 2 KB+ strides map a tile's rows to few L1 sets, as many as an 8-way L1 holds
  * for the arrays read (8 rows of x; 4 of x and dy; 2 of x, dy and y) */
@@ -1571,7 +1571,8 @@ static inline __m256d cbn_cvt4d(__m256 v, int upper) {
  * CBN_HREDUCE: at most 8 float32 roundings per value), before float64 takes them,
  * with the reference's remainder L = ref - rf put back per walk.  Converting every
  * value to float64 instead doubles the vector work.  Rows per walk: CBN_TILE_ROWS for
- * data in cache (walk 0); from memory CBN_HWALK rows at a time, prefetching the rows
+ * data in cache (walk 0); from memory CBN_HWALK rows at a time (the statistics:
+ * cbn_hwalk_stats, below), prefetching the rows
  * CBN_HWALK_AHEAD walks ahead, a few with each tile of the walk.  Measured against the
  * kernels before (groups of 4 rows in one chain in cache; float64 tiles walking 4 rows
  * from memory), 2-core Intel Xeon VM, float16 channels-last, 2 threads, the next walk
@@ -1588,6 +1589,20 @@ static inline __m256d cbn_cvt4d(__m256 v, int upper) {
  * grad 0: s1 += sum d, s2 += sum d^2 about ref; grad 1: s1 += sum g, s2 += sum g d. */
 #define CBN_HGROUP(grad) ((grad) ? 8 : 16)
 #define CBN_HWALK 16
+/* The statistics (one array read) walk about CBN_HWALK_BYTES of each row's values at a
+ * time, at least CBN_HWALK rows: their tiles' per-walk work (the float64 sums, the
+ * reference's remainder) takes a smaller share of longer walks.  Measured, float16
+ * channels-last from memory, 2-core Intel Xeon VM, separate builds alternated, 1 / 2
+ * threads, walk rows / 16 rows' time, statistics and training: rows of 64 channels
+ * (8x112x112x64) 64 rows 0.83 / 0.80 and 0.93 / 0.93, 32 rows 0.88 / 0.86; rows of 128
+ * channels (32x56x56x128) 32 rows 0.89 / 0.88 and 0.96 / 0.95, 64 rows 0.93; rows of
+ * 512 channels (64x28x28x512) 64 rows 1.13 / 1.13 and 1.06, 32 rows 0.99-1.00.  The
+ * backward sums (two or three arrays) keep CBN_HWALK: 64 rows took 1.04-1.26x. */
+#define CBN_HWALK_BYTES 8192
+static inline Py_ssize_t cbn_hwalk_stats(Py_ssize_t m) {
+    const Py_ssize_t rows = CBN_HWALK_BYTES / (m * (Py_ssize_t)sizeof(cbn_half));
+    return rows > CBN_HWALK ? rows : CBN_HWALK;
+}
 #define CBN_HWALK_AHEAD 2
 /* prefetch the rows r0 + [RA, RB) of every array read, ahead bytes on (a macro: written
  * as an inline function, GCC 12 compiled a C benchmark of these loops with no prefetch) */
@@ -1684,7 +1699,7 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
 CBN_PASS void cbn_rows_sums_tiled_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n,
                                       Py_ssize_t m, const double* ref, double* s1,
                                       double* s2, int mem) {
-    cbn_tiles32_f16(x, NULL, NULL, ld, n, m, ref, s1, s2, 0, mem ? CBN_HWALK : 0);
+    cbn_tiles32_f16(x, NULL, NULL, ld, n, m, ref, s1, s2, 0, mem ? cbn_hwalk_stats(m) : 0);
 }
 CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
                                        const cbn_half* y, Py_ssize_t ld, Py_ssize_t n,
