@@ -324,10 +324,11 @@ def test_interleaved_statistics_from_memory_both_walks(shape, tiled, kernels, rn
                          ids=str)
 def test_interleaved_float16_statistics_walks(shape, rng):
     """float16 statistics over more than 2**21 values walk about 8 KB of each row's
-    values at a time, at least 16 rows (cbn_hwalk_stats): 128 rows of 64 channels, 42
+    values at a time, at least 16 rows (cbn_hwalk_stats): 64 rows of 64 channels, 42
     of 96 (walks not a multiple of the 16-row float32 groups, and each thread's rows
     not a multiple of the walk), 20 of 200, 16 of 1000; against the float64 oracle on
-    1 and 2 threads, with the training and backward passes that share the sums."""
+    1 and 2 threads, with the training pass that takes the same sums (and the backward,
+    whose sums keep their 16-row walks)."""
     for t in (1, 2):
         for check in (test_batch_stats, test_batch_norm_training, test_backward):
             check(np.float16, shape, "C", t, rng)
