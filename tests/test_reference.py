@@ -404,16 +404,20 @@ def test_interleaved_output_tiled_in_cache(shape, dtype, tiled, rng):
         _check_every_op(dtype, shape, rng)
 
 
-@pytest.mark.parametrize("pf", [None, 0], ids=["head", "next-run"])
+@pytest.mark.parametrize("pf, stream", [(None, False), (0, False), (0, True)],
+                         ids=["head", "next-run", "stream"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(3, 18, 1030), (2, 16, 4099), (5, 4, 2, 1500)], ids=str)
-def test_planar_sums_prefetch_next_run(shape, dtype, pf, rng):
+def test_planar_sums_prefetch_next_run(shape, dtype, pf, stream, rng):
     """Planar sums over runs of 1024+ values prefetch each block's counterpart in the
     next run when a call's arrays are large (prefetch_runs_from; 0: always, None:
-    never, the next run's head only).  Both walks against the float64 oracle on 1 and
-    2 threads for statistics, training and backward (masked and not): runs not a
-    multiple of the 1024-value block, the last run of each channel."""
-    with _kernel_setting("prefetch_runs_from", pf):
+    never, the next run's head only), or, float32 with prefetch_stream (Intel CPUs), as
+    a stream 2048 values ahead that goes on into the next run (runs of 1030 and 1500
+    values: all of it in the next run; 4099: from the middle of a block on).  Each walk
+    against the float64 oracle on 1 and 2 threads for statistics, training and backward
+    (masked and not): runs not a multiple of the 1024-value block, the last run of each
+    channel."""
+    with _kernel_setting("prefetch_runs_from", pf), _kernel_setting("prefetch_stream", stream):
         for t in (1, 2):
             for check in (test_batch_norm_training, test_batch_stats, test_backward):
                 check(dtype, shape, "C", t, rng)
@@ -893,3 +897,4 @@ def test_threshold_api(kernels, name, key, default):
     cfg = cbn.show_config(print_out=False)
     assert cfg[key] == setter()
     assert cfg["tiled_stats_from_memory"] is _dispatch.kernels.tiled_from_memory()
+    assert cfg["planar_sums_prefetch_stream"] is _dispatch.kernels.prefetch_stream()

@@ -200,6 +200,10 @@ cdef extern from "_kernels_c.h":
     void cbn_runs_sums_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                            double, double*) noexcept nogil
     void cbn_sums_f32_add(const float*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_sums_pf_f32_add(const float*, Py_ssize_t, double, double*,
+                             Py_ssize_t) noexcept nogil
+    void cbn_gsums_pf_f32_add(const float*, const float*, const float*, Py_ssize_t, double,
+                              double*, Py_ssize_t) noexcept nogil
     void cbn_gsums_f32_add(const float*, const float*, const float*, Py_ssize_t, double,
                            double*) noexcept nogil
     void cbn_runs_sums_f32_add(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -264,6 +268,8 @@ cdef enum:
                         # float32 32x128x56x56 from memory, 2 threads, three alternations:
                         # statistics 0.94-0.95x the time, training 0.94-0.99x, backward
                         # 0.93-0.99x; data in L3 unchanged; 1024 bytes in between)
+    PF_STREAM = 2048    # float32 planar sums prefetching as a stream (_pf_stream) prefetch this many values ahead
+                        # (in a C loop 4 KB and 8 KB ahead measured alike: 870-884 / 864-883 us over 51 MB)
     PF_NEXT = 1 << 16   # runs of PF_RUN values or more whose arrays' next runs total under
                         # this many bytes may prefetch them block by block (_pf_runs)
     PF_ROWS_BYTES = 4096  # interleaved statistics over more than TILED_MAX values prefetch
@@ -357,6 +363,24 @@ cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc 
 # 32x128x56x56 0.92-0.98, 8x128x56x56 0.79-0.87.  In cache the prefetches only cost
 # (6.4 MB: 1.07-1.15x the time), hence the threshold and PF_NEXT.
 cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 2
+# On Intel CPUs the float32 sums (statistics, training, backward) prefetch instead as a
+# stream PF_STREAM values ahead in their reading order, one line per line read in each
+# array (_sums_ahead, cbn_sums_pf_f32_add, cbn_gsums_pf_f32_add), and whatever their
+# runs' length (no PF_NEXT): a block's prefetches issued at once wait on full fill
+# buffers and stall the sums' conversions, while no prefetch at all (beyond the next
+# run's head) leaves data from memory late.  Measured in one process (the settings
+# alternated, 5-7 rounds), 2-core Intel Xeon VM (Sapphire Rapids), float32 NCHW, 1 / 2
+# threads.  Stream / block prefetch: statistics 8x64x112x112 0.70 / 0.74, 32x128x56x56
+# 0.77 / 0.79, 8x256x56x56 0.77 / 0.82, 32x64x112x112 (102 MB) 0.67 / 0.68; training
+# 4x64x112x112 0.83 / 0.82, 8x64x112x112 0.86 / 0.87, 32x128x56x56 0.86 / 0.88,
+# 8x256x56x56 0.91 / 0.92, 32x64x112x112 0.89 / 0.87; backward 32x128x56x56 0.89 /
+# 0.89, masked 0.86 / 0.86; 4x64x112x112 and 8x64x112x112 0.98-1.01.  Stream / no
+# prefetch for runs past PF_NEXT: backward 32x64x112x112 0.84 / 0.80, 8x32x224x224
+# (runs of 196 KB) 0.81 / 0.87; statistics 0.95-0.98; training 0.98-1.01.  No prefetch
+# / block prefetch: statistics 8x64x112x112 0.77 / 0.79 but 32x64x112x112 1.74 / 1.47
+# (the 25.7 MB arrays stay in the VM's L3 between calls; the 102 MB ones come from
+# memory).  float16 and float64 keep the block prefetch (not measured with a stream).
+cdef bint _pf_stream = cbn_cpu_is_intel()
 
 # Interleaved output passes whose arrays (inputs and output) total at most _tiled_to
 # bytes, 5/8 of the last-level cache (0 where its size is unknown), store through the
@@ -686,6 +710,13 @@ def fma_adds(flag=None):
     """Whether the float32 planar sums add as FMAs (see _fma_adds); fma_adds(True/False)
     sets it and returns the old value (for tests and measurements)."""
     return _setting(&_fma_adds, flag)
+
+
+def prefetch_stream(flag=None):
+    """Whether float32 planar sums from memory prefetch as a stream ahead of their
+    reading (see _pf_stream), not block by block; prefetch_stream(True/False) sets it
+    and returns the old value (for tests and benchmarks)."""
+    return _setting(&_pf_stream, flag)
 
 
 def eight_row_sums(flag=None):
@@ -1172,6 +1203,38 @@ cdef struct Sums:
     double s2
 
 
+cdef inline void _run_sums_pf(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                              bint masked, Py_ssize_t m, double ref, double* acc,
+                              Py_ssize_t ahead) noexcept nogil:
+    """_run_sums (float32), prefetching each array's values `ahead` values on."""
+    if data_t is float:
+        if grad:
+            cbn_gsums_pf_f32_add(x, dy, y if masked else NULL, m, ref, acc, ahead)
+        else:
+            cbn_sums_pf_f32_add(x, m, ref, acc, ahead)
+
+
+cdef inline void _sums_ahead(const data_t* x, const data_t* dy, const data_t* y, bint grad,
+                             bint masked, Py_ssize_t b, Py_ssize_t m, Py_ssize_t inner,
+                             Py_ssize_t stride, bint last, double ref,
+                             double* acc) noexcept nogil:
+    """_run_sums over values b .. b + m - 1 of a run of inner values at x (and dy, y),
+    float32, prefetching the values a = min(PF_STREAM, inner) ahead in reading order:
+    in the run, then in the next one, stride values on (none after the last run)."""
+    cdef Py_ssize_t a = PF_STREAM if PF_STREAM < inner else inner
+    cdef Py_ssize_t s = inner - a          # from value s on the stream is in the next run
+    cdef Py_ssize_t k
+    if b < s:
+        k = m if b + m <= s else s - b
+        _run_sums_pf(x + b, dy + b, y + b, grad, masked, k, ref, acc, a)
+        b += k
+        m -= k
+    if m > 0 and not last:
+        _run_sums_pf(x + b, dy + b, y + b, grad, masked, m, ref, acc, stride - inner + a)
+    elif m > 0:
+        _run_sums(x + b, dy + b, y + b, grad, masked, m, ref, acc)
+
+
 cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                              bint masked, Py_ssize_t outer, Py_ssize_t stride,
                              Py_ssize_t inner, double ref, bint pf) noexcept nogil:
@@ -1187,6 +1250,7 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
     cdef double blk[2]
     cdef Sums r
     cdef Py_ssize_t o, b, m, off, since = 0
+    cdef bint stream = data_t is float and pf and _pf_stream
     r.s1 = 0.0
     r.s2 = 0.0
     blk[0] = 0.0
@@ -1224,13 +1288,17 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
         while b < inner:
             m = inner - b if inner - b < BLOCK else BLOCK
             off = o * stride + b
-            if pf and o + 1 < outer:
+            if pf and o + 1 < outer and not stream:
                 cbn_prefetch(x + off + stride, m * sizeof(data_t))
                 if grad:
                     cbn_prefetch(dy + off + stride, m * sizeof(data_t))
                     if masked:
                         cbn_prefetch(y + off + stride, m * sizeof(data_t))
-            if not grad:
+            if stream:
+                off = o * stride
+                _sums_ahead(x + off, dy + off, y + off, grad, masked, b, m, inner, stride,
+                            o + 1 == outer, ref, blk)
+            elif not grad:
                 _run_sums(x + off, dy, y, False, False, m, ref, blk)
             elif masked:
                 _run_sums(x + off, dy + off, y + off, True, True, m, ref, blk)
@@ -1382,9 +1450,11 @@ cdef inline bint _pf_runs(Py_ssize_t nvalues, size_t itemsize, int narrays, int 
     them summed) prefetch the next run block by block (_plane_sums): when the arrays
     total at least _pf_from bytes (from memory) and the runs are PF_RUN values or more,
     their next runs together under PF_NEXT bytes (beyond, the hardware prefetchers keep
-    up and the prefetches only cost)."""
+    up and the prefetches only cost); float32 sums that prefetch as a stream (_pf_stream)
+    whatever their runs' length."""
     return (nvalues * <Py_ssize_t>itemsize * narrays >= _pf_from
-            and inner >= PF_RUN and inner * <Py_ssize_t>itemsize * nsums < PF_NEXT)
+            and inner >= PF_RUN
+            and ((_pf_stream and itemsize == 4) or inner * <Py_ssize_t>itemsize * nsums < PF_NEXT))
 
 
 # Tasks: each parallel loop below runs one of these per index, on an OpenMP team

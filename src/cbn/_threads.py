@@ -169,6 +169,7 @@ def show_config(print_out=True):
         "last_level_cache_bytes": _dispatch.kernels.llc_bytes() or None,
         "streaming_stores_from_bytes": _dispatch.kernels.stream_from(),
         "prefetch_runs_from_bytes": _dispatch.kernels.prefetch_runs_from(),
+        "planar_sums_prefetch_stream": _dispatch.kernels.prefetch_stream(),
         "tiled_stores_to_bytes": _dispatch.kernels.tiled_stores_to(),
         "short_runs_below_bytes": _dispatch.kernels.short_runs_below(),
         "fused_training_from_values": _dispatch.kernels.fused_training_from(),
