@@ -411,8 +411,8 @@ def test_interleaved_output_tiled_in_cache(shape, dtype, tiled, rng):
 def test_planar_sums_prefetch_next_run(shape, dtype, pf, stream, rng):
     """Planar sums over runs of 1024+ values prefetch each block's counterpart in the
     next run when a call's arrays are large (prefetch_runs_from; 0: always, None:
-    never, the next run's head only), or, float32 with prefetch_stream (Intel CPUs), as
-    a stream 2048 values ahead that goes on into the next run (runs of 1030 and 1500
+    never, the next run's head only), or, with prefetch_stream (Intel CPUs), as a
+    stream 2048 values ahead that goes on into the next run (runs of 1030 and 1500
     values: all of it in the next run; 4099: from the middle of a block on).  Each walk
     against the float64 oracle on 1 and 2 threads for statistics, training and backward
     (masked and not): runs not a multiple of the 1024-value block, the last run of each

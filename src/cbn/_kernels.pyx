@@ -204,6 +204,13 @@ cdef extern from "_kernels_c.h":
                              Py_ssize_t) noexcept nogil
     void cbn_gsums_pf_f32_add(const float*, const float*, const float*, Py_ssize_t, double,
                               double*, Py_ssize_t) noexcept nogil
+    void cbn_sums_pf_f64(const double*, Py_ssize_t, double, double*, Py_ssize_t) noexcept nogil
+    void cbn_gsums_pf_f64(const double*, const double*, const double*, Py_ssize_t, double,
+                          double*, Py_ssize_t) noexcept nogil
+    void cbn_sums_pf_f16(const cbn_half*, Py_ssize_t, double, double*,
+                         Py_ssize_t) noexcept nogil
+    void cbn_gsums_pf_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
+                          double, double*, Py_ssize_t) noexcept nogil
     void cbn_gsums_f32_add(const float*, const float*, const float*, Py_ssize_t, double,
                            double*) noexcept nogil
     void cbn_runs_sums_f32_add(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -268,7 +275,7 @@ cdef enum:
                         # float32 32x128x56x56 from memory, 2 threads, three alternations:
                         # statistics 0.94-0.95x the time, training 0.94-0.99x, backward
                         # 0.93-0.99x; data in L3 unchanged; 1024 bytes in between)
-    PF_STREAM = 2048    # float32 planar sums prefetching as a stream (_pf_stream) prefetch this many values ahead
+    PF_STREAM = 2048    # planar sums prefetching as a stream (_pf_stream) prefetch this many values ahead
                         # (in a C loop 4 KB and 8 KB ahead measured alike: 870-884 / 864-883 us over 51 MB)
     PF_NEXT = 1 << 16   # runs of PF_RUN values or more whose arrays' next runs total under
                         # this many bytes may prefetch them block by block (_pf_runs)
@@ -363,9 +370,9 @@ cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc 
 # 32x128x56x56 0.92-0.98, 8x128x56x56 0.79-0.87.  In cache the prefetches only cost
 # (6.4 MB: 1.07-1.15x the time), hence the threshold and PF_NEXT.
 cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 2
-# On Intel CPUs the float32 sums (statistics, training, backward) prefetch instead as a
-# stream PF_STREAM values ahead in their reading order, one line per line read in each
-# array (_sums_ahead, cbn_sums_pf_f32_add, cbn_gsums_pf_f32_add), and whatever their
+# On Intel CPUs the sums (statistics, training, backward) prefetch instead as a stream
+# PF_STREAM values ahead in their reading order, one line per line read in each array
+# (_sums_ahead, cbn_sums_pf_T, cbn_gsums_pf_T), and whatever their
 # runs' length (no PF_NEXT): a block's prefetches issued at once wait on full fill
 # buffers and stall the sums' conversions, while no prefetch at all (beyond the next
 # run's head) leaves data from memory late.  Measured in one process (the settings
@@ -379,7 +386,9 @@ cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 
 # (runs of 196 KB) 0.81 / 0.87; statistics 0.95-0.98; training 0.98-1.01.  No prefetch
 # / block prefetch: statistics 8x64x112x112 0.77 / 0.79 but 32x64x112x112 1.74 / 1.47
 # (the 25.7 MB arrays stay in the VM's L3 between calls; the 102 MB ones come from
-# memory).  float16 and float64 keep the block prefetch (not measured with a stream).
+# memory).  float16 and float64, stream / block prefetch (runs past PF_NEXT: none):
+# statistics 0.78-0.98, training 0.87-0.98, backward 0.90-0.97 (8x64x112x112,
+# 32x128x56x56, float16 32x64x112x112).
 cdef bint _pf_stream = cbn_cpu_is_intel()
 
 # Interleaved output passes whose arrays (inputs and output) total at most _tiled_to
@@ -713,7 +722,7 @@ def fma_adds(flag=None):
 
 
 def prefetch_stream(flag=None):
-    """Whether float32 planar sums from memory prefetch as a stream ahead of their
+    """Whether planar sums from memory prefetch as a stream ahead of their
     reading (see _pf_stream), not block by block; prefetch_stream(True/False) sets it
     and returns the old value (for tests and benchmarks)."""
     return _setting(&_pf_stream, flag)
@@ -1206,12 +1215,23 @@ cdef struct Sums:
 cdef inline void _run_sums_pf(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                               bint masked, Py_ssize_t m, double ref, double* acc,
                               Py_ssize_t ahead) noexcept nogil:
-    """_run_sums (float32), prefetching each array's values `ahead` values on."""
+    """_run_sums, prefetching each array's values `ahead` values on."""
+    cdef const data_t* mask = y if masked else NULL
     if data_t is float:
         if grad:
-            cbn_gsums_pf_f32_add(x, dy, y if masked else NULL, m, ref, acc, ahead)
+            cbn_gsums_pf_f32_add(x, dy, mask, m, ref, acc, ahead)
         else:
             cbn_sums_pf_f32_add(x, m, ref, acc, ahead)
+    elif data_t is double:
+        if grad:
+            cbn_gsums_pf_f64(x, dy, mask, m, ref, acc, ahead)
+        else:
+            cbn_sums_pf_f64(x, m, ref, acc, ahead)
+    else:
+        if grad:
+            cbn_gsums_pf_f16(x, dy, mask, m, ref, acc, ahead)
+        else:
+            cbn_sums_pf_f16(x, m, ref, acc, ahead)
 
 
 cdef inline void _sums_ahead(const data_t* x, const data_t* dy, const data_t* y, bint grad,
@@ -1219,7 +1239,7 @@ cdef inline void _sums_ahead(const data_t* x, const data_t* dy, const data_t* y,
                              Py_ssize_t stride, bint last, double ref,
                              double* acc) noexcept nogil:
     """_run_sums over values b .. b + m - 1 of a run of inner values at x (and dy, y),
-    float32, prefetching the values a = min(PF_STREAM, inner) ahead in reading order:
+    prefetching the values a = min(PF_STREAM, inner) ahead in reading order:
     in the run, then in the next one, stride values on (none after the last run)."""
     cdef Py_ssize_t a = PF_STREAM if PF_STREAM < inner else inner
     cdef Py_ssize_t s = inner - a          # from value s on the stream is in the next run
@@ -1250,7 +1270,7 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
     cdef double blk[2]
     cdef Sums r
     cdef Py_ssize_t o, b, m, off, since = 0
-    cdef bint stream = data_t is float and pf and _pf_stream
+    cdef bint stream = pf and _pf_stream
     r.s1 = 0.0
     r.s2 = 0.0
     blk[0] = 0.0
@@ -1450,11 +1470,11 @@ cdef inline bint _pf_runs(Py_ssize_t nvalues, size_t itemsize, int narrays, int 
     them summed) prefetch the next run block by block (_plane_sums): when the arrays
     total at least _pf_from bytes (from memory) and the runs are PF_RUN values or more,
     their next runs together under PF_NEXT bytes (beyond, the hardware prefetchers keep
-    up and the prefetches only cost); float32 sums that prefetch as a stream (_pf_stream)
-    whatever their runs' length."""
+    up and the prefetches only cost); sums that prefetch as a stream (_pf_stream) whatever
+    their runs' length."""
     return (nvalues * <Py_ssize_t>itemsize * narrays >= _pf_from
             and inner >= PF_RUN
-            and ((_pf_stream and itemsize == 4) or inner * <Py_ssize_t>itemsize * nsums < PF_NEXT))
+            and (_pf_stream or inner * <Py_ssize_t>itemsize * nsums < PF_NEXT))
 
 
 # Tasks: each parallel loop below runs one of these per index, on an OpenMP team

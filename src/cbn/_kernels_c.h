@@ -322,28 +322,45 @@ CBN_DEFINE_REDUCTIONS16(f32, float, CBN_CVT4, CBN_TOD, CBN_FADD, CBN_FSUB)
  * TSC ticks per 16 values in L1 / L2: statistics 3.45 / 3.79 plain against 3.79 /
  * 3.89 as above, backward sums 4.36-4.62 / 4.80 against 6.22 / 6.69. */
 CBN_DEFINE_REDUCTIONS16(f32_add, float, CBN_CVT4, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
-/* cbn_sums_f32_add and cbn_gsums_f32_add that also prefetch, with each 16 values (a
- * cache line), the line `ahead` values past the one read in each array: a software
- * stream at a fixed distance ahead in the caller's reading order (_kernels.pyx
- * _sums_ahead: in the run, then in the next one), one prefetch per line read instead
- * of a block's prefetches at once (whose burst fills the fill buffers and stalls the
- * sums).  Measured in a C loop, 2 threads, 2-core Intel Xeon VM, float32 planar
- * channel-order sums, runs of 49 KB: 8 KB ahead 864 us at 51 MB (a 2 KB head of the
- * next run 938, none 1007), 1950 us at 102 MB (3446, 3922). */
-#define CBN_PF_AHEAD(p) _mm_prefetch((const char*)((p) + i + ahead), _MM_HINT_T0);
-#undef CBN_REDUCE16_STEP
-#define CBN_REDUCE16_STEP CBN_PF_AHEAD(x)
-CBN_REDUCER void cbn_sums_pf_f32_add(const float* x, Py_ssize_t n, double ref, double* acc,
-                                     Py_ssize_t ahead) {
-    CBN_SUMS16_BODY(CBN_CVT4, CBN_TOD, _mm256_add_pd)
+/* cbn_sums_pf_T(x, n, ref, acc, ahead) and cbn_gsums_pf_T(x, dy, y, n, mean, acc, ahead):
+ * cbn_sums_T and cbn_gsums_T that also prefetch, with each step of the loop (16 values;
+ * float16: 32), the lines that lie `ahead` values past the step's in each array read:
+ * a software stream at a fixed distance ahead in the caller's reading order
+ * (_kernels.pyx _sums_ahead: in the run, then in the next one), one prefetch per line
+ * read instead of a block's prefetches at once (whose burst fills the fill buffers
+ * and stalls the sums).  Measured in a C loop, 2 threads, 2-core Intel Xeon VM,
+ * float32 planar channel-order sums, runs of 49 KB: 8 KB ahead 864 us at 51 MB (a 2 KB
+ * head of the next run 938, none 1007), 1950 us at 102 MB (3446, 3922).  SB and GB
+ * name the sums' bodies; pd and py are dy and y, NULL in the statistics. */
+#define CBN_PF_LINES(p, nv)                                                                 \
+    {                                                                                       \
+        int k_;                                                                             \
+        for (k_ = 0; k_ < (nv) * (int)sizeof(*(p)); k_ += 64)                               \
+            _mm_prefetch((const char*)((p) + i + ahead) + k_, _MM_HINT_T0);                 \
+    }
+#define CBN_PF_STREAMS(nv)                                                                  \
+    CBN_PF_LINES(x, nv)                                                                     \
+    if (pd) CBN_PF_LINES(pd, nv)                                                            \
+    if (py) CBN_PF_LINES(py, nv)
+#define CBN_DEFINE_PF_SUMS(SUFFIX, T, SB, GB)                                               \
+CBN_REDUCER void cbn_sums_pf_##SUFFIX(const T* x, Py_ssize_t n, double ref, double* acc,   \
+                                      Py_ssize_t ahead) {                                   \
+    const T *pd = NULL, *py = NULL;                                                         \
+    SB                                                                                      \
+}                                                                                           \
+CBN_REDUCER void cbn_gsums_pf_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t n,   \
+                                       double mean, double* acc, Py_ssize_t ahead) {        \
+    const T *pd = dy, *py = y;                                                              \
+    GB                                                                                      \
 }
+#define CBN_SB_F32 CBN_SUMS16_BODY(CBN_CVT4, CBN_TOD, _mm256_add_pd)
+#define CBN_GB_F32 CBN_GSUMS16_BODY(CBN_CVT4, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
+#define CBN_SB_F64 CBN_SUMS16_BODY(_mm256_loadu_pd, CBN_TOD, _mm256_add_pd)
+#define CBN_GB_F64 CBN_GSUMS16_BODY(_mm256_loadu_pd, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
 #undef CBN_REDUCE16_STEP
-#define CBN_REDUCE16_STEP CBN_PF_AHEAD(x) CBN_PF_AHEAD(dy) if (y) { CBN_PF_AHEAD(y) }
-CBN_REDUCER void cbn_gsums_pf_f32_add(const float* x, const float* dy, const float* y,
-                                      Py_ssize_t n, double mean, double* acc,
-                                      Py_ssize_t ahead) {
-    CBN_GSUMS16_BODY(CBN_CVT4, CBN_TOD, _mm256_add_pd, _mm256_sub_pd)
-}
+#define CBN_REDUCE16_STEP CBN_PF_STREAMS(16)
+CBN_DEFINE_PF_SUMS(f32_add, float, CBN_SB_F32, CBN_GB_F32)
+CBN_DEFINE_PF_SUMS(f64, double, CBN_SB_F64, CBN_GB_F64)
 #undef CBN_REDUCE16_STEP
 #define CBN_REDUCE16_STEP
 #if defined(__F16C__)
@@ -373,6 +390,7 @@ static inline __m256d cbn_wide8(__m256 v) {
  * time straight into A, Q (the last 0-7 values are the callers'; short planar runs had
  * up to 31 converted one by one): D(k) loads the 8 values at i + 8k into g and d
  * (float32), then a += g and q += g * d */
+#define CBN_HREDUCE_STEP     /* what each 32-value step does first (cbn_sums_pf_f16) */
 #define CBN_HREDUCE(D)                                                                      \
     {                                                                                       \
         __m256d A = _mm256_setzero_pd(), Q = A;                                             \
@@ -381,6 +399,7 @@ static inline __m256d cbn_wide8(__m256 v) {
             __m256 q0 = a0, q1 = a0, q2 = a0, q3 = a0, g, d;                                \
             Py_ssize_t j_, k_ = (n - i) / 32 < CBN_HK ? (n - i) / 32 : CBN_HK;              \
             for (j_ = 0; j_ < k_; j_++, i += 32) {                                          \
+                CBN_HREDUCE_STEP                                                            \
                 D(0) a0 = CBN_FADD8(g, a0); q0 = _mm256_fmadd_ps(g, d, q0);                  \
                 D(8) a1 = CBN_FADD8(g, a1); q1 = _mm256_fmadd_ps(g, d, q1);                  \
                 D(16) a2 = CBN_FADD8(g, a2); q2 = _mm256_fmadd_ps(g, d, q2);                 \
@@ -407,58 +426,55 @@ static inline __m256d cbn_wide8(__m256 v) {
     g = _mm256_and_ps(_mm256_cmp_ps(CBN_LDH8(y + i + k), Z8, _CMP_NLE_UQ),                  \
                       CBN_LDH8(dy + i + k));                                                \
     d = _mm256_sub_ps(CBN_LDH8(x + i + k), M);
-CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
-    const float rf = (float)ref;
-    const double lo = ref - (double)rf;
-    const __m256 R = _mm256_set1_ps(rf);
-    const __m256d Z = _mm256_setzero_pd();
-    Py_ssize_t i = 0;
-    double s1, s2, m, d1;
-    CBN_HREDUCE(CBN_HDEV)
-    m = (double)i;
-    acc[0] += s1 - m * lo;
-    acc[1] += s2 - 2.0 * lo * s1 + m * lo * lo;
+#define CBN_SB_F16                                                                          \
+    const float rf = (float)ref;                                                            \
+    const double lo = ref - (double)rf;                                                     \
+    const __m256 R = _mm256_set1_ps(rf);                                                    \
+    const __m256d Z = _mm256_setzero_pd();                                                  \
+    Py_ssize_t i = 0;                                                                       \
+    double s1, s2, m, d1;                                                                   \
+    CBN_HREDUCE(CBN_HDEV)                                                                   \
+    m = (double)i;                                                                          \
+    acc[0] += s1 - m * lo;                                                                  \
+    acc[1] += s2 - 2.0 * lo * s1 + m * lo * lo;                                             \
     for (; i < n; i++) { d1 = (double)cbn_h2f(x[i]) - ref; acc[0] += d1; acc[1] += d1 * d1; }
+#define CBN_GB_F16                                                                          \
+    const float mf = (float)mean;                                                           \
+    const double lo = mean - (double)mf;                                                    \
+    const __m256 M = _mm256_set1_ps(mf), Z8 = _mm256_setzero_ps();                          \
+    const __m256d Z = _mm256_setzero_pd();                                                  \
+    Py_ssize_t i = 0;                                                                       \
+    double s1, s2, g1;                                                                      \
+    if (y)                                                                                  \
+        CBN_HREDUCE(CBN_HGDEV_MASKED)                                                       \
+    else                                                                                    \
+        CBN_HREDUCE(CBN_HGDEV)                                                              \
+    acc[0] += s1;                                                                           \
+    acc[1] += s2 - lo * s1;                                                                 \
+    for (; i < n; i++) {                                                                    \
+        g1 = y && cbn_h2f(y[i]) <= 0 ? 0.0 : (double)cbn_h2f(dy[i]);                        \
+        acc[0] += g1;                                                                       \
+        acc[1] += g1 * ((double)cbn_h2f(x[i]) - mean);                                      \
+    }
+CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
+    CBN_SB_F16
 }
 CBN_REDUCER void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                                Py_ssize_t n, double mean, double* acc) {
-    const float mf = (float)mean;
-    const double lo = mean - (double)mf;
-    const __m256 M = _mm256_set1_ps(mf), Z8 = _mm256_setzero_ps();
-    const __m256d Z = _mm256_setzero_pd();
-    Py_ssize_t i = 0;
-    double s1, s2, g1;
-    if (y)
-        CBN_HREDUCE(CBN_HGDEV_MASKED)
-    else
-        CBN_HREDUCE(CBN_HGDEV)
-    acc[0] += s1;
-    acc[1] += s2 - lo * s1;
-    for (; i < n; i++) {
-        g1 = y && cbn_h2f(y[i]) <= 0 ? 0.0 : (double)cbn_h2f(dy[i]);
-        acc[0] += g1;
-        acc[1] += g1 * ((double)cbn_h2f(x[i]) - mean);
-    }
+    CBN_GB_F16
 }
+#undef CBN_HREDUCE_STEP
+#define CBN_HREDUCE_STEP CBN_PF_STREAMS(32)
+CBN_DEFINE_PF_SUMS(f16, cbn_half, CBN_SB_F16, CBN_GB_F16)
+#undef CBN_HREDUCE_STEP
+#define CBN_HREDUCE_STEP
 #endif
 #else
 CBN_DEFINE_REDUCTIONS(f64, double)
 CBN_DEFINE_REDUCTIONS(f32, float)
 #define cbn_sums_f32_add cbn_sums_f32      /* no FMAs here: one loop */
-/* without AVX2: the stream's lines of a call at once */
-static void cbn_sums_pf_f32_add(const float* x, Py_ssize_t n, double ref, double* acc,
-                                Py_ssize_t ahead) {
-    cbn_prefetch(x + ahead, n * (Py_ssize_t)sizeof(float));
-    cbn_sums_f32(x, n, ref, acc);
-}
-static void cbn_gsums_pf_f32_add(const float* x, const float* dy, const float* y,
-                                 Py_ssize_t n, double mean, double* acc, Py_ssize_t ahead) {
-    cbn_prefetch(x + ahead, n * (Py_ssize_t)sizeof(float));
-    cbn_prefetch(dy + ahead, n * (Py_ssize_t)sizeof(float));
-    if (y)
-        cbn_prefetch(y + ahead, n * (Py_ssize_t)sizeof(float));
-    cbn_gsums_f32(x, dy, y, n, mean, acc);
-}
+#define cbn_sums_pf_f32_add cbn_sums_pf_f32
+#define cbn_gsums_pf_f32_add cbn_gsums_pf_f32
 #define cbn_gsums_f32_add cbn_gsums_f32
 #endif
 
@@ -495,6 +511,22 @@ static void cbn_runs_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssiz
         }                                                                                   \
         cbn_gsums_##SUFFIX(x + j * ld, dy + j * ld, y ? y + j * ld : NULL, n, mean, acc);   \
     }                                                                                       \
+}
+/* without AVX2 (and float16 without F16C): cbn_sums_pf_T and cbn_gsums_pf_T (above)
+ * prefetch a call's stream at once, then sum */
+#define CBN_DEFINE_PF_SUMS_EACH(SUFFIX, T)                                                  \
+static void cbn_sums_pf_##SUFFIX(const T* x, Py_ssize_t n, double ref, double* acc,        \
+                                 Py_ssize_t ahead) {                                        \
+    cbn_prefetch(x + ahead, n * (Py_ssize_t)sizeof(T));                                     \
+    cbn_sums_##SUFFIX(x, n, ref, acc);                                                      \
+}                                                                                           \
+static void cbn_gsums_pf_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t n,       \
+                                  double mean, double* acc, Py_ssize_t ahead) {             \
+    cbn_prefetch(x + ahead, n * (Py_ssize_t)sizeof(T));                                     \
+    cbn_prefetch(dy + ahead, n * (Py_ssize_t)sizeof(T));                                    \
+    if (y)                                                                                  \
+        cbn_prefetch(y + ahead, n * (Py_ssize_t)sizeof(T));                                 \
+    cbn_gsums_##SUFFIX(x, dy, y, n, mean, acc);                                             \
 }
 #if defined(__AVX2__) && defined(__FMA__)
 #define CBN_DEFINE_RUNS_SUMS(SUFFIX, T, L4, TOD, ADD, GSUB)                                 \
@@ -670,6 +702,8 @@ CBN_REDUCER void cbn_runs_gsums_f16(const cbn_half* x0, const cbn_half* dy0,
 #else
 CBN_DEFINE_RUNS_SUMS_EACH(f64, double)
 CBN_DEFINE_RUNS_SUMS_EACH(f32, float)
+CBN_DEFINE_PF_SUMS_EACH(f64, double)
+CBN_DEFINE_PF_SUMS_EACH(f32, float)
 #define cbn_runs_sums_f32_add cbn_runs_sums_f32
 #define cbn_runs_gsums_f32_add cbn_runs_gsums_f32
 #endif
@@ -1560,6 +1594,7 @@ static inline void cbn_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
                    cbn_gsums_f32(bx, bg, y ? by : NULL, w_, mean, acc);)
 }
 CBN_DEFINE_RUNS_SUMS_EACH(f16, cbn_half)
+CBN_DEFINE_PF_SUMS_EACH(f16, cbn_half)
 #endif
 
 CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
