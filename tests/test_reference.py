@@ -340,14 +340,23 @@ def test_interleaved_float16_statistics_walks(shape, rng):
 def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     """float32 interleaved sums go eight rows per step on Intel and AMD Zen 5 CPUs
     (eight_row_sums): statistics beyond L2 or in rows of 512 values or more, unmasked
-    backward sums too up to 2**23 values (2**21 on AMD).  Both choices against the
-    float64 oracle on 1 and 2 threads: rows not a
-    multiple of 8 (in each thread's 64-row blocks), channels not a multiple of 4, wide
-    rows in cache and from memory, folded narrow rows; backward masked and not."""
+    backward sums too up to 2**22 values per array.  Both choices against the float64
+    oracle on 1 and 2 threads: rows not a multiple of 8 (in each thread's 64-row
+    blocks), channels not a multiple of 4, wide rows in cache and from memory, folded
+    narrow rows; backward masked and not (masked from memory: one row per step,
+    prefetching ahead of each row)."""
     with _kernel_setting("eight_row_sums", eight):
         for t in (1, 2):
             for check in (test_batch_norm_training, test_batch_stats, test_backward):
                 check(np.float32, shape, "C", t, rng)
+
+
+def test_interleaved_backward_sums_beyond_eight_rows(kernels, rng):
+    """Unmasked float32 backward sums over more than 2**22 values per array go one row
+    per step, prefetching 4 KB ahead of each row in x and dy: against the float64
+    oracle on 1 and 2 threads, masked and not (65600 rows of 64 channels)."""
+    for t in (1, 2):
+        test_backward(np.float32, (65600, 64), "C", t, rng)
 
 
 @pytest.mark.parametrize("back", [False, True], ids=["forward", "reversed"])

@@ -163,9 +163,11 @@ cdef extern from "_kernels_c.h":
                                   Py_ssize_t, Py_ssize_t, const double*, double*,
                                   double*) noexcept nogil
     void cbn_rows_gsums_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
-                            Py_ssize_t, const double*, double*, double*) noexcept nogil
+                            Py_ssize_t, const double*, double*, double*,
+                            Py_ssize_t) noexcept nogil
     void cbn_rows_gsums_f64(const double*, const double*, const double*, Py_ssize_t,
-                            Py_ssize_t, Py_ssize_t, const double*, double*, double*) noexcept nogil
+                            Py_ssize_t, Py_ssize_t, const double*, double*, double*,
+                            Py_ssize_t) noexcept nogil
     void cbn_run_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, float, float, float,
                             int, int) noexcept nogil
     void cbn_rows_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -250,9 +252,8 @@ cdef enum:
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
-    GSUMS8_MAX = 1 << 23  # backward sums go eight rows per step up to this many values
-                        # per array (_rows8); on AMD up to GSUMS8_AMD
-    GSUMS8_AMD = 1 << 22
+    GSUMS8_MAX = 1 << 22  # backward sums go eight rows per step up to this many values
+                        # per array (_rows8)
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
@@ -282,8 +283,13 @@ cdef enum:
     PF_ROWS_BYTES = 4096  # interleaved statistics over more than TILED_MAX values prefetch
                         # this many bytes ahead of each row (measured, float32 channels-last
                         # 32x128x56x56 and 8x64x112x112, one thread: statistics 0.79-0.81x
-                        # the time, training 0.89-0.92x; 2 KB or 8 KB ahead no better; the
-                        # backward sums, prefetching x and dy, no faster)
+                        # the time, training 0.89-0.92x; 2 KB or 8 KB ahead no better), and
+                        # so do the float32 backward sums one row per step, in each array
+                        # (measured in one process, 2-core Intel Xeon VM, settings alternated,
+                        # 5-7 rounds, with / without on 1 / 2 threads: 16x112x112x64 0.71 /
+                        # 0.70, masked 0.76 / 0.75; 32x56x56x128 0.88 / 0.73-0.97, masked
+                        # 0.81 / 0.80-0.98; 64x28x28x256 0.74, masked 0.90 (2 threads);
+                        # float64 8x112x112x64 1.08 / 0.81: not there)
 
 # How an output pass stores (interleaved rows): plainly, with streaming stores, or
 # with register-tiled parameters (data in L2: a tile walks down rows).
@@ -514,11 +520,16 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # 1.11 (hence ROWS8_NEAR); training 256x1024 0.90-0.91, 32x128x56x56 0.96; backward
 # 4x32x16x28x28 0.89-0.92, 8x64x112x112 0.98-1.00, 256x1024 0.91-0.95; backward with
 # the mask 1.03-1.10 (4x32x16x28x28) and 1.32 (32x128x56x56), and unmasked
-# 32x128x56x56 1.06-1.09 on 2 threads (hence not there).  On AMD Zen 5 (family 0x1A;
+# 32x128x56x56 1.06-1.09 on 2 threads (hence not there).  Since the one-row backward sums
+# prefetch (PF_ROWS_BYTES) they win from 2^22 values per array on, hence GSUMS8_MAX:
+# settings alternated in one process (7 rounds), one row per step with the prefetch /
+# eight rows, 1 / 2 threads: 8x112x112x64 (6.4M values) 0.92 / 0.96, 4x112x112x64
+# 0.99-1.00; below, the eight rows stay: 1x112x112x64 1.09 / 1.10, 4x16x28x28x32 1.02 /
+# 1.03, 256x1024 1.10 / 1.04.  On AMD Zen 5 (family 0x1A;
 # 2-core EPYC VM, 1 MB L2 per core, 32 MB L3), eight-row / previous time on 1 and 2
 # threads: statistics 32x128x56x56 channels-last 0.80-0.86, 8x64x112x112 0.68-0.70;
 # training 0.90-0.92 and 0.80-0.84; backward 4x32x16x28x28 0.88-0.89, 256x1024 0.95,
-# but 8x64x112x112 (6.4M values per array) 1.15-1.20, hence GSUMS8_AMD there: 1 << 22
+# but 8x64x112x112 (6.4M values per array) 1.15-1.20, hence GSUMS8_MAX: 1 << 22
 # values, where x and dy together fill that L3 (measured once its trees added as FMAs:
 # eight rows / one row per step, 1 / 2 threads, 3x112x112x64 0.83 / 0.85, 4x112x112x64
 # 0.84-0.85 / 0.87-0.94, 2048x2048 0.84-0.92 / 0.85-0.89, 4096x1024 0.68-0.70 /
@@ -530,7 +541,7 @@ cdef int _amd = cbn_amd_family()
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
 # On AMD Zen 5 the backward sums take the eight-row loop near too (rows narrower than
 # ROWS8_WIDE, at most ROWS8_NEAR bytes per thread), not the register tiles, and the
-# ReLU-masked ones too (up to GSUMS8_AMD values per array, as the unmasked): there
+# ReLU-masked ones too (up to GSUMS8_MAX values per array, as the unmasked): there
 # additions and FMAs issue on separate pipes, two each, which the eight-row loop keeps
 # busy, while a tile's walk waits on its sums' latency.  C loop, one thread, TSC ticks
 # per 32 values in L2, rows of 32-256 channels: unmasked, tiles 8.8-14.3, eight rows
@@ -570,7 +581,6 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # statistics 0.42-0.49, training 0.55-0.63, backward 0.72-0.78.)  One sample (one run
 # per channel) took 1.09-1.12x: it keeps _run_sums.
 cdef bint _sums_by_runs = True
-cdef Py_ssize_t _gsums8_max = GSUMS8_AMD if _amd else GSUMS8_MAX
 
 # The float32 planar sums (cbn_sums_f32 and its kin, through _run_sums and _runs_sums)
 # add and subtract as FMAs on AMD CPUs (CBN_FADD: measured on Zen 5, where additions
@@ -1350,7 +1360,7 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
-    fits: each array holds at most _gsums8_max values."""
+    fits: each array holds at most GSUMS8_MAX values."""
     cdef bint eight = _rows8 and (not near or ld >= _rows8_wide)
     if data_t is float:
         if grad:        # Zen 5: near and masked too; every CPU: arrays that fit
@@ -1364,15 +1374,16 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         tiles = tiles or ld >= WIDE_TILES or (_tiles_mem and not grad)
         if grad and tiles:
             cbn_rows_gsums_tiled_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
-        elif grad:
-            cbn_rows_gsums_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+        elif grad:      # from memory
+            cbn_rows_gsums_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
+                               PF_ROWS_BYTES)
         elif tiles:
             cbn_rows_sums_tiled_f32(x, ld, n, m, ref, s1, s2)
         else:
             cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2, PF_ROWS_BYTES)   # from memory
     elif data_t is double:
         if grad:
-            cbn_rows_gsums_f64(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+            cbn_rows_gsums_f64(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2, 0)
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, 0 if tiles else PF_ROWS_BYTES)
     else:
@@ -1508,7 +1519,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef Py_ssize_t r, c, c0, w, n, k, off, r0 = rows * t // T, r1 = rows * (t + 1) // T
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint near = (r1 - r0) * C * <Py_ssize_t>sizeof(data_t) <= ROWS8_NEAR
-    cdef bint fits = rows * C <= _gsums8_max
+    cdef bint fits = rows * C <= GSUMS8_MAX
     cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
     # more than ROW_BLOCK blocks go through the mid-block; fewer go into the totals
     # directly (the same sums as through a mid-block, 0 + m being m)

@@ -1323,6 +1323,12 @@ CBN_DEFINE_SHORT(f64, double)
 #define CBN_ROWS_GSUMS(G)                                                                   \
     for (r = 0; r < n; r++) {                                                               \
         p = r * ld;                                                                         \
+        if (pf) {                                                                           \
+            cbn_prefetch_ahead(x + p, pf, m * (Py_ssize_t)sizeof(*x));                      \
+            cbn_prefetch_ahead(dy + p, pf, m * (Py_ssize_t)sizeof(*x));                     \
+            if (y)                                                                          \
+                cbn_prefetch_ahead(y + p, pf, m * (Py_ssize_t)sizeof(*x));                  \
+        }                                                                                   \
         CBN_SIMD_LANES                                                                      \
         for (c = 0; c < m; c++) {                                                           \
             double g = G(p, c);                                                             \
@@ -1353,7 +1359,7 @@ CBN_PASS void cbn_rows_sums_##SUFFIX(const T* x, Py_ssize_t ld, Py_ssize_t n, Py
 }                                                                                           \
 CBN_PASS void cbn_rows_gsums_##SUFFIX(const T* x, const T* dy, const T* y, Py_ssize_t ld,   \
                                       Py_ssize_t n, Py_ssize_t m, const double* mean,       \
-                                      double* s1, double* s2) {                             \
+                                      double* s1, double* s2, Py_ssize_t pf) {              \
     Py_ssize_t r, c, p;                                                                     \
     if (y) {                                                                                \
         CBN_ROWS_GSUMS(CBN_MASK)                                                            \
@@ -1472,7 +1478,7 @@ CBN_PASS void cbn_rows_gsums_tiled_##SUFFIX(const T* x, const T* dy, const T* y,
         if (c < m) {                                                                        \
             o = r0 * ld + c;                                                                \
             cbn_rows_gsums_##SUFFIX(x + o, dy + o, y ? y + o : NULL, ld, nb, m - c,         \
-                                    mean + c, s1 + c, s2 + c);                              \
+                                    mean + c, s1 + c, s2 + c, 0);                           \
         }                                                                                   \
     }                                                                                       \
 }
@@ -1552,16 +1558,16 @@ CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* 
         CBN_GSUMS8(CBN_G4)
     if (m4 < m)
         cbn_rows_gsums_f32(x + m4, dy + m4, y ? y + m4 : NULL, ld, n8, m - m4, mean + m4,
-                           s1 + m4, s2 + m4);
+                           s1 + m4, s2 + m4, 0);
     if (n8 < n)
         cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, m,
-                           mean, s1, s2);
+                           mean, s1, s2, 0);
 }
 #else
 #define cbn_rows_sums_tiled_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
 #define cbn_rows_sums8_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
-#define cbn_rows_gsums8_f32 cbn_rows_gsums_f32
-#define cbn_rows_gsums_tiled_f32 cbn_rows_gsums_f32
+#define cbn_rows_gsums8_f32(...) cbn_rows_gsums_f32(__VA_ARGS__, 0)
+#define cbn_rows_gsums_tiled_f32(...) cbn_rows_gsums_f32(__VA_ARGS__, 0)
 #endif
 
 /* ------------------------------------------------------------------ float16
@@ -1616,7 +1622,7 @@ CBN_PASS void cbn_rows_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
         CBN_HBLOCKS(m, cbn_h2f_n(x + b_, bx, w_); cbn_h2f_n(dy + b_, bg, w_);
                        if (y) cbn_h2f_n(y + b_, by, w_);
                        cbn_rows_gsums_f32(bx, bg, y ? by : NULL, w_, 1, w_, mean + b_, s1 + b_,
-                                          s2 + b_);)
+                                          s2 + b_, 0);)
         if (y) y += ld;
     }
 }
