@@ -152,6 +152,10 @@ cdef extern from "_kernels_c.h":
     void cbn_gsums_f32_add(const float* x, const float* dy, const float* y, Py_ssize_t n,
                            double mean, double* acc) noexcept nogil
     void cbn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
+    void cbn_sums_pf_f32_add(const float* x, Py_ssize_t n, double ref, double* acc,
+                             Py_ssize_t ahead) noexcept nogil
+    void cbn_gsums_pf_f32_add(const float* x, const float* dy, const float* y, Py_ssize_t n,
+                              double mean, double* acc, Py_ssize_t ahead) noexcept nogil
 
 cdef bint _fma = False
 
@@ -211,15 +215,49 @@ def sums(cnp.ndarray x, cnp.ndarray dy, int n_threads):
 # the way such a kernel must read them, channel by channel.
 cdef enum:
     BLOCK = 1024        # values per piece of a run; each prefetches the next run's piece
+    STREAM = 2048       # or: values ahead of the sums a prefetch stream runs (cbn's PF_STREAM)
+
+cdef bint _stream = False
+
+
+def use_stream(bint flag):
+    """Prefetch the channel-order sums as a stream STREAM values ahead of them, in the
+    run and then in the next one (flag), or block by block: the bench sets cbn's choice
+    on this CPU (cbn._kernels prefetch_stream())."""
+    global _stream
+    _stream = flag
+
+
+cdef inline void _stream_sums(const float* x, const float* g, Py_ssize_t n,
+                              Py_ssize_t ahead, double* acc) noexcept nogil:
+    if g == NULL:
+        cbn_sums_pf_f32_add(x, n, 0.5, acc, ahead)
+    else:
+        cbn_gsums_pf_f32_add(x, g, NULL, n, 0.5, acc, ahead)
 
 
 cdef inline void _channel_sums(const float* x, const float* g, Py_ssize_t outer,
                                Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
                                double* acc) noexcept nogil:
     """acc += the sums over channel c's outer runs of inner values (C * inner apart), in
-    pieces of BLOCK values, each prefetching the same piece of the next run."""
+    pieces of BLOCK values, each prefetching the same piece of the next run, or (_stream)
+    run by run, prefetching a stream a = min(STREAM, inner) values ahead (the last a
+    values of a run: the first of the next)."""
     cdef Py_ssize_t o, b, m, off, stride = C * inner
+    cdef Py_ssize_t a = STREAM if STREAM < inner else inner
     for o in range(outer):
+        off = o * stride + c * inner
+        if _stream:
+            _stream_sums(x + off, NULL if g == NULL else g + off, inner - a, a, acc)
+            off += inner - a
+            if o + 1 < outer:
+                _stream_sums(x + off, NULL if g == NULL else g + off, a, stride - inner + a,
+                             acc)
+            elif g == NULL:
+                _floor_sums(x + off, a, 0.5, acc)
+            else:
+                _floor_gsums(x + off, g + off, a, 0.5, acc)
+            continue
         b = 0
         while b < inner:
             m = inner - b if inner - b < BLOCK else BLOCK
@@ -239,8 +277,8 @@ def sums_by_channel(cnp.ndarray x, cnp.ndarray dy, Py_ssize_t outer, Py_ssize_t 
                     Py_ssize_t inner, int n_threads):
     """sums() of a planar float32 array (outer, C, inner), read channel by channel:
     each channel's outer runs of inner values (C * inner apart) one after the other,
-    with a software prefetch one run ahead; channels split statically over n_threads
-    threads.  Returns their total."""
+    with a software prefetch as cbn's (use_stream); channels split statically over
+    n_threads threads.  Returns their total."""
     cdef const float* px = <const float*>cnp.PyArray_DATA(x)
     cdef const float* pg = NULL if dy is None else <const float*>cnp.PyArray_DATA(dy)
     cdef double[:, ::1] part = np.zeros((C, 2))

@@ -192,6 +192,7 @@ def build_roof():
     roof = _build("_roof", os.path.join(HERE, "_roof.pyx"), key, isa,
                   [os.path.dirname(header)])
     roof.use_fma_adds(_dispatch.kernels.fma_adds())     # the sums cbn runs on this CPU
+    roof.use_stream(_dispatch.kernels.prefetch_stream())  # and how they prefetch
     return roof
 
 
