@@ -156,9 +156,10 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_sums_tiled_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                  const double*, double*, double*) noexcept nogil
     void cbn_rows_sums8_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
-                            double*, double*) noexcept nogil
+                            double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_gsums8_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
-                             Py_ssize_t, const double*, double*, double*) noexcept nogil
+                             Py_ssize_t, const double*, double*, double*,
+                             Py_ssize_t) noexcept nogil
     void cbn_rows_gsums_tiled_f32(const float*, const float*, const float*, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, const double*, double*,
                                   double*) noexcept nogil
@@ -289,7 +290,13 @@ cdef enum:
                         # 5-7 rounds, with / without on 1 / 2 threads: 16x112x112x64 0.71 /
                         # 0.70, masked 0.76 / 0.75; 32x56x56x128 0.88 / 0.73-0.97, masked
                         # 0.81 / 0.80-0.98; 64x28x28x256 0.74, masked 0.90 (2 threads);
-                        # float64 8x112x112x64 1.08 / 0.81: not there)
+                        # float64 8x112x112x64 1.08 / 0.81: not there); the eight-row sums
+                        # beyond ROWS8_NEAR prefetch as a stream about this far ahead
+                        # (cbn_rows_sums8_f32; measured so, with / without, 1 / 2 threads:
+                        # statistics 8x112x112x64 0.66 / 0.67, 32x56x56x128 0.72 / 0.78,
+                        # 2x56x56x256 0.72 / 0.81, 1x112x112x64 0.63 / 0.83; training 0.83-0.92;
+                        # rows of 512-2048 values 0.92-1.02; backward 2x112x112x64 0.94 /
+                        # 0.86, 4x16x28x28x32 0.90, 2x56x56x256 0.95 / 0.97)
 
 # How an output pass stores (interleaved rows): plainly, with streaming stores, or
 # with register-tiled parameters (data in L2: a tile walks down rows).
@@ -1367,9 +1374,10 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
             eight = fits and (_rows8_grads or (eight and not masked))
         if eight:
             if grad:
-                cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2)
+                cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
+                                    0 if near else PF_ROWS_BYTES)
             else:
-                cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2)
+                cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
             return
         tiles = tiles or ld >= WIDE_TILES or (_tiles_mem and not grad)
         if grad and tiles:
