@@ -402,6 +402,12 @@ cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 
 # memory).  float16 and float64, stream / block prefetch (runs past PF_NEXT: none):
 # statistics 0.78-0.98, training 0.87-0.98, backward 0.90-0.97 (8x64x112x112,
 # 32x128x56x56, float16 32x64x112x112).
+# The statistics and training sums stream so whatever the arrays' size (runs of PF_RUN
+# values or more), from L3 too: stream / the next run's head alone, 1 / 2 threads:
+# statistics 4x32x16x28x28 0.88 / 0.86, 2x64x112x112 0.89 / 0.90, 1x64x112x112 0.87 /
+# 0.88, 8x32x32x32 0.93 / 0.92; training 0.87-0.99; in L2 (1x64x56x56, 1x128x28x28)
+# 0.93-1.03.  The backward sums did not gain there (1x64x112x112 1.02 / 1.14,
+# 4x32x16x28x28 0.96 / 1.04): they stream from _pf_from bytes on.
 cdef bint _pf_stream = cbn_cpu_is_intel()
 
 # Interleaved output passes whose arrays (inputs and output) total at most _tiled_to
@@ -1489,8 +1495,11 @@ cdef inline bint _pf_runs(Py_ssize_t nvalues, size_t itemsize, int narrays, int 
     them summed) prefetch the next run block by block (_plane_sums): when the arrays
     total at least _pf_from bytes (from memory) and the runs are PF_RUN values or more,
     their next runs together under PF_NEXT bytes (beyond, the hardware prefetchers keep
-    up and the prefetches only cost); sums that prefetch as a stream (_pf_stream) whatever
-    their runs' length."""
+    up and the prefetches only cost).  Sums that prefetch as a stream (_pf_stream) do
+    whatever their runs' length, and the statistics and training sums (one array summed)
+    whatever the arrays' size too."""
+    if _pf_stream and nsums == 1 and _pf_from < _NEVER:
+        return inner >= PF_RUN
     return (nvalues * <Py_ssize_t>itemsize * narrays >= _pf_from
             and inner >= PF_RUN
             and (_pf_stream or inner * <Py_ssize_t>itemsize * nsums < PF_NEXT))
