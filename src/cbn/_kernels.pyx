@@ -385,8 +385,8 @@ cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc 
 cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 2
 # On Intel CPUs the sums (statistics, training, backward) prefetch instead as a stream
 # PF_STREAM values ahead in their reading order, one line per line read in each array
-# (_sums_ahead, cbn_sums_pf_T, cbn_gsums_pf_T), and whatever their
-# runs' length (no PF_NEXT): a block's prefetches issued at once wait on full fill
+# (_sums_ahead, cbn_sums_pf_T, cbn_gsums_pf_T), and whatever their runs' length (no
+# PF_NEXT): a block's prefetches issued at once wait on full fill
 # buffers and stall the sums' conversions, while no prefetch at all (beyond the next
 # run's head) leaves data from memory late.  Measured in one process (the settings
 # alternated, 5-7 rounds), 2-core Intel Xeon VM (Sapphire Rapids), float32 NCHW, 1 / 2

@@ -255,7 +255,7 @@ static inline double cbn_hadd4(__m256d a, __m256d b, __m256d c, __m256d d) {
     acc[0] += cbn_hadd4(a0, a1, a2, a3);                                                    \
     acc[1] += cbn_hadd4(q0, q1, q2, q3);                                                    \
     (void)g;
-/* what each 16-value step does first: nothing, but in cbn_sums_pf_T (CBN_PF16) */
+/* what each 16-value step does first: nothing, but in cbn_sums_pf_T (CBN_PF_STREAMS) */
 #define CBN_REDUCE16_STEP
 #define CBN_REDUCE16(D, L, S, ADD, A, Q)                                                    \
     {                                                                                       \
