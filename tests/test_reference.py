@@ -353,8 +353,8 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
 
 def test_interleaved_backward_sums_beyond_eight_rows(kernels, rng):
     """Unmasked float32 backward sums over more than 2**22 values per array go one row
-    per step, prefetching 4 KB ahead of each row in x and dy: against the float64
-    oracle on 1 and 2 threads, masked and not (65600 rows of 64 channels)."""
+    per step, prefetching 4 KB ahead of each row in x, dy and (masked) y: against the
+    float64 oracle on 1 and 2 threads, masked and not (65600 rows of 64 channels)."""
     for t in (1, 2):
         test_backward(np.float32, (65600, 64), "C", t, rng)
 

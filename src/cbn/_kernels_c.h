@@ -1496,23 +1496,22 @@ CBN_DEFINE_TILED_SUMS(f32, float, CBN_LD8D_F32)
 #define CBN_DEV4(k) _mm256_sub_pd(CBN_LD4D(a + (k) * ld + c), R)
 #define CBN_SQ2(u, v) _mm256_fmadd_pd(v, v, _mm256_mul_pd(u, u))
 /* Beyond L2 (pf: the bytes of the rows' channels read ahead, else 0) the eight-row
- * loops prefetch a stream `ahead` rows on (a multiple of 8, about pf bytes of reading
- * ahead): in each step of 4 channels, the two lines of the 16-channel block they lie in
- * of rows 2j and 2j + 1 of the eight there, j = (c / 4) % 4, so that four steps cover
- * the block's eight lines, one line per line read (a block's prefetches at once
+ * loops prefetch a stream `ahead` values on (rows: a multiple of 8, about pf bytes of
+ * reading ahead): in each step of 4 channels, the two lines of the 16-channel block
+ * they lie in of rows 2j and 2j + 1 of the eight there, j = (c / 4) % 4, so that four
+ * steps cover the block's eight lines, one line per line read (a block's prefetches at once
  * stall the loop on full fill buffers).  The addresses are formed as integers: past
  * the array's end they are only prefetched. */
 #define CBN_ROWS8_AHEAD(pf, m) ((pf) ? 8 * (((pf) + 32 * (m) - 1) / (32 * (m))) : 0)
 #define CBN_PF8(p, c)                                                                       \
     {                                                                                       \
         uintptr_t b_ = (uintptr_t)(p) +                                                     \
-                       (uintptr_t)((((c) & ~(Py_ssize_t)15) + (((c) >> 2) & 3) * 2 * ld) *  \
-                                   (Py_ssize_t)sizeof(float));                              \
+                       (uintptr_t)((ahead + ((c) & ~(Py_ssize_t)15) +                       \
+                                    (((c) >> 2) & 3) * 2 * ld) * (Py_ssize_t)sizeof(float)); \
         _mm_prefetch((const char*)b_, _MM_HINT_T0);                                         \
         _mm_prefetch((const char*)(b_ + (uintptr_t)(ld * (Py_ssize_t)sizeof(float))),       \
                      _MM_HINT_T0);                                                          \
     }
-#define CBN_AHEAD(p) ((const float*)((uintptr_t)(p) + (uintptr_t)(ahead * 4)))
 CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                  const double* ref, double* s1, double* s2, Py_ssize_t pf) {
     Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
@@ -1522,7 +1521,7 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
         for (c = 0; c < m4; c += 4) {
             const __m256d R = _mm256_loadu_pd(ref + c);
             if (ahead)
-                CBN_PF8(CBN_AHEAD(a), c)
+                CBN_PF8(a, c)
             __m256d d0 = CBN_DEV4(0), d1 = CBN_DEV4(1), d2 = CBN_DEV4(2), d3 = CBN_DEV4(3);
             __m256d d4 = CBN_DEV4(4), d5 = CBN_DEV4(5), d6 = CBN_DEV4(6), d7 = CBN_DEV4(7);
             __m256d s = CBN_FADD(CBN_FADD(CBN_FADD(d0, d1), CBN_FADD(d2, d3)),
@@ -1561,10 +1560,10 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
         for (c = 0; c < m4; c += 4) {                                                       \
             const __m256d M = _mm256_loadu_pd(mean + c);                                    \
             if (ahead) {                                                                    \
-                CBN_PF8(CBN_AHEAD(xr), c)                                                   \
-                CBN_PF8(CBN_AHEAD(gr), c)                                                   \
+                CBN_PF8(xr, c)                                                              \
+                CBN_PF8(gr, c)                                                              \
                 if (yr)                                                                     \
-                    CBN_PF8(CBN_AHEAD(yr), c)                                               \
+                    CBN_PF8(yr, c)                                                          \
             }                                                                               \
             __m256d a0, q0, a1, q1;                                                         \
             CBN_GHALF(G, 0, a0, q0)                                                         \
