@@ -1700,7 +1700,12 @@ static inline __m256d cbn_cvt4d(__m256 v, int upper) {
  * calls, float16 channels-last, separate builds alternated process by process (4 pairs,
  * medians), 1 and 2 threads: 32x56x56x128 backward 0.64-0.72, with the ReLU mask
  * 0.51-0.62, statistics 0.89-0.96, training 0.94-0.97; 8x112x112x64 0.87-1.05; in L3
- * (2x56x56x256, 2048x1024) 0.93-1.00.  Not measured on Intel.
+ * (2x56x56x256, 2048x1024) 0.93-1.00.  On the 2-core Intel Xeon VM (one process, the
+ * distance alternated, 2 threads, 5 rounds), against two walks ahead: one walk,
+ * statistics 0.96-0.99 and backward sums 0.99-1.02; four walks 1.00-1.07.  Kept at two.
+ * There the same tiles in AVX-512 (16 channels a tile; in L2 in a C loop 0.145 TSC
+ * ticks per value against 0.189) took, in cbn, statistics 0.80-0.91 of the time with
+ * rows of 128-256 channels but 1.07-1.09 with 64, training 0.90-1.03: not taken.
  * grad 0: s1 += sum d, s2 += sum d^2 about ref; grad 1: s1 += sum g, s2 += sum g d. */
 #define CBN_HGROUP(grad) ((grad) ? 8 : 16)
 #define CBN_HWALK 16
