@@ -351,6 +351,22 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
                 check(np.float32, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
+@pytest.mark.parametrize("shape", [(70000, 32), (2200, 1000), (203, 1027), (1500, 600),
+                                   (9001, 61), (3001, 136)], ids=str)
+def test_interleaved_float16_statistics_eight_rows(shape, eight, kernels, rng):
+    """float16 interleaved statistics go eight rows per step on Intel CPUs
+    (eight_row_stats_f16: float32 partial sums, into float64 every 32 rows): from memory
+    with the prefetch stream (70000x32, 2200x1000; 9001x61 on one thread), in L2 in rows
+    of 128 values or more, rows by columns (203x1027), rows not a multiple of 8 or 32
+    in a thread's blocks, channels not a multiple of 8.  Both choices against the
+    float64 oracle on 1 and 2 threads."""
+    with _kernel_setting("eight_row_stats_f16", eight):
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_batch_stats):
+                check(np.float16, shape, "C", t, rng)
+
+
 def test_interleaved_backward_sums_beyond_eight_rows(kernels, rng):
     """Unmasked float32 backward sums over more than 2**22 values per array go one row
     per step, prefetching 4 KB ahead of each row in x, dy and (masked) y: against the
@@ -907,3 +923,4 @@ def test_threshold_api(kernels, name, key, default):
     assert cfg[key] == setter()
     assert cfg["tiled_stats_from_memory"] is _dispatch.kernels.tiled_from_memory()
     assert cfg["planar_sums_prefetch_stream"] is _dispatch.kernels.prefetch_stream()
+    assert cfg["eight_row_stats_f16"] is _dispatch.kernels.eight_row_stats_f16()

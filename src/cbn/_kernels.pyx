@@ -183,6 +183,8 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_gsums_tiled_f16(const cbn_half*, const cbn_half*, const cbn_half*,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*, double*,
                                   double*, int) noexcept nogil
+    void cbn_rows_sums8_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                            const double*, double*, double*, Py_ssize_t) noexcept nogil
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
@@ -253,6 +255,7 @@ cdef enum:
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
+    HROWS8_WIDE = 128   # float16 statistics so, for rows narrower than this (_hrows8)
     GSUMS8_MAX = 1 << 22  # backward sums go eight rows per step up to this many values
                         # per array (_rows8)
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
@@ -578,6 +581,20 @@ cdef bint _rows8_grads = _amd >= 0x1A
 # values 1.00-1.09 (hence 256).
 cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 
+# On Intel CPUs the float16 interleaved statistics go eight rows per step too
+# (cbn_rows_sums8_f16: float32 partial sums per channel, into float64 every 32 rows),
+# but rows narrower than HROWS8_WIDE values of at most ROWS8_NEAR bytes per thread,
+# and prefetch as a stream PF_ROWS_BYTES ahead beyond ROWS8_NEAR.  The register tiles'
+# walks (strided down the rows, prefetched by software) kept them at 1.4-1.6x
+# float32's time per byte from memory.  Measured in one process, 2-core Intel Xeon VM,
+# eight rows / tiles, 1 / 2 threads (5 rounds): statistics 32x56x56x128 0.77 / 0.81,
+# 8x112x112x64 0.84 / 0.80, 64x28x28x256 0.69 / 0.67, 2x56x56x256 0.64 / 0.84, 256x1024
+# 0.51 / 0.57, 256x512 0.54 / 0.67, 64x4096 0.56 / 0.60; training 0.87-0.99, 256x1024
+# 0.75 / 0.77; near, rows of 128-256 values 0.85-0.99 (training 0.88-0.98), of 64 values
+# (1x56x56x64) 0.92 / 1.09 (training 0.97 / 1.10: hence HROWS8_WIDE).  Prefetching
+# 2 KB or 1 KB ahead instead: 1.00-1.07.  Not measured on AMD CPUs, which keep the tiles.
+cdef bint _hrows8 = cbn_cpu_is_intel()
+
 # Planar sums over runs under SHORT_RUN bytes in more than one sample take a channel's
 # runs BLOCK values at a time in one call (cbn_runs_sums_T, cbn_runs_gsums_T: one set of
 # partial sums, reduced once) instead of a call per run (_run_sums, two horizontal
@@ -756,6 +773,13 @@ def eight_row_sums(flag=None):
     eight_row_sums(True/False) sets it and returns the old value (for tests and
     measurements)."""
     return _setting(&_rows8, flag)
+
+
+def eight_row_stats_f16(flag=None):
+    """Whether float16 interleaved statistics may go eight rows per step (see _hrows8);
+    eight_row_stats_f16(True/False) sets it and returns the old value (for tests and
+    measurements)."""
+    return _setting(&_hrows8, flag)
 
 
 def tiled_from_memory(flag=None):
@@ -1401,10 +1425,13 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, 0 if tiles else PF_ROWS_BYTES)
     else:
-        # float16: float32 tile groups; from memory, walks of a few rows at a time
+        # float16: float32 tile groups; from memory, walks of a few rows at a time; the
+    # statistics eight rows per step on Intel (_hrows8)
         if grad:
             cbn_rows_gsums_tiled_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
                                      not tiles)
+        elif _hrows8 and (not near or ld >= HROWS8_WIDE):
+            cbn_rows_sums8_f16(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
         else:
             cbn_rows_sums_tiled_f16(x, ld, n, m, ref, s1, s2, not tiles)
 
@@ -2972,3 +2999,4 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
         _scatter(dbias_out, d + 4 * C, C)
     finally:
         free(w.raw)
+
