@@ -585,7 +585,7 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # (cbn_rows_sums8_f16: float32 partial sums per channel, into float64 every 32 rows),
 # but rows narrower than HROWS8_WIDE values of at most ROWS8_NEAR bytes per thread,
 # and prefetch as a stream PF_ROWS_BYTES ahead beyond ROWS8_NEAR.  The register tiles'
-# walks (strided down the rows, prefetched by software) kept them at 1.4-1.6x
+# walks (strided down the rows, prefetched by software) kept them at 1.3-1.6x
 # float32's time per byte from memory.  Measured in one process, 2-core Intel Xeon VM,
 # eight rows / tiles, 1 / 2 threads (5 rounds): statistics 32x56x56x128 0.77 / 0.81,
 # 8x112x112x64 0.84 / 0.80, 64x28x28x256 0.69 / 0.67, 2x56x56x256 0.64 / 0.84, 256x1024
