@@ -185,6 +185,9 @@ cdef extern from "_kernels_c.h":
                                   double*, int) noexcept nogil
     void cbn_rows_sums8_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                             const double*, double*, double*, Py_ssize_t) noexcept nogil
+    void cbn_rows_gsums8_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
+                             Py_ssize_t, Py_ssize_t, const double*, double*, double*,
+                             Py_ssize_t) noexcept nogil
     void cbn_sums_f32(const float*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f64(const double*, Py_ssize_t, double, double*) noexcept nogil
     void cbn_sums_f16(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
@@ -581,8 +584,9 @@ cdef bint _rows8_grads = _amd >= 0x1A
 # values 1.00-1.09 (hence 256).
 cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 
-# On Intel CPUs the float16 interleaved statistics go eight rows per step too
-# (cbn_rows_sums8_f16: float32 partial sums per channel, into float64 every 32 rows),
+# On Intel CPUs the float16 interleaved sums go eight rows per step too
+# (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
+# float64 every 32 rows),
 # but rows narrower than HROWS8_WIDE values of at most ROWS8_NEAR bytes per thread,
 # and prefetch as a stream PF_ROWS_BYTES ahead beyond ROWS8_NEAR.  The register tiles'
 # walks (strided down the rows, prefetched by software) kept them at 1.3-1.6x
@@ -592,7 +596,11 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # 0.51 / 0.57, 256x512 0.54 / 0.67, 64x4096 0.56 / 0.60; training 0.87-0.99, 256x1024
 # 0.75 / 0.77; near, rows of 128-256 values 0.85-0.99 (training 0.88-0.98), of 64 values
 # (1x56x56x64) 0.92 / 1.09 (training 0.97 / 1.10: hence HROWS8_WIDE).  Prefetching
-# 2 KB or 1 KB ahead instead: 1.00-1.07.  Not measured on AMD CPUs, which keep the tiles.
+# 2 KB or 1 KB ahead instead: 1.00-1.07.  Backward (its sums and dx pass), eight rows
+# / tiles, 1 / 2 threads: 256x1024 0.68 / 0.73, masked 0.65 / 0.66; 2x56x56x256 0.91 /
+# 0.89, masked 0.87 / 0.88; 1x28x28x128 0.91-0.93; from memory 32x56x56x128,
+# 64x28x28x256 and 8x112x112x64 0.94-1.00 with the mask and without (the dx pass
+# dominates there).  Not measured on AMD CPUs, which keep the tiles.
 cdef bint _hrows8 = cbn_cpu_is_intel()
 
 # Planar sums over runs under SHORT_RUN bytes in more than one sample take a channel's
@@ -775,9 +783,9 @@ def eight_row_sums(flag=None):
     return _setting(&_rows8, flag)
 
 
-def eight_row_stats_f16(flag=None):
-    """Whether float16 interleaved statistics may go eight rows per step (see _hrows8);
-    eight_row_stats_f16(True/False) sets it and returns the old value (for tests and
+def eight_row_sums_f16(flag=None):
+    """Whether float16 interleaved sums may go eight rows per step (see _hrows8);
+    eight_row_sums_f16(True/False) sets it and returns the old value (for tests and
     measurements)."""
     return _setting(&_hrows8, flag)
 
@@ -1425,13 +1433,16 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, 0 if tiles else PF_ROWS_BYTES)
     else:
-        # float16: float32 tile groups; from memory, walks of a few rows at a time; the
-    # statistics eight rows per step on Intel (_hrows8)
-        if grad:
-            cbn_rows_gsums_tiled_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
-                                     not tiles)
+        # float16: eight rows per step on Intel (_hrows8); else float32 tile groups, from
+    # memory walks of a few rows at a time
+        if _hrows8 and (not near or ld >= HROWS8_WIDE) and grad:
+            cbn_rows_gsums8_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
+                                0 if near else PF_ROWS_BYTES)
         elif _hrows8 and (not near or ld >= HROWS8_WIDE):
             cbn_rows_sums8_f16(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
+        elif grad:
+            cbn_rows_gsums_tiled_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
+                                     not tiles)
         else:
             cbn_rows_sums_tiled_f16(x, ld, n, m, ref, s1, s2, not tiles)
 
@@ -2999,4 +3010,5 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
         _scatter(dbias_out, d + 4 * C, C)
     finally:
         free(w.raw)
+
 

@@ -1514,6 +1514,14 @@ CBN_DEFINE_TILED_SUMS(f32, float, CBN_LD8D_F32)
                      _MM_HINT_T0);                                                          \
     }
 #define CBN_PF8(p, c) CBN_PF8T(p, c, float, 4)
+/* the backward loops' prefetch: rows xr, gr and (masked) yr of x, dy and y */
+#define CBN_PF8G(c, T, S)                                                                   \
+    if (ahead) {                                                                            \
+        CBN_PF8T(xr, c, T, S)                                                               \
+        CBN_PF8T(gr, c, T, S)                                                               \
+        if (yr)                                                                             \
+            CBN_PF8T(yr, c, T, S)                                                           \
+    }
 /* a step's eight deviations DEV(0) .. DEV(7) (vectors of type V), their sum added in a
  * tree into S and their squares' into Q (ADD: the tree's addition; SQ2(u, v): u^2 + v^2) */
 #define CBN_TREE8(V, DEV, ADD, SQ2, S, Q)                                                   \
@@ -1563,19 +1571,13 @@ CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py
         const float *xr = x + r * ld, *gr = dy + r * ld, *yr = y ? y + r * ld : NULL;       \
         for (c = 0; c < m4; c += 4) {                                                       \
             const __m256d M = _mm256_loadu_pd(mean + c);                                    \
-            if (ahead) {                                                                    \
-                CBN_PF8(xr, c)                                                              \
-                CBN_PF8(gr, c)                                                              \
-                if (yr)                                                                     \
-                    CBN_PF8(yr, c)                                                          \
-            }                                                                               \
+            CBN_PF8G(c, float, 4)                                                           \
             __m256d a0, q0, a1, q1;                                                         \
             CBN_GHALF(G, 0, a0, q0)                                                         \
             CBN_GHALF(G, 4, a1, q1)                                                         \
             cbn_add4(s1 + c, _mm256_add_pd(a0, a1));                                        \
             cbn_add4(s2 + c, _mm256_add_pd(q0, q1));                                        \
         }                                                                                   \
-        (void)yr;                                                                           \
     }
 CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* y,
                                   Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
@@ -1848,48 +1850,102 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
                                    _kernels.pyx passes at most its CTILE, 1024) */
 #define CBN_DEV8H(k) _mm256_sub_ps(cbn_ld8h(a + (k) * ld + c), R)
 #define CBN_SQ2H(u, v) _mm256_fmadd_ps(v, v, _mm256_mul_ps(u, u))
+/* The frame of the float16 eight-row loops over rows 0 .. n8 - 1, channels 0 .. m8 - 1:
+ * chunks of at most CBN_HROWS8_CHUNK channels, each with its reference REF in float32
+ * (rf) and float32 partial sums (p1, p2).  STEPS adds rows r0 .. r - 1 (at most
+ * CBN_HROWS8_FLUSH) into the partials; FLUSH adds channel c0 + c's partials (A, p2[c])
+ * into s1, s2 about REF = rf + L over nr rows. */
+#define CBN_HROWS8(REF, STEPS, FLUSH)                                                       \
+    float p1[CBN_HROWS8_CHUNK], p2[CBN_HROWS8_CHUNK], rf[CBN_HROWS8_CHUNK];                 \
+    const Py_ssize_t n8 = n & ~(Py_ssize_t)7, m8 = m & ~(Py_ssize_t)7;                      \
+    const Py_ssize_t ahead = pf ? 8 * ((pf + 16 * m - 1) / (16 * m)) * ld : 0;             \
+    Py_ssize_t c0, w, r, r0, c;                                                             \
+    for (c0 = 0; c0 < m8; c0 += w) {                                                        \
+        w = m8 - c0 < CBN_HROWS8_CHUNK ? m8 - c0 : CBN_HROWS8_CHUNK;                        \
+        for (c = 0; c < w; c++) {                                                           \
+            rf[c] = (float)(REF)[c0 + c];                                                   \
+            p1[c] = p2[c] = 0.0f;                                                           \
+        }                                                                                   \
+        for (r0 = 0; r0 < n8; r0 = r) {                                                     \
+            STEPS                                                                           \
+            for (c = 0; c < w; c++) {                                                       \
+                const double L = (REF)[c0 + c] - (double)rf[c], A = p1[c];                  \
+                const double nr = (double)(r - r0);                                         \
+                FLUSH                                                                       \
+                p1[c] = p2[c] = 0.0f;                                                       \
+            }                                                                               \
+        }                                                                                   \
+    }
+#define CBN_HSTEPS                                                                          \
+    for (r = r0; r < n8 && r < r0 + CBN_HROWS8_FLUSH; r += 8) {                             \
+        const cbn_half* a = x + r * ld + c0;                                                \
+        for (c = 0; c < w; c += 8) {                                                        \
+            const __m256 R = _mm256_loadu_ps(rf + c);                                       \
+            if (ahead)                                                                      \
+                CBN_PF8T(a, c, cbn_half, 8)                                                 \
+            CBN_TREE8(__m256, CBN_DEV8H, _mm256_add_ps, CBN_SQ2H, sd, sq)                   \
+            _mm256_storeu_ps(p1 + c, _mm256_add_ps(_mm256_loadu_ps(p1 + c), sd));           \
+            _mm256_storeu_ps(p2 + c, _mm256_add_ps(_mm256_loadu_ps(p2 + c), sq));           \
+        }                                                                                   \
+    }
 CBN_PASS void cbn_rows_sums8_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n,
                                  Py_ssize_t m, const double* ref, double* s1, double* s2,
                                  Py_ssize_t pf) {
-    float p1[CBN_HROWS8_CHUNK], p2[CBN_HROWS8_CHUNK], rf[CBN_HROWS8_CHUNK];
-    const Py_ssize_t n8 = n & ~(Py_ssize_t)7, m8 = m & ~(Py_ssize_t)7;
-    const Py_ssize_t ahead = pf ? 8 * ((pf + 16 * m - 1) / (16 * m)) * ld : 0;
-    Py_ssize_t c0, w, r, r0, c;
-    for (c0 = 0; c0 < m8; c0 += w) {
-        w = m8 - c0 < CBN_HROWS8_CHUNK ? m8 - c0 : CBN_HROWS8_CHUNK;
-        for (c = 0; c < w; c++) {
-            rf[c] = (float)ref[c0 + c];
-            p1[c] = p2[c] = 0.0f;
-        }
-        for (r0 = 0; r0 < n8; r0 = r) {
-            for (r = r0; r < n8 && r < r0 + CBN_HROWS8_FLUSH; r += 8) {
-                const cbn_half* a = x + r * ld + c0;
-                for (c = 0; c < w; c += 8) {
-                    const __m256 R = _mm256_loadu_ps(rf + c);
-                    if (ahead)
-                        CBN_PF8T(a, c, cbn_half, 8)
-                    CBN_TREE8(__m256, CBN_DEV8H, _mm256_add_ps, CBN_SQ2H, sd, sq)
-                    _mm256_storeu_ps(p1 + c, _mm256_add_ps(_mm256_loadu_ps(p1 + c), sd));
-                    _mm256_storeu_ps(p2 + c, _mm256_add_ps(_mm256_loadu_ps(p2 + c), sq));
-                }
-            }
-            /* about ref = rf + L, over nr rows: sum (d - L) = A - nr L and
-             * sum (d - L)^2 = Q - 2 L A + nr L^2 (L = 0 for a float16 reference) */
-            {
-                const double nr = (double)(r - r0);
-                for (c = 0; c < w; c++) {
-                    const double L = ref[c0 + c] - (double)rf[c], A = p1[c];
-                    s1[c0 + c] += A - nr * L;
-                    s2[c0 + c] += (double)p2[c] - L * (2.0 * A - nr * L);
-                    p1[c] = p2[c] = 0.0f;
-                }
-            }
-        }
-    }
+    /* sum (d - L) = A - nr L, sum (d - L)^2 = Q - 2 L A + nr L^2 (L = 0 for a float16
+     * reference) */
+    CBN_HROWS8(ref, CBN_HSTEPS,
+               s1[c0 + c] += A - nr * L;
+               s2[c0 + c] += (double)p2[c] - L * (2.0 * A - nr * L);)
     if (m8 < m)
         cbn_rows_sums_f16(x + m8, ld, n8, m - m8, ref + m8, s1 + m8, s2 + m8);
     if (n8 < n)
         cbn_rows_sums_f16(x + n8 * ld, ld, n - n8, m, ref, s1, s2);
+}
+/* The backward sums so: g = dy (0 where y <= 0 with y, the ReLU mask; NaN y keeps dy)
+ * and g (x - mf), four rows of each step at a time (registers), corrected by the
+ * mean's remainder L = mean - mf per flush: sum g (x - mean) = Q - L sum g. */
+#define CBN_HG4(k) cbn_ld8h(gr + (k) * ld + c)
+#define CBN_HG4_MASKED(k)                                                                   \
+    _mm256_and_ps(_mm256_cmp_ps(cbn_ld8h(yr + (k) * ld + c), Z8, _CMP_NLE_UQ), CBN_HG4(k))
+#define CBN_HGD(k) _mm256_sub_ps(cbn_ld8h(xr + (k) * ld + c), M)
+#define CBN_HGHALF(G, o, A, Q)                                                              \
+    {                                                                                       \
+        const __m256 g0 = G((o)), g1 = G((o) + 1), g2 = G((o) + 2), g3 = G((o) + 3);        \
+        A = _mm256_add_ps(_mm256_add_ps(g0, g1), _mm256_add_ps(g2, g3));                    \
+        Q = _mm256_add_ps(                                                                  \
+            _mm256_fmadd_ps(g0, CBN_HGD((o)), _mm256_mul_ps(g1, CBN_HGD((o) + 1))),         \
+            _mm256_fmadd_ps(g2, CBN_HGD((o) + 2), _mm256_mul_ps(g3, CBN_HGD((o) + 3))));    \
+    }
+#define CBN_HGSTEPS(G)                                                                      \
+    for (r = r0; r < n8 && r < r0 + CBN_HROWS8_FLUSH; r += 8) {                             \
+        const cbn_half *xr = x + r * ld + c0, *gr = dy + r * ld + c0;                       \
+        const cbn_half* yr = y ? y + r * ld + c0 : NULL;                                    \
+        for (c = 0; c < w; c += 8) {                                                        \
+            const __m256 M = _mm256_loadu_ps(rf + c);                                       \
+            __m256 a0, q0, a1, q1;                                                          \
+            CBN_PF8G(c, cbn_half, 8)                                                        \
+            CBN_HGHALF(G, 0, a0, q0)                                                        \
+            CBN_HGHALF(G, 4, a1, q1)                                                        \
+            a0 = _mm256_add_ps(a0, a1);                                                     \
+            q0 = _mm256_add_ps(q0, q1);                                                     \
+            _mm256_storeu_ps(p1 + c, _mm256_add_ps(_mm256_loadu_ps(p1 + c), a0));           \
+            _mm256_storeu_ps(p2 + c, _mm256_add_ps(_mm256_loadu_ps(p2 + c), q0));           \
+        }                                                                                   \
+    }
+CBN_PASS void cbn_rows_gsums8_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                                  Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                                  const double* mean, double* s1, double* s2, Py_ssize_t pf) {
+    const __m256 Z8 = _mm256_setzero_ps();
+    /* sum g (d - L) = Q - L sum g */
+    CBN_HROWS8(mean, if (y) CBN_HGSTEPS(CBN_HG4_MASKED) else CBN_HGSTEPS(CBN_HG4),
+               s1[c0 + c] += A; s2[c0 + c] += (double)p2[c] - L * A; (void)nr;)
+    (void)Z8;
+    if (m8 < m)
+        cbn_rows_gsums_f16(x + m8, dy + m8, y ? y + m8 : NULL, ld, n8, m - m8, mean + m8,
+                           s1 + m8, s2 + m8);
+    if (n8 < n)
+        cbn_rows_gsums_f16(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, m,
+                           mean, s1, s2);
 }
 #endif
 /* relu: max(0, v) returns v when v is NaN, as v < 0 ? 0 : v does */
@@ -2119,6 +2175,8 @@ CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const
     cbn_rows_sums_f16(x, ld, n, m, ref, s1, s2)
 #define cbn_rows_sums8_f16(x, ld, n, m, ref, s1, s2, pf) \
     cbn_rows_sums_f16(x, ld, n, m, ref, s1, s2)
+#define cbn_rows_gsums8_f16(x, dy, y, ld, n, m, mean, s1, s2, pf) \
+    cbn_rows_gsums_f16(x, dy, y, ld, n, m, mean, s1, s2)
 #define cbn_rows_gsums_tiled_f16(x, dy, y, ld, n, m, mean, s1, s2, mem) \
     cbn_rows_gsums_f16(x, dy, y, ld, n, m, mean, s1, s2)
 #endif

@@ -176,7 +176,7 @@ def show_config(print_out=True):
         "two_phase_below_bytes": _dispatch.kernels.two_phase_below(),
         "tiled_stats_from_memory": _dispatch.kernels.tiled_from_memory(),
         "eight_row_sums": _dispatch.kernels.eight_row_sums(),
-        "eight_row_stats_f16": _dispatch.kernels.eight_row_stats_f16(),
+        "eight_row_sums_f16": _dispatch.kernels.eight_row_sums_f16(),
         "planar_runs_sums": _dispatch.kernels.runs_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
         "split_few_channels": _dispatch.kernels.split_few_channels(),
