@@ -258,7 +258,7 @@ cdef enum:
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
-    HROWS8_WIDE = 128   # float16 statistics so, for rows narrower than this (_hrows8)
+    HROWS8_WIDE = 128   # float16 sums so, for rows narrower than this (_hrows8)
     GSUMS8_MAX = 1 << 22  # backward sums go eight rows per step up to this many values
                         # per array (_rows8)
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
@@ -586,9 +586,9 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
-# float64 every 32 rows),
-# but rows narrower than HROWS8_WIDE values of at most ROWS8_NEAR bytes per thread,
-# and prefetch as a stream PF_ROWS_BYTES ahead beyond ROWS8_NEAR.  The register tiles'
+# float64 every 32 rows), but rows narrower than HROWS8_WIDE values of at most
+# ROWS8_NEAR bytes per thread, and prefetch as a stream PF_ROWS_BYTES ahead beyond
+# ROWS8_NEAR.  The register tiles'
 # walks (strided down the rows, prefetched by software) kept them at 1.3-1.6x
 # float32's time per byte from memory.  Measured in one process, 2-core Intel Xeon VM,
 # eight rows / tiles, 1 / 2 threads (5 rounds): statistics 32x56x56x128 0.77 / 0.81,
@@ -1433,13 +1433,14 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, 0 if tiles else PF_ROWS_BYTES)
     else:
-        # float16: eight rows per step on Intel (_hrows8); else float32 tile groups, from
-    # memory walks of a few rows at a time
-        if _hrows8 and (not near or ld >= HROWS8_WIDE) and grad:
-            cbn_rows_gsums8_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
-                                0 if near else PF_ROWS_BYTES)
-        elif _hrows8 and (not near or ld >= HROWS8_WIDE):
-            cbn_rows_sums8_f16(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
+        # float16: eight rows per step on Intel (_hrows8); else float32 tile groups,
+        # from memory walks of a few rows at a time
+        if _hrows8 and (not near or ld >= HROWS8_WIDE):
+            if grad:
+                cbn_rows_gsums8_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
+                                    0 if near else PF_ROWS_BYTES)
+            else:
+                cbn_rows_sums8_f16(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
         elif grad:
             cbn_rows_gsums_tiled_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
                                      not tiles)
@@ -3010,5 +3011,3 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
         _scatter(dbias_out, d + 4 * C, C)
     finally:
         free(w.raw)
-
-

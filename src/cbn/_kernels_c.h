@@ -1502,7 +1502,8 @@ CBN_DEFINE_TILED_SUMS(f32, float, CBN_LD8D_F32)
  * steps cover the block's eight lines, one line per line read (a block's prefetches at once
  * stall the loop on full fill buffers).  The addresses are formed as integers: past
  * the array's end they are only prefetched. */
-#define CBN_ROWS8_AHEAD(pf, m) ((pf) ? 8 * (((pf) + 32 * (m) - 1) / (32 * (m))) : 0)
+/* (rb: the bytes of a row's channels) */
+#define CBN_ROWS8_AHEAD(pf, rb) ((pf) ? 8 * (((pf) + 8 * (rb) - 1) / (8 * (rb))) : 0)
 /* (T: the element type, S: channels per step, 4 S per line; CBN_PF8: float32's) */
 #define CBN_PF8T(p, c, T, S)                                                                \
     {                                                                                       \
@@ -1532,7 +1533,7 @@ CBN_DEFINE_TILED_SUMS(f32, float, CBN_LD8D_F32)
 CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                  const double* ref, double* s1, double* s2, Py_ssize_t pf) {
     Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
-    Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m) * ld;
+    Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(float)) * ld;
     for (r = 0; r < n8; r += 8) {
         const float* a = x + r * ld;
         for (c = 0; c < m4; c += 4) {
@@ -1584,7 +1585,7 @@ CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* 
                                   const double* mean, double* s1, double* s2, Py_ssize_t pf) {
     const __m256d Z = _mm256_setzero_pd();
     Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
-    Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m) * ld;
+    Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(float)) * ld;
     if (y)
         CBN_GSUMS8(CBN_G4_MASKED)
     else
@@ -1842,9 +1843,9 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
  * which the tiles' walks do not: measured in a C loop, 2-core Intel Xeon VM, 2
  * threads, float16 rows of 32-1024 channels, this / the tiles walking with their
  * prefetch: 25.7 MB 0.59-0.80 (1.04-1.14x the time of a float32 sum over the same
- * bytes); in L2 (256 KB per thread), against the walk of all rows, 0.60-0.87.  pf: the bytes of reading to prefetch
- * ahead (two lines per step, CBN_PF8T), else 0.  Channels beyond the last 8 and rows
- * beyond the last 8 take cbn_rows_sums_f16. */
+ * bytes); in L2 (256 KB per thread), against the walk of all rows, 0.60-0.87.  pf:
+ * the bytes of reading to prefetch ahead (two lines per step, CBN_PF8T), else 0.
+ * Channels beyond the last 8 and rows beyond the last 8 take cbn_rows_sums_f16. */
 #define CBN_HROWS8_FLUSH 32
 #define CBN_HROWS8_CHUNK 1024   /* channels per pass over the rows (the partials' size;
                                    _kernels.pyx passes at most its CTILE, 1024) */
@@ -1858,7 +1859,7 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
 #define CBN_HROWS8(REF, STEPS, FLUSH)                                                       \
     float p1[CBN_HROWS8_CHUNK], p2[CBN_HROWS8_CHUNK], rf[CBN_HROWS8_CHUNK];                 \
     const Py_ssize_t n8 = n & ~(Py_ssize_t)7, m8 = m & ~(Py_ssize_t)7;                      \
-    const Py_ssize_t ahead = pf ? 8 * ((pf + 16 * m - 1) / (16 * m)) * ld : 0;             \
+    const Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(cbn_half)) * ld;  \
     Py_ssize_t c0, w, r, r0, c;                                                             \
     for (c0 = 0; c0 < m8; c0 += w) {                                                        \
         w = m8 - c0 < CBN_HROWS8_CHUNK ? m8 - c0 : CBN_HROWS8_CHUNK;                        \
@@ -1939,7 +1940,6 @@ CBN_PASS void cbn_rows_gsums8_f16(const cbn_half* x, const cbn_half* dy, const c
     /* sum g (d - L) = Q - L sum g */
     CBN_HROWS8(mean, if (y) CBN_HGSTEPS(CBN_HG4_MASKED) else CBN_HGSTEPS(CBN_HG4),
                s1[c0 + c] += A; s2[c0 + c] += (double)p2[c] - L * A; (void)nr;)
-    (void)Z8;
     if (m8 < m)
         cbn_rows_gsums_f16(x + m8, dy + m8, y ? y + m8 : NULL, ld, n8, m - m8, mean + m8,
                            s1 + m8, s2 + m8);
