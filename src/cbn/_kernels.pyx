@@ -258,7 +258,7 @@ cdef enum:
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
-    HROWS8_WIDE = 128   # float16 sums so, for rows narrower than this (_hrows8)
+    HROWS8_WIDE = 64    # float16 sums so, for rows narrower than this (_hrows8)
     GSUMS8_MAX = 1 << 22  # backward sums go eight rows per step up to this many values
                         # per array (_rows8)
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
@@ -588,19 +588,23 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
 # float64 every 32 rows), but rows narrower than HROWS8_WIDE values of at most
 # ROWS8_NEAR bytes per thread, and prefetch as a stream PF_ROWS_BYTES ahead beyond
-# ROWS8_NEAR.  The register tiles'
-# walks (strided down the rows, prefetched by software) kept them at 1.3-1.6x
-# float32's time per byte from memory.  Measured in one process, 2-core Intel Xeon VM,
-# eight rows / tiles, 1 / 2 threads (5 rounds): statistics 32x56x56x128 0.77 / 0.81,
-# 8x112x112x64 0.84 / 0.80, 64x28x28x256 0.69 / 0.67, 2x56x56x256 0.64 / 0.84, 256x1024
-# 0.51 / 0.57, 256x512 0.54 / 0.67, 64x4096 0.56 / 0.60; training 0.87-0.99, 256x1024
-# 0.75 / 0.77; near, rows of 128-256 values 0.85-0.99 (training 0.88-0.98), of 64 values
-# (1x56x56x64) 0.92 / 1.09 (training 0.97 / 1.10: hence HROWS8_WIDE).  Prefetching
-# 2 KB or 1 KB ahead instead: 1.00-1.07.  Backward (its sums and dx pass), eight rows
-# / tiles, 1 / 2 threads: 256x1024 0.68 / 0.73, masked 0.65 / 0.66; 2x56x56x256 0.91 /
-# 0.89, masked 0.87 / 0.88; 1x28x28x128 0.91-0.93; from memory 32x56x56x128,
-# 64x28x28x256 and 8x112x112x64 0.94-1.00 with the mask and without (the dx pass
-# dominates there).  Not measured on AMD CPUs, which keep the tiles.
+# ROWS8_NEAR.  The register tiles' walks (strided down the rows, prefetched by software)
+# kept them at 1.3-1.6x float32's time per byte from memory.  Measured in one process,
+# 2-core Intel Xeon VM, eight rows / tiles, 1 / 2 threads (5 rounds): statistics
+# 32x56x56x128 0.77 / 0.81, 8x112x112x64 0.84 / 0.80, 64x28x28x256 0.69 / 0.67,
+# 2x56x56x256 0.64 / 0.84, 256x1024 0.51 / 0.57, 256x512 0.54 / 0.67, 64x4096 0.56 /
+# 0.60; training 0.87-0.99, 256x1024 0.75 / 0.77; near, rows of 128-256 values
+# 0.85-0.99 (training 0.88-0.98).  Prefetching 2 KB or 1 KB ahead instead: 1.00-1.07.
+# Backward (its sums and dx pass), eight rows / tiles, 1 / 2 threads: 256x1024 0.68 /
+# 0.73, masked 0.65 / 0.66; 2x56x56x256 0.91 / 0.89, masked 0.87 / 0.88; 1x28x28x128
+# 0.91-0.93; from memory 32x56x56x128, 64x28x28x256 and 8x112x112x64 0.94-1.00 with the
+# mask and without (the dx pass dominates there).  Rows of 64 values in L2 (1x56x56x64)
+# had kept the tiles (0.92 / 1.09) until the loops took a thread's rows in one call
+# (_task_reduce); since then, separate builds alternated (6 pairs), 2 threads, eight
+# rows / tiles: statistics 1x56x56x64 0.77, 2x56x56x64 0.68, 1x28x28x64 0.71,
+# 1x112x112x32 (two rows of 32 folded into one of 64 values) 0.68; training 0.82-0.87;
+# backward 0.83-0.92: hence HROWS8_WIDE = WIDE, below which rows are folded whenever
+# there are 8 * WIDE values or more.  Not measured on AMD CPUs, which keep the tiles.
 cdef bint _hrows8 = cbn_cpu_is_intel()
 
 # Planar sums over runs under SHORT_RUN bytes in more than one sample take a channel's
@@ -1397,6 +1401,12 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 # come from L1).  float16 rows go through float blocks (but for the AVX2 build's
 # sums, which run in register tiles).
 
+cdef inline bint _h8(bint near, Py_ssize_t ld) noexcept nogil:
+    """Whether float16 interleaved sums over rows of ld values go eight rows per step
+    (cbn_rows_sums8_f16, cbn_rows_gsums8_f16; near: as in _rows_sums)."""
+    return _hrows8 and (not near or ld >= HROWS8_WIDE)
+
+
 cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                             bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                             const double* ref, double* s1, double* s2,
@@ -1433,9 +1443,9 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f64(x, ld, n, m, ref, s1, s2, 0 if tiles else PF_ROWS_BYTES)
     else:
-        # float16: eight rows per step on Intel (_hrows8); else float32 tile groups,
-        # from memory walks of a few rows at a time
-        if _hrows8 and (not near or ld >= HROWS8_WIDE):
+        # float16: eight rows per step on Intel (_h8); else float32 tile groups, from
+        # memory walks of a few rows at a time
+        if _h8(near, ld):
             if grad:
                 cbn_rows_gsums8_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
                                     0 if near else PF_ROWS_BYTES)
@@ -1576,7 +1586,11 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint near = (r1 - r0) * C * <Py_ssize_t>sizeof(data_t) <= ROWS8_NEAR
     cdef bint fits = rows * C <= GSUMS8_MAX
-    cdef bint short = r1 - r0 <= ROW_BLOCK     # one block: its sums are the totals
+    # one block: its sums are the totals.  The float16 eight-row loops take all the rows
+    # at once: they keep their own float32 partials and add them into float64 every 32
+    # rows (called per block of ROW_BLOCK rows, the calls' setup and flushes made them
+    # 1.08-1.12x slower in a C loop, 2 threads, 25.7 MB of rows of 64-1024 channels)
+    cdef bint short = r1 - r0 <= ROW_BLOCK or (data_t is cbn_half and _h8(near, C))
     # more than ROW_BLOCK blocks go through the mid-block; fewer go into the totals
     # directly (the same sums as through a mid-block, 0 + m being m)
     cdef bint mid = r1 - r0 > ROW_BLOCK * ROW_BLOCK

@@ -1837,9 +1837,9 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
 /* float16 statistics eight rows per step along the channels, as cbn_rows_sums8_f32 but
  * in float32 (8 channels a step, 16 bytes of each of the eight rows): the deviations
  * from rf (the reference rounded to float32) added in a tree, their squares so, each
- * into its channel's float32 partial sums, which go into the float64 sums every
- * CBN_HROWS8_FLUSH rows with the reference's remainder L = ref - rf put back (as in
- * the tiles: at most 8 float32 roundings per value).  The rows stream past in order,
+ * into its channel's float32 partial sums, which go into float64 every
+ * CBN_HROWS8_FLUSH rows, the reference's remainder L = ref - rf put back at the end (as
+ * in the tiles: at most 8 float32 roundings per value).  The rows stream past in order,
  * which the tiles' walks do not: measured in a C loop, 2-core Intel Xeon VM, 2
  * threads, float16 rows of 32-1024 channels, this / the tiles walking with their
  * prefetch: 25.7 MB 0.59-0.80 (1.04-1.14x the time of a float32 sum over the same
@@ -1854,10 +1854,16 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
 /* The frame of the float16 eight-row loops over rows 0 .. n8 - 1, channels 0 .. m8 - 1:
  * chunks of at most CBN_HROWS8_CHUNK channels, each with its reference REF in float32
  * (rf) and float32 partial sums (p1, p2).  STEPS adds rows r0 .. r - 1 (at most
- * CBN_HROWS8_FLUSH) into the partials; FLUSH adds channel c0 + c's partials (A, p2[c])
- * into s1, s2 about REF = rf + L over nr rows. */
-#define CBN_HROWS8(REF, STEPS, FLUSH)                                                       \
+ * CBN_HROWS8_FLUSH) into the partials, which then go into float64 as they are: p1
+ * into a1, p2 into s2.  After the chunk's last row, FIX adds channel c0 + c's a1 (A)
+ * into s1 and corrects s1, s2 for REF = rf + L (n8 rows).  (A correction per flush,
+ * in the float64 arithmetic, took 10-14% of the loops' time on 128-1024 channels; with
+ * it deferred, and _kernels.pyx calling these once for a thread's rows instead of per
+ * block of ROW_BLOCK rows, the statistics took 0.82-0.87 of the time in a C loop, 2
+ * threads, 25.7 MB on the 2-core Intel Xeon VM.) */
+#define CBN_HROWS8(REF, STEPS, FIX)                                                         \
     float p1[CBN_HROWS8_CHUNK], p2[CBN_HROWS8_CHUNK], rf[CBN_HROWS8_CHUNK];                 \
+    double a1[CBN_HROWS8_CHUNK];                                                            \
     const Py_ssize_t n8 = n & ~(Py_ssize_t)7, m8 = m & ~(Py_ssize_t)7;                      \
     const Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(cbn_half)) * ld;  \
     Py_ssize_t c0, w, r, r0, c;                                                             \
@@ -1866,15 +1872,19 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
         for (c = 0; c < w; c++) {                                                           \
             rf[c] = (float)(REF)[c0 + c];                                                   \
             p1[c] = p2[c] = 0.0f;                                                           \
+            a1[c] = 0.0;                                                                    \
         }                                                                                   \
         for (r0 = 0; r0 < n8; r0 = r) {                                                     \
             STEPS                                                                           \
             for (c = 0; c < w; c++) {                                                       \
-                const double L = (REF)[c0 + c] - (double)rf[c], A = p1[c];                  \
-                const double nr = (double)(r - r0);                                         \
-                FLUSH                                                                       \
+                a1[c] += (double)p1[c];                                                     \
+                s2[c0 + c] += (double)p2[c];                                                \
                 p1[c] = p2[c] = 0.0f;                                                       \
             }                                                                               \
+        }                                                                                   \
+        for (c = 0; c < w; c++) {                                                           \
+            const double L = (REF)[c0 + c] - (double)rf[c], A = a1[c];                      \
+            FIX                                                                             \
         }                                                                                   \
     }
 #define CBN_HSTEPS                                                                          \
@@ -1892,11 +1902,11 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
 CBN_PASS void cbn_rows_sums8_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n,
                                  Py_ssize_t m, const double* ref, double* s1, double* s2,
                                  Py_ssize_t pf) {
-    /* sum (d - L) = A - nr L, sum (d - L)^2 = Q - 2 L A + nr L^2 (L = 0 for a float16
+    /* sum (d - L) = A - n8 L, sum (d - L)^2 = Q - 2 L A + n8 L^2 (L = 0 for a float16
      * reference) */
     CBN_HROWS8(ref, CBN_HSTEPS,
-               s1[c0 + c] += A - nr * L;
-               s2[c0 + c] += (double)p2[c] - L * (2.0 * A - nr * L);)
+               s1[c0 + c] += A - (double)n8 * L;
+               s2[c0 + c] -= L * (2.0 * A - (double)n8 * L);)
     if (m8 < m)
         cbn_rows_sums_f16(x + m8, ld, n8, m - m8, ref + m8, s1 + m8, s2 + m8);
     if (n8 < n)
@@ -1904,7 +1914,7 @@ CBN_PASS void cbn_rows_sums8_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n,
 }
 /* The backward sums so: g = dy (0 where y <= 0 with y, the ReLU mask; NaN y keeps dy)
  * and g (x - mf), four rows of each step at a time (registers), corrected by the
- * mean's remainder L = mean - mf per flush: sum g (x - mean) = Q - L sum g. */
+ * mean's remainder L = mean - mf at the end: sum g (x - mean) = Q - L sum g. */
 #define CBN_HG4(k) cbn_ld8h(gr + (k) * ld + c)
 #define CBN_HG4_MASKED(k)                                                                   \
     _mm256_and_ps(_mm256_cmp_ps(cbn_ld8h(yr + (k) * ld + c), Z8, _CMP_NLE_UQ), CBN_HG4(k))
@@ -1939,7 +1949,7 @@ CBN_PASS void cbn_rows_gsums8_f16(const cbn_half* x, const cbn_half* dy, const c
     const __m256 Z8 = _mm256_setzero_ps();
     /* sum g (d - L) = Q - L sum g */
     CBN_HROWS8(mean, if (y) CBN_HGSTEPS(CBN_HG4_MASKED) else CBN_HGSTEPS(CBN_HG4),
-               s1[c0 + c] += A; s2[c0 + c] += (double)p2[c] - L * A; (void)nr;)
+               s1[c0 + c] += A; s2[c0 + c] -= L * A;)
     if (m8 < m)
         cbn_rows_gsums_f16(x + m8, dy + m8, y ? y + m8 : NULL, ld, n8, m - m8, mean + m8,
                            s1 + m8, s2 + m8);
