@@ -353,14 +353,15 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
 
 @pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
 @pytest.mark.parametrize("shape", [(70000, 32), (2200, 1000), (203, 1027), (1500, 600),
-                                   (9001, 61), (3001, 136)], ids=str)
+                                   (9001, 61), (3001, 136), (3001, 64)], ids=str)
 def test_interleaved_float16_sums_eight_rows(shape, eight, kernels, rng):
     """float16 interleaved sums go eight rows per step on Intel CPUs
-    (eight_row_sums_f16: float32 partial sums, into float64 every 32 rows): from memory
-    with the prefetch stream (70000x32, 2200x1000; 9001x61 on one thread), in L2 in rows
-    of 128 values or more, rows by columns (203x1027), rows not a multiple of 8 or 32
-    in a thread's blocks, channels not a multiple of 8; statistics, and backward sums
-    masked and not.  Both choices against the float64 oracle on 1 and 2 threads."""
+    (eight_row_sums_f16: float32 partial sums, into float64 every 32 rows, one call over
+    a thread's rows): from memory with the prefetch stream (70000x32, 2200x1000; 9001x61
+    on one thread), in L2 in rows of 64 values or more (3001x64, 3001x136, 9001x61
+    folded two rows to one), rows by columns (203x1027), a thread's rows not a multiple
+    of 8 or 32, channels not a multiple of 8; statistics, and backward sums masked and
+    not.  Both choices against the float64 oracle on 1 and 2 threads."""
     with _kernel_setting("eight_row_sums_f16", eight):
         for t in (1, 2):
             for check in (test_batch_norm_training, test_batch_stats, test_backward):
