@@ -2045,8 +2045,7 @@ CBN_PASS void cbn_runs_affine_short_f16(const cbn_half* x, cbn_half* out, Py_ssi
             STEP(r * m + c)                                                                 \
             STEP((r + 1) * m + c)                                                           \
         }                                                                                   \
-    if (r < n) { ONE }                                                                      \
-    return;
+    if (r < n) { ONE }
 #define CBN_HPAR(P, p) const __m256 P = _mm256_loadu_ps((p) + c);
 #define CBN_AFFINE2H(j) cbn_affine8h(x + (j), out + (j), H, S, T, relu, 0);
 /* Rows one after another (ld == m, as the kernels call them) are one run of n * m
@@ -2063,6 +2062,7 @@ CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t l
     if (CBN_HROWS2_FOR(n, m, stream)) {
         CBN_HROWS2(CBN_HPAR(H, hi) CBN_HPAR(S, s) CBN_HPAR(T, t), CBN_AFFINE2H,
                    cbn_rows_affine_f16(x + r * m, out + r * m, m, 1, m, hi, s, t, relu, 0);)
+        return;
     }
     CBN_ROWS_STREAMED(8, stream ? 16 : 1, out, n * m, m,
         CBN_AFFINE1H(hi[c], s[c], t[c]),
@@ -2141,6 +2141,7 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
         CBN_HROWS2(CBN_HPAR(H, hi) CBN_HPAR(S, s) CBN_HPAR(T, t) CBN_HPAR(K, k), CBN_DX2H,
                    cbn_rows_dx_f16(x + r * m, dy + r * m, y ? y + r * m : NULL, dx + r * m, m, 1,
                                    m, hi, s, t, k, 0);)
+        return;
     }
     CBN_ROWS_STREAMED(8, stream ? 16 : 1, dx, n * m, m,
         dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[c]) * s[c] + CBN_G1(i) * k[c] + t[c]);,
