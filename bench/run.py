@@ -434,8 +434,6 @@ def merge_float16(runs):
     (spread over the whole run as the cells' repeats are: in one pass at the end, the
     32x128x56x56 channels-last training came out at 1.05-1.10 per byte in two full runs
     and 0.96-0.99 in the same script on its own)."""
-    if not runs:
-        return []
     merged = []
     for same in zip(*runs):
         row = dict(same[0])

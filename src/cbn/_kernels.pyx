@@ -1398,8 +1398,9 @@ cdef inline Sums _plane_sums(const data_t* x, const data_t* dy, const data_t* y,
 
 # ----------------------------------------------------- interleaved rows
 # One row of `m` channels (the loops run along the channels; per-channel arrays
-# come from L1).  float16 rows go through float blocks (but for the AVX2 build's
-# sums, which run in register tiles).
+# come from L1).  float16 rows go through float blocks in the portable build; the AVX2
+# build converts them in registers (its sums eight rows per step on Intel, _h8, else in
+# register tiles).
 
 cdef inline bint _h8(bint near, Py_ssize_t ld) noexcept nogil:
     """Whether float16 interleaved sums over rows of ld values go eight rows per step

@@ -1855,7 +1855,7 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
  * chunks of at most CBN_HROWS8_CHUNK channels, each with its reference REF in float32
  * (rf) and float32 partial sums (p1, p2).  STEPS adds rows r0 .. r - 1 (at most
  * CBN_HROWS8_FLUSH) into the partials, which then go into float64 as they are: p1
- * into a1, p2 into s2.  After the chunk's last row, FIX adds channel c0 + c's a1 (A)
+ * into t1, p2 into s2.  After the chunk's last row, FIX adds channel c0 + c's t1 (A)
  * into s1 and corrects s1, s2 for REF = rf + L (n8 rows).  (A correction per flush,
  * in the float64 arithmetic, took 10-14% of the loops' time on 128-1024 channels; with
  * it deferred, and _kernels.pyx calling these once for a thread's rows instead of per
@@ -1863,7 +1863,7 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
  * threads, 25.7 MB on the 2-core Intel Xeon VM.) */
 #define CBN_HROWS8(REF, STEPS, FIX)                                                         \
     float p1[CBN_HROWS8_CHUNK], p2[CBN_HROWS8_CHUNK], rf[CBN_HROWS8_CHUNK];                 \
-    double a1[CBN_HROWS8_CHUNK];                                                            \
+    double t1[CBN_HROWS8_CHUNK];                                                            \
     const Py_ssize_t n8 = n & ~(Py_ssize_t)7, m8 = m & ~(Py_ssize_t)7;                      \
     const Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(cbn_half)) * ld;  \
     Py_ssize_t c0, w, r, r0, c;                                                             \
@@ -1872,18 +1872,18 @@ CBN_PASS void cbn_rows_gsums_tiled_f16(const cbn_half* x, const cbn_half* dy,
         for (c = 0; c < w; c++) {                                                           \
             rf[c] = (float)(REF)[c0 + c];                                                   \
             p1[c] = p2[c] = 0.0f;                                                           \
-            a1[c] = 0.0;                                                                    \
+            t1[c] = 0.0;                                                                    \
         }                                                                                   \
         for (r0 = 0; r0 < n8; r0 = r) {                                                     \
             STEPS                                                                           \
             for (c = 0; c < w; c++) {                                                       \
-                a1[c] += (double)p1[c];                                                     \
+                t1[c] += (double)p1[c];                                                     \
                 s2[c0 + c] += (double)p2[c];                                                \
                 p1[c] = p2[c] = 0.0f;                                                       \
             }                                                                               \
         }                                                                                   \
         for (c = 0; c < w; c++) {                                                           \
-            const double L = (REF)[c0 + c] - (double)rf[c], A = a1[c];                      \
+            const double L = (REF)[c0 + c] - (double)rf[c], A = t1[c];                      \
             FIX                                                                             \
         }                                                                                   \
     }
