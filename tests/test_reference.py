@@ -336,14 +336,15 @@ def test_interleaved_float16_statistics_walks(shape, rng):
 
 @pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
 @pytest.mark.parametrize("shape", [(70000, 32), (2200, 1000), (203, 1027), (1500, 600),
-                                   (9001, 61)], ids=str)
+                                   (9001, 61), (32771, 64)], ids=str)
 def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     """float32 interleaved sums go eight rows per step on Intel and AMD Zen 5 CPUs
     (eight_row_sums): statistics beyond L2 or in rows of 512 values or more, unmasked
     backward sums too up to 2**22 values per array.  Both choices against the float64
     oracle on 1 and 2 threads: rows not a multiple of 8 (in each thread's 64-row
     blocks), channels not a multiple of 4, wide rows in cache and from memory, folded
-    narrow rows; backward masked and not (masked from memory: one row per step,
+    narrow rows (statistics past 2**21 values in rows of at least 512 bytes: 70000x32
+    four rows to one, 32771x64 two with a row left over); backward masked and not (masked from memory: one row per step,
     prefetching ahead of each row)."""
     with _kernel_setting("eight_row_sums", eight):
         for t in (1, 2):
@@ -353,13 +354,16 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
 
 @pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
 @pytest.mark.parametrize("shape", [(70000, 32), (2200, 1000), (203, 1027), (1500, 600),
-                                   (9001, 61), (3001, 136), (3001, 64)], ids=str)
+                                   (9001, 61), (3001, 136), (3001, 64), (16391, 128),
+                                   (21847, 96)], ids=str)
 def test_interleaved_float16_sums_eight_rows(shape, eight, kernels, rng):
     """float16 interleaved sums go eight rows per step on Intel CPUs
     (eight_row_sums_f16: float32 partial sums, into float64 every 32 rows, one call over
     a thread's rows): from memory with the prefetch stream (70000x32, 2200x1000; 9001x61
     on one thread), in L2 in rows of 64 values or more (3001x64, 3001x136, 9001x61
-    folded two rows to one), rows by columns (203x1027), a thread's rows not a multiple
+    folded two rows to one), past 2**21 values in rows folded to at least 512 bytes
+    (70000x32 eight rows to one, 16391x128 two, 21847x96 three, each with a row left
+    over but the first), rows by columns (203x1027), a thread's rows not a multiple
     of 8 or 32, channels not a multiple of 8; statistics, and backward sums masked and
     not.  Both choices against the float64 oracle on 1 and 2 threads."""
     with _kernel_setting("eight_row_sums_f16", eight):
