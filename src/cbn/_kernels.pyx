@@ -169,6 +169,7 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_gsums_f64(const double*, const double*, const double*, Py_ssize_t,
                             Py_ssize_t, Py_ssize_t, const double*, double*, double*,
                             Py_ssize_t) noexcept nogil
+    int CBN_STREAM_PF
     void cbn_run_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, float, float, float,
                             int, int) noexcept nogil
     void cbn_rows_affine_f16(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -1173,14 +1174,22 @@ cdef inline void _runs_sums(const data_t* x, const data_t* dy, const data_t* y, 
             cbn_runs_sums_f16(x, n, nr, ld, left, ref, acc)
 
 
+cdef inline int _hstream(bint stream, bint ahead) noexcept nogil:
+    """The float16 passes' stream argument: streaming stores, and with ahead (a pass in
+    memory order) the input prefetched ahead (CBN_STREAM_PF)."""
+    return (CBN_STREAM_PF if ahead else 1) if stream else 0
+
+
 cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t hi, real_t s,
-                             real_t t, bint relu, bint stream, bint pf=False) noexcept nogil:
+                             real_t t, bint relu, bint stream, bint pf=False,
+                             bint ahead=False) noexcept nogil:
     """out = (x - hi) * s + t over one run (then max(., 0) with relu; NaN stays NaN);
     stream: with streaming stores (float16 ones only with F16C); pf: prefetching x
-    (STORE_PF; float32 and float64 runs of SHORT_RUN bytes or more)."""
+    (STORE_PF; float32 and float64 runs of SHORT_RUN bytes or more); ahead: a pass in
+    memory order (float16 streamed ones prefetch x, _hstream)."""
     cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
     if data_t is cbn_half and real_t is float:
-        cbn_run_affine_f16(x, out, n, hi, s, t, relu, stream)
+        cbn_run_affine_f16(x, out, n, hi, s, t, relu, _hstream(stream, ahead))
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_affine_nt_f32(x, out, n, hi, s, t, relu)
@@ -1205,11 +1214,12 @@ cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t 
 
 cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bint masked,
                          data_t* dx, Py_ssize_t n, real_t hi, real_t s, real_t t,
-                         real_t k, bint stream) noexcept nogil:
-    """dx = (x - hi) * s + g * k + t over one run, g = dy (0 where masked and y <= 0)."""
+                         real_t k, bint stream, bint ahead=False) noexcept nogil:
+    """dx = (x - hi) * s + g * k + t over one run, g = dy (0 where masked and y <= 0);
+    ahead as in _run_affine."""
     cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
     if data_t is cbn_half and real_t is float:
-        cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k, stream)
+        cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k, _hstream(stream, ahead))
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_dx_nt_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
@@ -1470,7 +1480,8 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
     if data_t is cbn_half and real_t is float:
-        cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu, store == STORE_STREAM)
+        cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu,
+                            _hstream(store == STORE_STREAM, True))
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_affine_nt_f32(x, out, ld, n, m, hi, s, t, relu)
@@ -1500,7 +1511,7 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
     cdef const real_t* k = p + P_GAIN * C
     if data_t is cbn_half and real_t is float:
         cbn_rows_dx_f16(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k,
-                        store == STORE_STREAM)
+                        _hstream(store == STORE_STREAM, True))
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_dx_nt_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
@@ -1771,7 +1782,8 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
                 c = c + k if c + k < C else 0
                 continue
             _run_affine(x + q0, out + q0, e - q0, p[P_HI * C + c], p[P_SCALE * C + c],
-                        p[P_SHIFT * C + c], relu, store == STORE_STREAM, store == STORE_PF)
+                        p[P_SHIFT * C + c], relu, store == STORE_STREAM, store == STORE_PF,
+                        True)
             q0 = e
             e = _next_end(e, q1, inner)
             c = c + 1 if c + 1 < C else 0
@@ -2255,7 +2267,7 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
                 continue
             _run_dx(x + q0, dy + q0, y + q0, masked, dx + q0, e - q0, p[P_HI * C + c],
                     p[P_SCALE * C + c], p[P_SHIFT * C + c], p[P_GAIN * C + c],
-                    store == STORE_STREAM)
+                    store == STORE_STREAM, True)
             q0 = e
             e = _next_end(e, q1, inner)
             c = c + 1 if c + 1 < C else 0
