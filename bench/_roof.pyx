@@ -31,6 +31,41 @@ def copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
                 memcpy(d + k * CHUNK, s + k * CHUNK, CHUNK if n - k * CHUNK > CHUNK else n - k * CHUNK)
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    static uint64_t cbn_bench_read(const char* s, Py_ssize_t n) {
+        uint64_t a = 0, b = 0, v;
+        Py_ssize_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            memcpy(&v, s + i, 8);
+            a |= v;
+            memcpy(&v, s + i + 8, 8);
+            b |= v;
+        }
+        for (; i < n; i++)
+            a |= (unsigned char)s[i];
+        return a | b;
+    }
+    """
+    unsigned long long cbn_bench_read(const char* s, Py_ssize_t n) noexcept nogil
+
+
+def read(cnp.ndarray src, int n_threads):
+    """Reads all of src's bytes (C-contiguous) in CHUNK-byte pieces split statically over
+    n_threads threads: the bench reads a buffer several times the last-level cache's
+    share this VM keeps, so that the arrays timed next come from memory.  Returns the
+    bytes OR-ed together (so that the reads are kept)."""
+    cdef const char* s = <const char*>cnp.PyArray_DATA(src)
+    cdef Py_ssize_t n = cnp.PyArray_NBYTES(src), k, nk = (n + CHUNK - 1) // CHUNK
+    cdef unsigned long long[::1] acc = np.zeros(nk, np.uint64)
+    with nogil:
+        for k in prange(nk, num_threads=n_threads, schedule='static'):
+            acc[k] = cbn_bench_read(s + k * CHUNK, CHUNK if n - k * CHUNK > CHUNK else n - k * CHUNK)
+    return int(np.bitwise_or.reduce(np.asarray(acc)))
+
+
 # The write floor of an output pass: what storing x's bytes costs at least, with the
 # stores an output pass can use: plain vector stores (the lines are read for ownership
 # first, unless in cache) or streaming ones (written straight to memory); a 32-bit

@@ -22,7 +22,8 @@ the median per call is kept:
 
 The full and quick runs add float16 against float32 per byte (and, for inference, a
 float16 pass that only converts each value in and out, against float32 inference per
-byte: where that floor is above 1, so is any float16 output pass), the ResNet-50 sums,
+byte: where that floor is above 1, so is any float16 output pass; beyond the caches also
+with every array evicted before each call), the ResNet-50 sums,
 arrays that start 16 bytes into a cache line against 64-byte-aligned ones (also alone:
 --alignment), and the build cbn picks at run time against the portable one and
 against the same source compiled here with -march=native (bench/build/_kernels_native,
@@ -574,14 +575,41 @@ def resnet_ratios(res):
     return res
 
 
+EVICT_BYTES = 320 << 20  # read before each call timed cold (time_cold): four times the
+                         # ~80 MB of L3 that repeated passes keep on the Intel Xeon VM
+
+
+def time_cold(fns, rounds, evict):
+    """Median seconds of one call of each function with its arrays evicted from the
+    caches first (evict(): a read of EVICT_BYTES), round by round in shuffled orders:
+    the state of a layer whose input was written long before, where time_interleaved
+    times the arrays as the contender's own calls leave them (on this VM's large L3,
+    largely in cache up to ~80 MB)."""
+    samples = [[] for _ in fns]
+    shuffle = np.random.default_rng(1)
+    for _ in range(rounds):
+        for j in shuffle.permutation(len(fns)):
+            evict()
+            t0 = time.perf_counter()
+            fns[j]()
+            samples[j].append(time.perf_counter() - t0)
+    return [float(np.median(s)) for s in samples]
+
+
 def run_float16(args, nt, roof):
     """Time per byte of x, float16 against float32, cbn with out= (all cores); for
     inference also the float16 conversion floor (roof.f16_convert: every value converted
     in and out, no arithmetic) per byte against float32 inference per byte, where the
-    roof has F16C: above 1, no float16 output pass can match float32 per byte there."""
+    roof has F16C: above 1, no float16 output pass can match float32 per byte there.
+    The shapes beyond the caches also timed cold (time_cold: every array from memory)."""
     rng = np.random.default_rng(2)
     rows = []
     shapes = [(8, 64, 56, 56)] if args.quick else [(32, 128, 56, 56), (1, 64, 56, 56)]
+    big = np.ones(EVICT_BYTES, np.uint8)
+
+    def evict():
+        roof.read(big, nt)
+
     for shape in shapes:
         for layout in ("NCHW", "NHWC"):
             ops, nbytes = {}, {}
@@ -602,6 +630,10 @@ def run_float16(args, nt, roof):
                 if len(t) > 2:
                     row["f16_conversion_floor_over_f32_per_byte"] = (
                         t[2] / nbytes[np.float16]) / per32
+                if shape[0] > 1:     # beyond the caches: cold too
+                    c32, c16 = time_cold(fns[:2], args.rounds, evict)
+                    row["f16_over_f32_cold_per_byte"] = ((c16 / nbytes[np.float16])
+                                                         / (c32 / nbytes[np.float32]))
                 rows.append(row)
     return rows
 
@@ -759,6 +791,9 @@ def summarize(cells, resnet, f16, all_threads, align=()):
         "max_peak_alloc_over_x": max((c.get("peak_alloc_bytes", 0) / c["x_bytes"] for c in full),
                                      default=None),
         "worst_f16_over_f32_per_byte": max(r["f16_over_f32_per_byte"] for r in f16) if f16 else None,
+        "worst_f16_over_f32_cold_per_byte": max((r["f16_over_f32_cold_per_byte"] for r in f16
+                                                 if "f16_over_f32_cold_per_byte" in r),
+                                                default=None),
         # above 1: no float16 output pass can match float32 per byte in that cell
         "f16_conversion_floor_over_f32_per_byte": {
             cell_name(r): r["f16_conversion_floor_over_f32_per_byte"] for r in f16
@@ -778,6 +813,9 @@ def ratio_list(rows, key):
     return ", ".join(f"{cell_name(r)} {r[key]:.2f}" for r in rows if key in r)
 
 
+F16_COLD_KEY = "f16_over_f32_cold_per_byte"
+F16_COLD = ("float16 time per byte / float32 time per byte, every array evicted from the caches "
+            "before each call (cbn out=)")
 F16_FLOOR = ("float16 conversion floor per byte (every value converted in and out by F16C, "
              "no arithmetic) / float32 inference time per byte")
 
@@ -868,6 +906,9 @@ def markdown(record):
         lines.append("float16 time per byte / float32 time per byte (cbn `out=`): "
                      + ratio_list(record["float16"], "f16_over_f32_per_byte") + ".")
         lines.append("")
+        if any(F16_COLD_KEY in r for r in record["float16"]):
+            lines.append(F16_COLD + ": " + ratio_list(record["float16"], F16_COLD_KEY) + ".")
+            lines.append("")
         if any("f16_conversion_floor_over_f32_per_byte" in r for r in record["float16"]):
             lines.append(F16_FLOOR + ": " + ratio_list(
                 record["float16"], "f16_conversion_floor_over_f32_per_byte") + ".")
@@ -1011,6 +1052,8 @@ def main(argv=None):
     f16 = merge_float16(f16s)
     print("\nfloat16 time per byte / float32 time per byte (cbn out=, all cores): "
           + ratio_list(f16, "f16_over_f32_per_byte"))
+    if any(F16_COLD_KEY in r for r in f16):
+        print(f"\n{F16_COLD} (all cores): " + ratio_list(f16, F16_COLD_KEY))
     if any("f16_conversion_floor_over_f32_per_byte" in r for r in f16):
         print(f"\n{F16_FLOOR} (all cores): "
               + ratio_list(f16, "f16_conversion_floor_over_f32_per_byte"))
