@@ -2474,8 +2474,8 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     """Doubles of scratch.  Interleaved: pivots, then _rows_reduce's (repeated pivots,
     padded partials of the last rows, padded per-thread partials).  Planar: those of
     _slab_stats and _slab_sums."""
-    cdef Py_ssize_t W = max(_fold(C, 8 * WIDE), (SUMS_WIDE // 2 + C - 1) // C) * C   # the
-    # widest row _fold or _sums_fold makes
+    # the widest row _fold or _sums_fold (float16: SUMS_WIDE // 2 values) makes
+    cdef Py_ssize_t W = max(_fold(C, 8 * WIDE), (SUMS_WIDE // 2 + C - 1) // C) * C
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     if inner > 1:       # _slab_stats: pivots, then T slots of 4 rows
