@@ -344,8 +344,8 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     oracle on 1 and 2 threads: rows not a multiple of 8 (in each thread's 64-row
     blocks), channels not a multiple of 4, wide rows in cache and from memory, folded
     narrow rows (statistics past 2**21 values in rows of at least 512 bytes: 70000x32
-    four rows to one, 32771x64 two with a row left over); backward masked and not (masked from memory: one row per step,
-    prefetching ahead of each row)."""
+    four rows to one, 32771x64 two with a row left over); backward masked and not
+    (masked from memory: one row per step, prefetching ahead of each row)."""
     with _kernel_setting("eight_row_sums", eight):
         for t in (1, 2):
             for check in (test_batch_norm_training, test_batch_stats, test_backward):

@@ -1994,22 +1994,25 @@ CBN_PASS void cbn_rows_gsums8_f16(const cbn_half* x, const cbn_half* dy, const c
 #define CBN_HSUB(a, b) _mm256_fmsub_ps(a, _mm256_set1_ps(1.0f), b)
 #define CBN_HADD(a, b) _mm256_fmadd_ps(a, _mm256_set1_ps(1.0f), b)
 #define CBN_G1(i) (y && cbn_h2f(y[i]) <= 0 ? 0.0f : cbn_h2f(dy[i]))
-/* (stream == CBN_STREAM_PF: see CBN_STREAM_PF) */
+/* the prefetch of the passes whose stream is CBN_STREAM_PF (see there) */
 #define CBN_HPF_AHEAD 2048
 #define CBN_HPF(p) _mm_prefetch((const char*)((p) + CBN_HPF_AHEAD), _MM_HINT_T0)
 
 #define CBN_AFFINE1H(HI, S, T) { float v = (cbn_h2f(x[i]) - (HI)) * (S) + (T); out[i] = cbn_f2h(CBN_RELU1(v)); }
+static inline void cbn_affine8h(const cbn_half* x, cbn_half* out, __m256 H, __m256 S, __m256 T,
+                                int relu, int stream) {
+    __m256 v = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x), H), S, T);
+    if (stream == CBN_STREAM_PF)
+        CBN_HPF(x);
+    cbn_st8h(out, CBN_RELU8(v), stream);
+}
 CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n, float hi,
                                  float s, float t, int relu, int stream) {
     const __m256 H = _mm256_set1_ps(hi), S = _mm256_set1_ps(s), T = _mm256_set1_ps(t);
     Py_ssize_t i = 0;
     CBN_HEAD16(out, n, CBN_AFFINE1H(hi, s, t))
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x + i), H), S, T);
-        if (stream == CBN_STREAM_PF)
-            CBN_HPF(x + i);
-        cbn_st8h(out + i, CBN_RELU8(v), stream);
-    }
+    for (; i + 8 <= n; i += 8)
+        cbn_affine8h(x + i, out + i, H, S, T, relu, stream);
     for (; i < n; i++) CBN_AFFINE1H(hi, s, t)
 }
 /* the parameters p[c], p[c + 1], ... of 8 values starting at channel c of rows of m
@@ -2022,13 +2025,6 @@ static inline __m256 cbn_par8(const float* p, Py_ssize_t c, Py_ssize_t m) {
         c = c + 1 == m ? 0 : c + 1;
     }
     return _mm256_loadu_ps(v);
-}
-static inline void cbn_affine8h(const cbn_half* x, cbn_half* out, __m256 H, __m256 S, __m256 T,
-                                int relu, int stream) {
-    __m256 v = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x), H), S, T);
-    if (stream == CBN_STREAM_PF)
-        CBN_HPF(x);
-    cbn_st8h(out, CBN_RELU8(v), stream);
 }
 /* nr short runs of n values, one after the other, run j with hi[j], s[j], t[j] (as
  * cbn_runs_affine_short_T, CBN_DEFINE_SHORT): 8 values at a time from each run's first,
