@@ -23,7 +23,9 @@ the median per call is kept:
 The full and quick runs add float16 against float32 per byte (and, for inference, a
 float16 pass that only converts each value in and out, against float32 inference per
 byte: where that floor is above 1, so is any float16 output pass; beyond the caches also
-with every array evicted before each call), the ResNet-50 sums,
+with every array evicted before each call; and what those compare with: a plain read of
+the float16 bytes against the float32 ones, and cbn's statistics against that read),
+the ResNet-50 sums,
 arrays that start 16 bytes into a cache line against 64-byte-aligned ones (also alone:
 --alignment), and the build cbn picks at run time against the portable one and
 against the same source compiled here with -march=native (bench/build/_kernels_native,
@@ -431,15 +433,15 @@ def merge_runs(runs):
 
 
 def merge_float16(runs):
-    """One list of float16 rows from several runs: each ratio the median over the runs
-    (spread over the whole run as the cells' repeats are: in one pass at the end, the
-    32x128x56x56 channels-last training came out at 1.05-1.10 per byte in two full runs
-    and 0.96-0.99 in the same script on its own)."""
+    """One list of float16 rows (or of their references) from several runs: each ratio
+    the median over the runs (spread over the whole run as the cells' repeats are: in
+    one pass at the end, the 32x128x56x56 channels-last training came out at 1.05-1.10
+    per byte in two full runs and 0.96-0.99 in the same script on its own)."""
     merged = []
     for same in zip(*runs):
         row = dict(same[0])
         for k in row:
-            if k.endswith("_per_byte"):
+            if isinstance(row[k], float):
                 row[k] = float(np.median([r[k] for r in same]))
         row["runs"] = len(same)
         merged.append(row)
@@ -601,9 +603,11 @@ def run_float16(args, nt, roof):
     inference also the float16 conversion floor (roof.f16_convert: every value converted
     in and out, no arithmetic) per byte against float32 inference per byte, where the
     roof has F16C: above 1, no float16 output pass can match float32 per byte there.
-    The shapes beyond the caches also timed cold (time_cold: every array from memory)."""
+    The shapes beyond the caches also timed cold (time_cold: every array from memory).
+
+    Returns the rows and their references (f16_references), one per shape and layout."""
     rng = np.random.default_rng(2)
-    rows = []
+    rows, refs = [], []
     shapes = [(8, 64, 56, 56)] if args.quick else [(32, 128, 56, 56), (1, 64, 56, 56)]
     big = np.ones(EVICT_BYTES, np.uint8)
 
@@ -612,11 +616,14 @@ def run_float16(args, nt, roof):
 
     for shape in shapes:
         for layout in ("NCHW", "NHWC"):
-            ops, nbytes = {}, {}
+            ops, nbytes, xs = {}, {}, {}
             for dt in (np.float32, np.float16):
                 x, dy, axis, p, _, _ = make_case(shape, layout, rng, dt)
                 ops[dt] = cbn_ops(x, dy, axis, p, nt, np.empty_like(x))
+                ops[dt]["statistics"] = (lambda x=x, axis=axis:
+                                         cbn.batch_stats(x, axis=axis, n_threads=nt))
                 nbytes[dt] = x.nbytes
+                xs[dt] = x
             dst = np.empty_like(x)      # x: the float16 case (the loop's last)
             floor = roof.f16_convert(x, dst, nt) and (lambda: roof.f16_convert(x, dst, nt))
             for op in OPS:     # both dtypes timed interleaved, round by round
@@ -635,7 +642,29 @@ def run_float16(args, nt, roof):
                     row["f16_over_f32_cold_per_byte"] = ((c16 / nbytes[np.float16])
                                                          / (c32 / nbytes[np.float32]))
                 rows.append(row)
-    return rows
+            refs.append(f16_references(args, nt, roof, shape, layout, xs, ops, evict))
+    return rows, refs
+
+
+def f16_references(args, nt, roof, shape, layout, xs, ops, evict):
+    """What the float16 ratios of a shape compare with: a plain read of x (roof.read) of
+    the float16 bytes against the float32 bytes, per byte (as the samples leave the
+    arrays, and for shapes beyond the caches cold, where a call's fixed costs weigh on
+    the smaller array: cold reads of 25.7 MB and of 51.4 MB differed by 1.05-1.11 per
+    byte on the Intel Xeon VM); and cbn's statistics (batch_stats, the sums of training)
+    against that read of the same x, in each dtype (above 1: the sums run slower than
+    the memory they read, as the float16 ones do where their micro-ops bound them)."""
+    reads = [lambda a=xs[dt]: roof.read(a, nt) for dt in (np.float32, np.float16)]
+    t = time_interleaved(reads + [ops[np.float32]["statistics"], ops[np.float16]["statistics"]],
+                         args.rounds, args.budget)
+    n32, n16 = xs[np.float32].nbytes, xs[np.float16].nbytes
+    ref = {"shape": list(shape), "layout": layout,
+           "read_f16_over_f32_per_byte": (t[1] / n16) / (t[0] / n32),
+           "f32_stats_over_read": t[2] / t[0], "f16_stats_over_read": t[3] / t[1]}
+    if shape[0] > 1:
+        c32, c16 = time_cold(reads, args.rounds, evict)
+        ref["read_f16_over_f32_cold_per_byte"] = (c16 / n16) / (c32 / n32)
+    return ref
 
 
 def _placed(a, off):
@@ -734,7 +763,7 @@ def print_cell(c, flush=False):
           + f"{c['vs_numpy']:8.2f}{c.get('vs_torch', float('nan')):8.2f}", flush=flush)
 
 
-def summarize(cells, resnet, f16, all_threads, align=()):
+def summarize(cells, resnet, f16, all_threads, align=(), f16ref=()):
     full = [c for c in cells if c["threads"] == all_threads]
     vs_torch = [c["vs_torch"] for c in full if "vs_torch" in c]
     big = [c for c in full if c["x_bytes"] >= 1e6]
@@ -742,6 +771,7 @@ def summarize(cells, resnet, f16, all_threads, align=()):
                  and c["layout"] in PLANAR]
     planar_ch = [c for c in planar_tb if "channel_bound" in c]
     bounded = {cell_name(c): b for c in big if (b := sums_bound(c)) is not None}
+    f16big = [r for r in f16ref if r["shape"][0] > 1]
     tiny = {c["op"]: 1e6 * c["seconds"]["cbn_out"] for c in full
             if c["shape"] == [1, 16, 8, 8] and c["layout"] == "NCHW"}
     scaling = []
@@ -794,6 +824,11 @@ def summarize(cells, resnet, f16, all_threads, align=()):
         "worst_f16_over_f32_cold_per_byte": max((r["f16_over_f32_cold_per_byte"] for r in f16
                                                  if "f16_over_f32_cold_per_byte" in r),
                                                 default=None),
+        # what those compare with (f16_references) beyond the caches: [least, most]
+        "f16_read_over_f32_per_byte": _span(f16big, "read_f16_over_f32_per_byte"),
+        "f16_read_over_f32_cold_per_byte": _span(f16big, "read_f16_over_f32_cold_per_byte"),
+        "f16_stats_over_read": _span(f16big, "f16_stats_over_read"),
+        "f32_stats_over_read": _span(f16big, "f32_stats_over_read"),
         # above 1: no float16 output pass can match float32 per byte in that cell
         "f16_conversion_floor_over_f32_per_byte": {
             cell_name(r): r["f16_conversion_floor_over_f32_per_byte"] for r in f16
@@ -802,6 +837,12 @@ def summarize(cells, resnet, f16, all_threads, align=()):
         if align else None,
     }
     return s
+
+
+def _span(rows, key):
+    """[least, most] of the rows' `key` (None if no row has it)."""
+    v = [r[key] for r in rows if key in r]
+    return [min(v), max(v)] if v else None
 
 
 def cell_name(c):
@@ -818,6 +859,26 @@ F16_COLD = ("float16 time per byte / float32 time per byte, every array evicted 
             "before each call (cbn out=)")
 F16_FLOOR = ("float16 conversion floor per byte (every value converted in and out by F16C, "
              "no arithmetic) / float32 inference time per byte")
+
+
+def f16_reference_lines(refs):
+    """(what, ratios) lines of the float16 references (f16_references)."""
+    def names(key, fmt="{:.2f}"):
+        return ", ".join(f"{'x'.join(map(str, r['shape']))} {r['layout']} " + fmt.format(r[key])
+                         for r in refs if key in r)
+    lines = []
+    if refs:
+        lines.append(("a plain read of x (the roof's read), float16 time per byte / float32 "
+                      "time per byte", names("read_f16_over_f32_per_byte")))
+    if any("read_f16_over_f32_cold_per_byte" in r for r in refs):
+        lines.append(("the same, every array evicted from the caches before each call",
+                      names("read_f16_over_f32_cold_per_byte")))
+    if refs:
+        lines.append(("cbn statistics time / a plain read of the same x, float32 and float16",
+                      ", ".join(f"{'x'.join(map(str, r['shape']))} {r['layout']} "
+                                f"{r['f32_stats_over_read']:.2f} and {r['f16_stats_over_read']:.2f}"
+                                for r in refs)))
+    return lines
 
 
 def plot(cells, all_threads, path):
@@ -912,6 +973,9 @@ def markdown(record):
         if any("f16_conversion_floor_over_f32_per_byte" in r for r in record["float16"]):
             lines.append(F16_FLOOR + ": " + ratio_list(
                 record["float16"], "f16_conversion_floor_over_f32_per_byte") + ".")
+            lines.append("")
+        for what, line in f16_reference_lines(record.get("float16_references", [])):
+            lines.append(f"{what[0].upper()}{what[1:]}: {line}.")
             lines.append("")
     if record.get("simd"):
         lines.append("Portable baseline (SSE2) build time / AVX2 build time: "
@@ -1021,14 +1085,16 @@ def main(argv=None):
           "their time); xNumPy, xTorch = their time / cbn's (both allocating)")
     print(HEADER)
     t0 = time.time()
-    runs, resnets, f16s = [], [], []
+    runs, resnets, f16s, f16refs = [], [], [], []
     for k in range(args.repeat):
         if args.repeat > 1:
             print(f"-- run {k + 1} of {args.repeat}", flush=True)
         runs.append(run_cells(args, roof, torch, ort, all_threads))
         if extras:
             resnets.append(run_resnet50(args, roof, torch, ort, all_threads))
-            f16s.append(run_float16(args, all_threads, roof))
+            rows, refs = run_float16(args, all_threads, roof)
+            f16s.append(rows)
+            f16refs.append(refs)
     cells = merge_runs(runs) if args.repeat > 1 else runs[0]
     if args.repeat > 1:
         print(f"-- medians of the {args.repeat} runs")
@@ -1057,6 +1123,9 @@ def main(argv=None):
     if any("f16_conversion_floor_over_f32_per_byte" in r for r in f16):
         print(f"\n{F16_FLOOR} (all cores): "
               + ratio_list(f16, "f16_conversion_floor_over_f32_per_byte"))
+    f16ref = merge_float16(f16refs)
+    for what, line in f16_reference_lines(f16ref):
+        print(f"\n{what} (all cores): {line}")
     align = run_alignment(args, all_threads) if extras else []
     print("\ntime with x, dy and out 16 bytes into a 64-byte line / 64-byte-aligned (cbn out=, "
           "all cores): " + ratio_list(align, "misaligned_over_aligned"))
@@ -1068,7 +1137,7 @@ def main(argv=None):
     if any("avx2_over_native" in r for r in simd):
         print("\nAVX2 build time / -march=native build time (cbn out=, all cores): "
               + ratio_list(simd, "avx2_over_native"))
-    summary = summarize(cells, resnet, f16, all_threads, align)
+    summary = summarize(cells, resnet, f16, all_threads, align, f16ref)
     print("\nSUMMARY " + json.dumps(summary, default=str))
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -1081,6 +1150,7 @@ def main(argv=None):
                   "numpy": np.__version__, "torch": torch.__version__ if torch else None,
                   "onnxruntime": ort.__version__ if ort else None, "python": sys.version},
               "summary": summary, "cells": cells, "resnet50": resnet, "float16": f16,
+              "float16_references": f16ref,
               "alignment": align, "simd": simd, "native_build": {
                   "flags": "-march=native", "simd": native.build_info()["simd"]} if native else None}
     for name in (f"{stamp}-{tag}.json", f"latest-{tag}.json"):
