@@ -74,3 +74,35 @@ def test_bench_alignment_mode(tmp_path):
     rows = json.loads(path.read_text())["alignment"]
     assert len(rows) == 15 and {r["op"] for r in rows} == {"inference", "training", "backward"}
     assert all(r["misaligned_over_aligned"] > 0 for r in rows)
+
+
+def test_float16_references_hand_computed():
+    """The float16 references (a plain read of the float16 bytes against the float32
+    ones, cbn's statistics against a read of the same x): merged as medians over runs,
+    summarized as [least, most] over the shapes beyond the caches only, and printed."""
+    run = _bench_module()
+    big = {"shape": [32, 128, 56, 56], "layout": "NCHW", "read_f16_over_f32_per_byte": 1.02,
+           "f32_stats_over_read": 1.0, "f16_stats_over_read": 1.1,
+           "read_f16_over_f32_cold_per_byte": 1.07}
+    refs = [big,
+            dict(big, layout="NHWC", read_f16_over_f32_per_byte=0.98, f32_stats_over_read=1.01,
+                 f16_stats_over_read=1.04, read_f16_over_f32_cold_per_byte=0.95),
+            {"shape": [1, 64, 56, 56], "layout": "NCHW", "read_f16_over_f32_per_byte": 1.2,
+             "f32_stats_over_read": 1.6, "f16_stats_over_read": 2.2}]   # in cache: no cold
+    s = run.summarize([], {}, [], 2, (), refs)
+    assert s["f16_read_over_f32_per_byte"] == [0.98, 1.02]
+    assert s["f16_read_over_f32_cold_per_byte"] == [0.95, 1.07]
+    assert s["f16_stats_over_read"] == [1.04, 1.1]
+    assert s["f32_stats_over_read"] == [1.0, 1.01]
+    assert run.summarize([], {}, [], 2)["f16_stats_over_read"] is None
+    other = [dict(r, f16_stats_over_read=r["f16_stats_over_read"] + 0.5) for r in refs]
+    merged = run.merge_float16([refs, other, refs])
+    assert [m["f16_stats_over_read"] for m in merged] == [1.1, 1.04, 2.2]
+    assert merged[0]["runs"] == 3 and merged[2]["shape"] == [1, 64, 56, 56]
+    lines = dict(run.f16_reference_lines(refs))
+    assert len(lines) == 3
+    (cold,) = [v for k, v in lines.items() if "evicted" in k]
+    assert cold == "32x128x56x56 NCHW 1.07, 32x128x56x56 NHWC 0.95"
+    (stats,) = [v for k, v in lines.items() if "statistics" in k]
+    assert stats.endswith("1x64x56x56 NCHW 1.60 and 2.20")
+    assert run.f16_reference_lines([]) == []
