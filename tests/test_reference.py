@@ -816,6 +816,62 @@ def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
         K.stream_from(old)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(2, 3, 1100), (1, 2, 1031), (3, 2, 1537)], ids=str)
+def test_streamed_outputs_every_line_phase(shape, dtype, kernels, rng):
+    """Planar streamed passes (runs of 2048 bytes or more) store whole cache lines with
+    vectors and the values around them one by one (streaming too): with out= at every
+    element's phase in a 64-byte line (16 for float32, 8 for float64, 32 for float16),
+    over runs of 1100, 1031 and 1537 values (every head, several tails), the outputs
+    of inference (with and without ReLU), training and the backward's dx equal the plain
+    passes' bit for bit (the ReLU-masked dx up to a roundoff, as above), and x, dy and
+    y are untouched."""
+    from cbn import _dispatch
+    K = _dispatch.kernels
+    dtype = np.dtype(dtype)
+    n, C = int(np.prod(shape)), shape[1]
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y, m, inv = cbn.batch_norm(x, weight=w, bias=b, training=True, axis=1, relu=True,
+                               return_stats=True)
+    keep = [a.copy() for a in (x, dy, y)]
+    buf = np.empty(n * dtype.itemsize + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64
+
+    def calls(out):
+        return [lambda: cbn.batch_norm(x, rm, rv, w, b, axis=1, out=out),
+                lambda: cbn.batch_norm(x, rm, rv, w, b, axis=1, relu=True, out=out),
+                lambda: cbn.batch_norm(x, weight=w, bias=b, training=True, axis=1, out=out),
+                lambda: cbn.batch_norm_backward(dy, x, m, inv, w, axis=1, out=out)[0],
+                lambda: cbn.batch_norm_backward(dy, x, m, inv, w, y=y, axis=1, out=out)[0]]
+
+    old = K.stream_from()
+    try:
+        for phase in range(64 // dtype.itemsize):
+            k = start + phase * dtype.itemsize
+            out = buf[k:k + n * dtype.itemsize].view(dtype).reshape(shape)
+            for j, call in enumerate(calls(out)):
+                got = {}
+                for streamed in (False, True):
+                    K.stream_from(0 if streamed else None)
+                    out[...] = np.nan
+                    got[streamed] = call().copy()
+                if j < 4:
+                    np.testing.assert_array_equal(got[True], got[False],
+                                                  f"call {j}, out at phase {phase}")
+                else:   # masked dx: up to the compiler's fused multiply-adds, as above
+                    np.testing.assert_allclose(
+                        got[True], got[False], rtol=0,
+                        atol=8 * roundoff(dtype) * np.abs(got[False]).max(),
+                        err_msg=f"masked dx, out at phase {phase}")
+    finally:
+        K.stream_from(old)
+    for a, a0 in zip((x, dy, y), keep):
+        np.testing.assert_array_equal(a, a0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(3, 7, 36001), (3, 7, 60001)], ids=str)
 def test_prefetching_outputs_match_plain(shape, dtype, kernels, rng):
