@@ -817,12 +817,15 @@ def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape", [(2, 3, 1100), (1, 2, 1031), (3, 2, 1537)], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 1100), (1, 2, 1031), (3, 2, 1537), (2, 3, 1104)],
+                         ids=str)
 def test_streamed_outputs_every_line_phase(shape, dtype, kernels, rng):
     """Planar streamed passes (runs of 2048 bytes or more) store whole cache lines with
-    vectors and the values around them one by one (streaming too): with out= at every
-    element's phase in a 64-byte line (16 for float32, 8 for float64, 32 for float16),
-    over runs of 1100, 1031 and 1537 values (every head, several tails), the outputs
+    vectors and the values around them one by one (float32 and float64: streaming too;
+    float16: plainly, and a run of whole vectors from 16-byte alignment all streamed):
+    with out= at every element's phase in a 64-byte line (16 for float32, 8 for float64,
+    32 for float16), over runs of 1100, 1031, 1537 and 1104 values (every head, several
+    tails, float16 runs of whole vectors), the outputs
     of inference (with and without ReLU), training and the backward's dx equal the plain
     passes' bit for bit (the ReLU-masked dx up to a roundoff, as above), and x, dy and
     y are untouched."""
