@@ -863,9 +863,11 @@ F16_FLOOR = ("float16 conversion floor per byte (every value converted in and ou
 
 def f16_reference_lines(refs):
     """(what, ratios) lines of the float16 references (f16_references)."""
-    def names(key, fmt="{:.2f}"):
-        return ", ".join(f"{'x'.join(map(str, r['shape']))} {r['layout']} " + fmt.format(r[key])
-                         for r in refs if key in r)
+    def where(r):
+        return f"{'x'.join(map(str, r['shape']))} {r['layout']}"
+
+    def names(key):
+        return ", ".join(f"{where(r)} {r[key]:.2f}" for r in refs if key in r)
     lines = []
     if refs:
         lines.append(("a plain read of x (the roof's read), float16 time per byte / float32 "
@@ -875,9 +877,8 @@ def f16_reference_lines(refs):
                       names("read_f16_over_f32_cold_per_byte")))
     if refs:
         lines.append(("cbn statistics time / a plain read of the same x, float32 and float16",
-                      ", ".join(f"{'x'.join(map(str, r['shape']))} {r['layout']} "
-                                f"{r['f32_stats_over_read']:.2f} and {r['f16_stats_over_read']:.2f}"
-                                for r in refs)))
+                      ", ".join(f"{where(r)} {r['f32_stats_over_read']:.2f} and "
+                                f"{r['f16_stats_over_read']:.2f}" for r in refs)))
     return lines
 
 

@@ -825,10 +825,9 @@ def test_streamed_outputs_every_line_phase(shape, dtype, kernels, rng):
     float16: plainly, and a run of whole vectors from 16-byte alignment all streamed):
     with out= at every element's phase in a 64-byte line (16 for float32, 8 for float64,
     32 for float16), over runs of 1100, 1031, 1537 and 1104 values (every head, several
-    tails, float16 runs of whole vectors), the outputs
-    of inference (with and without ReLU), training and the backward's dx equal the plain
-    passes' bit for bit (the ReLU-masked dx up to a roundoff, as above), and x, dy and
-    y are untouched."""
+    tails, float16 runs of whole vectors), the outputs of inference (with and without
+    ReLU), training and the backward's dx equal the plain passes' bit for bit (the
+    ReLU-masked dx up to a roundoff, as above), and x, dy and y are untouched."""
     from cbn import _dispatch
     K = _dispatch.kernels
     dtype = np.dtype(dtype)

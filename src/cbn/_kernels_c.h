@@ -2041,6 +2041,7 @@ CBN_PASS void cbn_rows_gsums8_f16(const cbn_half* x, const cbn_half* dy, const c
 #define CBN_HSUB(a, b) _mm256_fmsub_ps(a, _mm256_set1_ps(1.0f), b)
 #define CBN_HADD(a, b) _mm256_fmadd_ps(a, _mm256_set1_ps(1.0f), b)
 #define CBN_G1(i) (y && cbn_h2f(y[i]) <= 0 ? 0.0f : cbn_h2f(dy[i]))
+#define CBN_DX1H dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);
 /* the prefetch of the passes whose stream is CBN_STREAM_PF (see there) */
 #define CBN_HPF_AHEAD 2048
 #define CBN_HPF(p) _mm_prefetch((const char*)((p) + CBN_HPF_AHEAD), _MM_HINT_T0)
@@ -2161,12 +2162,12 @@ CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_ha
     const __m256 H = _mm256_set1_ps(hi), S = _mm256_set1_ps(s), T = _mm256_set1_ps(t),
                  K = _mm256_set1_ps(k);
     Py_ssize_t i = 0, e;
-    CBN_HLINES(dx, n, e, dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);)
+    CBN_HLINES(dx, n, e, CBN_DX1H)
     for (; i + 8 <= e; i += 8)
         cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, H, S, T, K, stream);
     for (; i + 8 <= n; i += 8)
         cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, H, S, T, K, 0);
-    for (; i < n; i++) dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);
+    for (; i < n; i++) CBN_DX1H
 }
 /* dx over nr short runs, as cbn_runs_affine_short_f16 (the loop written once, inlined
  * with and without y) */
