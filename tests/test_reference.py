@@ -340,16 +340,25 @@ def test_interleaved_float16_statistics_walks(shape, rng):
 def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     """float32 interleaved sums go eight rows per step on Intel and AMD Zen 5 CPUs
     (eight_row_sums): statistics beyond L2 or in rows of 512 values or more, unmasked
-    backward sums too up to 2**22 values per array.  Both choices against the float64
+    backward sums too up to 2**22 values per array; on AMD Zen 4 only beyond L2 in rows
+    under 512 values (eight_row_width), which the eight-row case lifts here so that
+    every CPU runs the loop on every shape.  Both choices against the float64
     oracle on 1 and 2 threads: rows not a multiple of 8 (in each thread's 64-row
     blocks), channels not a multiple of 4, wide rows in cache and from memory, folded
     narrow rows (statistics past 2**21 values in rows of at least 512 bytes: 70000x32
     four rows to one, 32771x64 two with a row left over); backward masked and not
     (masked from memory: one row per step, prefetching ahead of each row)."""
+    from cbn import _dispatch
+    width = _dispatch.kernels.eight_row_width()
     with _kernel_setting("eight_row_sums", eight):
-        for t in (1, 2):
-            for check in (test_batch_norm_training, test_batch_stats, test_backward):
-                check(np.float32, shape, "C", t, rng)
+        _dispatch.kernels.eight_row_width(None if eight else width)
+        try:
+            for t in (1, 2):
+                for check in (test_batch_norm_training, test_batch_stats, test_backward):
+                    check(np.float32, shape, "C", t, rng)
+        finally:
+            _dispatch.kernels.eight_row_width(width)
+    assert _dispatch.kernels.eight_row_width() == width
 
 
 @pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
@@ -357,7 +366,7 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
                                    (9001, 61), (3001, 136), (3001, 64), (16391, 128),
                                    (21847, 96)], ids=str)
 def test_interleaved_float16_sums_eight_rows(shape, eight, kernels, rng):
-    """float16 interleaved sums go eight rows per step on Intel CPUs
+    """float16 interleaved sums go eight rows per step on Intel and AMD Zen 4 CPUs
     (eight_row_sums_f16: float32 partial sums, into float64 every 32 rows, one call over
     a thread's rows): from memory with the prefetch stream (70000x32, 2200x1000; 9001x61
     on one thread), in L2 in rows of 64 values or more (3001x64, 3001x136, 9001x61
@@ -966,7 +975,8 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
      lambda llc: min(llc, 36 << 20) * 5 // 8 or None),
     ("short_runs_below", "short_runs_below_bytes", lambda llc: 512),
     ("fused_training_from", "fused_training_from_values", lambda llc: 512),
-    ("two_phase_below", "two_phase_below_bytes", lambda llc: 512)])
+    ("two_phase_below", "two_phase_below_bytes", lambda llc: 512),
+    ("eight_row_width", "eight_row_sums_below_width", lambda llc: 512)])
 def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
     setter = getattr(_dispatch.kernels, name)

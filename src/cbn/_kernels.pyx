@@ -67,6 +67,7 @@ cdef extern from "_kernels_c.h":
     Py_ssize_t cbn_llc_bytes() noexcept nogil
     int cbn_cpu_is_intel() noexcept nogil
     int cbn_amd_family() noexcept nogil
+    int cbn_cpu_has_avx512f() noexcept nogil
     bint CBN_CAN_STREAM
     void cbn_stream_fence() noexcept nogil
     void cbn_run_affine_pf_f32(const float*, float*, Py_ssize_t, float, float, float,
@@ -259,6 +260,7 @@ cdef enum:
     SLOT = 6            # rows of partials per thread in interleaved reductions
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
+                        # (Zen 4: eight rows only in rows narrower than it, _rows8_max)
     HROWS8_WIDE = 64    # float16 sums so, for rows narrower than this (_hrows8)
     GSUMS8_MAX = 1 << 22  # backward sums go eight rows per step up to this many values
                         # per array (_rows8)
@@ -559,8 +561,21 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # 1.00-1.09, 7x112x112x64 1.08 / 1.07; masked 3x112x112x64 0.81 / 0.86, 5x112x112x64
 # 0.75 / 0.76, 4096x1024 0.73 / 0.81).  Older AMD CPUs were not measured with it and
 # keep the other loops.
+# On AMD Zen 4 (family 0x19 with AVX-512, which Zen 3 lacks; a 2-core EPYC VM, 1 MB
+# L2 per core, 32 MB L3) the eight-row loop wins beyond L2 in rows narrower than
+# ROWS8_WIDE values and loses in wider ones, hence _rows8_max there (and no eight rows
+# in L2, where _rows8_wide asks for rows at least that wide).  Measured in one process
+# (the setting alternated, 11 rounds), eight-row / previous time, 2 threads,
+# channels-last: rows of 32-256 values (6.4 MB: 4x32x16x28x28, 32x64x28x28,
+# 16x128x28x28, 8x256x28x28) statistics 0.87-0.96, training 0.93-1.00, backward
+# 0.79-0.90; 8x64x112x112 statistics 0.60-0.63, training 0.84-0.85; 32x128x56x56
+# statistics 0.62, training 0.79; rows of 512 and 1024 values (4096x512, 2048x1024)
+# statistics 1.25-1.54, training 1.14-1.33, backward 1.07-1.85, and in L2 256x1024's
+# backward 1.42; in L2 in rows under 512 values (1x64x56x56, 1x256x14x14) 0.99-1.00.
 cdef int _amd = cbn_amd_family()
-cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A
+cdef bint _zen4 = _amd == 0x19 and cbn_cpu_has_avx512f()
+cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A or _zen4
+cdef Py_ssize_t _rows8_max = ROWS8_WIDE if _zen4 else 0     # 0: rows of any width
 # On AMD Zen 5 the backward sums take the eight-row loop near too (rows narrower than
 # ROWS8_WIDE, at most ROWS8_NEAR bytes per thread), not the register tiles, and the
 # ReLU-masked ones too (up to GSUMS8_MAX values per array, as the unmasked): there
@@ -607,8 +622,12 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # rows / tiles: statistics 1x56x56x64 0.77, 2x56x56x64 0.68, 1x28x28x64 0.71,
 # 1x112x112x32 (two rows of 32 folded into one of 64 values) 0.68; training 0.82-0.87;
 # backward 0.83-0.92: hence HROWS8_WIDE = WIDE, below which rows are folded whenever
-# there are 8 * WIDE values or more.  Not measured on AMD CPUs, which keep the tiles.
-cdef bint _hrows8 = cbn_cpu_is_intel()
+# there are 8 * WIDE values or more.  On AMD Zen 4 too (_zen4): in one process (the
+# setting alternated, 11 rounds), eight rows / tiles, 2 threads: statistics
+# 32x56x56x128 0.65, 8x112x112x64 0.64, 4x16x28x28x32 0.82, 256x1024 0.60, 4096x512
+# 0.49, in L2 1x56x56x64 0.90 and 1x14x14x256 0.91; training 0.68-0.96; backward
+# 0.69-0.88.  Not measured on other AMD CPUs, which keep the tiles.
+cdef bint _hrows8 = cbn_cpu_is_intel() or _zen4
 
 # Planar sums over runs under SHORT_RUN bytes in more than one sample take a channel's
 # runs BLOCK values at a time in one call (cbn_runs_sums_T, cbn_runs_gsums_T: one set of
@@ -788,6 +807,13 @@ def eight_row_sums(flag=None):
     eight_row_sums(True/False) sets it and returns the old value (for tests and
     measurements)."""
     return _setting(&_rows8, flag)
+
+
+def eight_row_width(n=False):
+    """Rows of fewer values than this go eight rows per step where eight_row_sums
+    allows (None: rows of any width; see _rows8_max); eight_row_width(n or None) sets
+    it and returns the old value (for tests and measurements)."""
+    return _limit(&_rows8_max, n)
 
 
 def eight_row_sums_f16(flag=None):
@@ -1429,7 +1455,8 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
     fits: each array holds at most GSUMS8_MAX values."""
-    cdef bint eight = _rows8 and (not near or ld >= _rows8_wide)
+    cdef bint eight = (_rows8 and (not near or ld >= _rows8_wide)
+                       and (_rows8_max == 0 or ld < _rows8_max))
     if data_t is float:
         if grad:        # Zen 5: near and masked too; every CPU: arrays that fit
             eight = fits and (_rows8_grads or (eight and not masked))

@@ -2497,6 +2497,18 @@ static int cbn_cpu_is_intel(void) {
     return cbn_cpu_vendor(0x756e6547u, 0x49656e69u, 0x6c65746eu);
 }
 
+/* 1 where cpuid reports AVX-512F (leaf 7, ebx bit 16), else 0: among AMD family 0x19
+ * CPUs it tells Zen 4 from Zen 3 (cbn._kernels uses it for that alone, to choose loops,
+ * never to run AVX-512 code). */
+static int cbn_cpu_has_avx512f(void) {
+#ifdef CBN_HAVE_CPUID
+    unsigned int r[4];
+    return cbn_cpuid(7, 0, r) && ((r[1] >> 16) & 1u);
+#else
+    return 0;
+#endif
+}
+
 /* The CPU family of an AMD CPU (cpuid vendor "AuthenticAMD"; 0x19 Zen 3 and 4, 0x1A Zen 5),
  * else 0. */
 static int cbn_amd_family(void) {

@@ -176,6 +176,7 @@ def show_config(print_out=True):
         "two_phase_below_bytes": _dispatch.kernels.two_phase_below(),
         "tiled_stats_from_memory": _dispatch.kernels.tiled_from_memory(),
         "eight_row_sums": _dispatch.kernels.eight_row_sums(),
+        "eight_row_sums_below_width": _dispatch.kernels.eight_row_width(),
         "eight_row_sums_f16": _dispatch.kernels.eight_row_sums_f16(),
         "planar_runs_sums": _dispatch.kernels.runs_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
