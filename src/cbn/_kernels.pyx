@@ -380,6 +380,10 @@ cdef Py_ssize_t STREAM_CAP = 36 << 20
 # 7443 / 4081 us, training 9468 / 7140.
 cdef Py_ssize_t FRESH_PAGES = 32 << 20
 cdef Py_ssize_t _llc = cbn_llc_bytes()
+# The CPU, for the loop choices measured per CPU below: an AMD CPU's family (0 on
+# others), and AMD Zen 4 (family 0x19, as Zen 3, but with AVX-512, which Zen 3 lacks).
+cdef int _amd = cbn_amd_family()
+cdef bint _zen4 = _amd == 0x19 and cbn_cpu_has_avx512f()
 cdef Py_ssize_t _stream_from = min(_llc, STREAM_CAP) if CBN_CAN_STREAM and _llc > 0 else _NEVER
 # Planar sums over runs of PF_RUN values or more prefetch, block by block, the same
 # block of the next run (a software stream one run ahead) instead of its first PF_HEAD
@@ -419,7 +423,14 @@ cdef Py_ssize_t _pf_from = (min(_llc, STREAM_CAP) if _llc > 0 else 32 << 20) // 
 # 0.88, 8x32x32x32 0.93 / 0.92; training 0.87-0.99; in L2 (1x64x56x56, 1x128x28x28)
 # 0.93-1.03.  The backward sums did not gain there (1x64x112x112 1.02 / 1.14,
 # 4x32x16x28x28 0.96 / 1.04): they stream from _pf_from bytes on.
-cdef bint _pf_stream = cbn_cpu_is_intel()
+# On AMD Zen 4 the sums stream too, but all of them only from _pf_from bytes on
+# (_pf_stream_small: Intel only).  Measured in one process (the setting alternated, 11
+# rounds), 2-core EPYC Zen 4 VM (32 MB L3: _pf_from 16 MB), 2 threads, stream / block
+# prefetch: float32 NCHW 32x128x56x56 statistics 0.58, training 0.81, backward 0.76;
+# 8x64x112x112 0.66, 0.82 and 1.01; float16 32x128x56x56 0.75-0.79.  In cache a
+# stream for the statistics and training lost there: 4x32x16x28x28 (6.4 MB) 1.11-1.25.
+cdef bint _pf_stream = cbn_cpu_is_intel() or _zen4
+cdef bint _pf_stream_small = cbn_cpu_is_intel()
 
 # Interleaved output passes whose arrays (inputs and output) total at most _tiled_to
 # bytes, 5/8 of the last-level cache (0 where its size is unknown), store through the
@@ -572,8 +583,6 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # statistics 0.62, training 0.79; rows of 512 and 1024 values (4096x512, 2048x1024)
 # statistics 1.25-1.54, training 1.14-1.33, backward 1.07-1.85, and in L2 256x1024's
 # backward 1.42; in L2 in rows under 512 values (1x64x56x56, 1x256x14x14) 0.99-1.00.
-cdef int _amd = cbn_amd_family()
-cdef bint _zen4 = _amd == 0x19 and cbn_cpu_has_avx512f()
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A or _zen4
 cdef Py_ssize_t _rows8_max = ROWS8_WIDE if _zen4 else 0     # 0: rows of any width
 # On AMD Zen 5 the backward sums take the eight-row loop near too (rows narrower than
@@ -1587,8 +1596,8 @@ cdef inline bint _pf_runs(Py_ssize_t nvalues, size_t itemsize, int narrays, int 
     their next runs together under PF_NEXT bytes (beyond, the hardware prefetchers keep
     up and the prefetches only cost).  Sums that prefetch as a stream (_pf_stream) do
     whatever their runs' length, and the statistics and training sums (one array summed)
-    whatever the arrays' size too."""
-    if _pf_stream and nsums == 1 and _pf_from < _NEVER:
+    whatever the arrays' size too where _pf_stream_small."""
+    if _pf_stream and _pf_stream_small and nsums == 1 and _pf_from < _NEVER:
         return inner >= PF_RUN
     return (nvalues * <Py_ssize_t>itemsize * narrays >= _pf_from
             and inner >= PF_RUN
