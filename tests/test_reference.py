@@ -349,16 +349,11 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     four rows to one, 32771x64 two with a row left over); backward masked and not
     (masked from memory: one row per step, prefetching ahead of each row)."""
     from cbn import _dispatch
-    width = _dispatch.kernels.eight_row_width()
-    with _kernel_setting("eight_row_sums", eight):
-        _dispatch.kernels.eight_row_width(None if eight else width)
-        try:
-            for t in (1, 2):
-                for check in (test_batch_norm_training, test_batch_stats, test_backward):
-                    check(np.float32, shape, "C", t, rng)
-        finally:
-            _dispatch.kernels.eight_row_width(width)
-    assert _dispatch.kernels.eight_row_width() == width
+    width = None if eight else _dispatch.kernels.eight_row_width()
+    with _kernel_setting("eight_row_sums", eight), _kernel_setting("eight_row_width", width):
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_batch_stats, test_backward):
+                check(np.float32, shape, "C", t, rng)
 
 
 @pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
