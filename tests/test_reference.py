@@ -438,6 +438,21 @@ def test_interleaved_output_tiled_in_cache(shape, dtype, tiled, rng):
         _check_every_op(dtype, shape, rng)
 
 
+@pytest.mark.parametrize("fold", [False, True], ids=["wide", "tile"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(517, 16), (1001, 8), (333, 32), (4097, 4), (2049, 1),
+                                   (70001, 16), (1203, 24)], ids=str)
+def test_interleaved_rows_fold_to_tiles(shape, dtype, fold, rng):
+    """Narrow interleaved rows stored through the register tiles go as rows of one
+    tile's width where their channels divide it (fold_to_tiles), else R rows of WIDE
+    values or more: both choices against the float64 oracle on 1 and 2 threads, with
+    leftover rows (517x16, 1001x8, 4097x4, 2049x1 in every dtype's fold), rows of
+    exactly one tile (333x32 float32), 4.5 MB of them (70001x16) and rows that do not
+    divide it (1203x24)."""
+    with _kernel_setting("fold_to_tiles", fold):
+        _check_every_op(dtype, shape, rng)
+
+
 @pytest.mark.parametrize("pf, stream", [(None, False), (0, False), (0, True)],
                          ids=["head", "next-run", "stream"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

@@ -69,6 +69,7 @@ cdef extern from "_kernels_c.h":
     int cbn_amd_family() noexcept nogil
     int cbn_cpu_has_avx512f() noexcept nogil
     bint CBN_CAN_STREAM
+    Py_ssize_t CBN_TILE_BYTES
     void cbn_stream_fence() noexcept nogil
     void cbn_run_affine_pf_f32(const float*, float*, Py_ssize_t, float, float, float,
                                int) noexcept nogil
@@ -447,6 +448,19 @@ cdef bint _pf_stream_small = cbn_cpu_is_intel()
 # core) in one process, plain / tiled time (tiles off, or off beyond TILED_OUT) on 1
 # and 2 threads, channels-last 0.2-6.4 MB and 256x1024: 0.95-1.06, no difference.
 cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
+# Narrow interleaved rows stored through the register tiles go as rows of one tile's
+# width (_out_fold: 128 bytes in the AVX2 build, four vectors), not of WIDE values or
+# more (_fold), where a row's channels divide it: a tile then walks whole rows down its
+# block, one row after another, instead of every tile walking part of each row in
+# turn.  A C loop of the multiply-add over 3.2 MB from L3 on one core (2-core AMD
+# EPYC VM, Zen 4), float32 rows of 64 values in two tiles of 32: 1.21-1.28x the time
+# of rows of 32 in one tile, those 1.09-1.14x a memcpy's.  Measured in cbn in one
+# process on that VM, 2 and 1 threads, medians of 15 rounds, one-tile / _fold time:
+# float32 channels-last 4x32x16x28x28 (6.4 MB) inference 0.80 and 0.80, training
+# 0.95 and 0.83, backward 0.94 and 0.91; 16 channels (R 2, not 4) inference 0.88 and
+# 0.87, backward 0.96 and 0.85; float64 16 channels inference 0.83 and 0.83, backward
+# 0.94 and 0.93; in L2 (1x32x56x56, 8x8x56x56) 0.96-1.00.
+cdef bint _tile_rows = True
 
 # Planar output runs shorter than _short_run bytes go a whole vector at a time from
 # their first value, the last vector overlapping the one before (cbn_run_affine_short_T,
@@ -875,6 +889,13 @@ def tiled_stores_to(nbytes=False):
     thread).  tiled_stores_to(n) sets it (n: an int > 0 or None) and returns the old
     value; for tests and measurements."""
     return _limit(&_tiled_to, nbytes)
+
+
+def fold_to_tiles(flag=None):
+    """Whether narrow interleaved rows stored through the register tiles go as rows of
+    one tile's width (see _tile_rows); fold_to_tiles(True/False) sets it and returns
+    the old value (for tests and measurements)."""
+    return _setting(&_tile_rows, flag)
 
 
 def short_runs_below(nbytes=False):
@@ -1687,6 +1708,19 @@ cdef inline Py_ssize_t _fold(Py_ssize_t C, Py_ssize_t rows) noexcept nogil:
     return 1 if C >= WIDE or rows * C < 8 * WIDE else (WIDE + C - 1) // C
 
 
+cdef inline Py_ssize_t _out_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
+                                 int store) noexcept nogil:
+    """Interleaved rows per step of an output pass (size: bytes per value, store: its
+    _store): as _fold, but float32 and float64 rows stored through the register tiles
+    (STORE_TILED) whose bytes divide a tile's width (CBN_TILE_BYTES) go as rows of
+    exactly that width (_tile_rows)."""
+    cdef Py_ssize_t rb = C * size
+    if (_tile_rows and store == STORE_TILED and size >= 4 and rb <= CBN_TILE_BYTES
+            and CBN_TILE_BYTES % rb == 0 and rows * C >= 8 * WIDE):
+        return CBN_TILE_BYTES // rb
+    return _fold(C, rows)
+
+
 cdef inline Py_ssize_t _sums_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
                                   bint grad) noexcept nogil:
     """Interleaved rows per step of a reduction (_rows_reduce): as _fold, but over more
@@ -1834,9 +1868,9 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
 
     Narrow interleaved rows go R at a time (_fold) with the table repeated into pw
     (N_PARAMS * R * C values); the last outer % R rows use p."""
-    cdef Py_ssize_t k, R = _fold(C, outer) if inner == 1 else 1
-    cdef Py_ssize_t full = outer // R
     cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T, inner, fresh)
+    cdef Py_ssize_t k, R = _out_fold(C, outer, sizeof(data_t), store) if inner == 1 else 1
+    cdef Py_ssize_t full = outer // R
     if R == 1 or full == 0:
         _apply_blocks(x, out, outer, C, inner, p, relu, store, T, back)
         return
@@ -2424,7 +2458,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
         _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c],
                          <double>outer, training, &dweight[c], &dbias[c])
     # rows R at a time as in _apply, then the last outer % R rows
-    R = _fold(C, outer)
+    R = _out_fold(C, outer, sizeof(data_t), store)
     full = outer // R
     if R == 1:
         _dx_blocks(dy, x, y, masked, dx, outer, C, 1, p, store, T, True)

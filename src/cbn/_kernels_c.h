@@ -1156,6 +1156,7 @@ CBN_PASS void cbn_runs_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R*
  * one load and one store instead of four loads.  Rows too wide for two of them in
  * 4 KiB take the plain pass. */
 #define CBN_TV 4
+#define CBN_TILE_BYTES (CBN_TV * CBN_VBYTES)    /* a tile's width */
 #define CBN_BLOCK_ROWS(ld, R) (4096 / ((ld) * (Py_ssize_t)sizeof(R)) - 1)
 /* Output rows that start misaligned (NumPy's arrays begin 16 bytes into a line): when
  * rows are contiguous (ld == m) and a whole number of vectors long, the tiles walk
@@ -1311,6 +1312,7 @@ CBN_DEFINE_SHORT(f32, float)
 CBN_DEFINE_SHORT(f64, double)
 #else
 #define CBN_CAN_STREAM 0
+#define CBN_TILE_BYTES 0        /* no register tiles */
 static inline void cbn_stream_fence(void) {}
 #define cbn_run_affine_nt_f32 cbn_run_affine_f32
 #define cbn_run_affine_nt_f64 cbn_run_affine_f64
