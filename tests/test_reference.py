@@ -453,6 +453,19 @@ def test_interleaved_rows_fold_to_tiles(shape, dtype, fold, rng):
         _check_every_op(dtype, shape, rng)
 
 
+@pytest.mark.parametrize("block", [None, 1, 3], ids=["4KiB", "1", "3"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1001, 64), (3001, 100), (257, 200), (5000, 32)], ids=str)
+def test_interleaved_tile_blocks(shape, dtype, block, rng):
+    """Register-tiled rows that span several tiles go in blocks of at most
+    tile_block_rows rows (Zen 4: 3), else as many as fit 4 KiB: every limit against the
+    float64 oracle on 1 and 2 threads, rows of two or more tiles with a last block short
+    of the limit (1001x64, 257x200), tiles of four vectors and of one (3001x100), and the
+    backward's narrower tiles on rows of one output tile (5000x32)."""
+    with _kernel_setting("tile_block_rows", block):
+        _check_every_op(dtype, shape, rng)
+
+
 @pytest.mark.parametrize("pf, stream", [(None, False), (0, False), (0, True)],
                          ids=["head", "next-run", "stream"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -986,7 +999,8 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
     ("short_runs_below", "short_runs_below_bytes", lambda llc: 512),
     ("fused_training_from", "fused_training_from_values", lambda llc: 512),
     ("two_phase_below", "two_phase_below_bytes", lambda llc: 512),
-    ("eight_row_width", "eight_row_sums_below_width", lambda llc: 512)])
+    ("eight_row_width", "eight_row_sums_below_width", lambda llc: 512),
+    ("tile_block_rows", "tiled_rows_per_block_max", lambda llc: 3)])
 def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
     setter = getattr(_dispatch.kernels, name)
@@ -1007,3 +1021,4 @@ def test_threshold_api(kernels, name, key, default):
     assert cfg["tiled_stats_from_memory"] is _dispatch.kernels.tiled_from_memory()
     assert cfg["planar_sums_prefetch_stream"] is _dispatch.kernels.prefetch_stream()
     assert cfg["eight_row_sums_f16"] is _dispatch.kernels.eight_row_sums_f16()
+    assert cfg["narrow_rows_fold_to_tiles"] is _dispatch.kernels.fold_to_tiles()

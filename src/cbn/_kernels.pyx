@@ -70,6 +70,7 @@ cdef extern from "_kernels_c.h":
     int cbn_cpu_has_avx512f() noexcept nogil
     bint CBN_CAN_STREAM
     Py_ssize_t CBN_TILE_BYTES
+    Py_ssize_t cbn_tile_block
     void cbn_stream_fence() noexcept nogil
     void cbn_run_affine_pf_f32(const float*, float*, Py_ssize_t, float, float, float,
                                int) noexcept nogil
@@ -271,6 +272,7 @@ cdef enum:
                         # bytes are summed several at a time (_sums_fold)
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
     TILED_OUT = 1 << 20 # interleaved output passes over at most this many bytes per thread too
+    TILE_BLOCK = 3      # rows per block of tiled rows spanning several tiles, Zen 4 (cbn_tile_block)
     OPF_FROM = 2 << 20  # planar output passes over OPF_FROM to OPF_TO bytes per thread (their
     OPF_TO = 8 << 20    # arrays together) prefetch their input (_opf_on)
     PIPE_TO = 1024      # planar per-channel tasks pipelined up to this many values per channel
@@ -461,6 +463,20 @@ cdef Py_ssize_t _tiled_to = min(_llc, STREAM_CAP) * 5 // 8 if _llc > 0 else 0
 # 0.87, backward 0.96 and 0.85; float64 16 channels inference 0.83 and 0.83, backward
 # 0.94 and 0.93; in L2 (1x32x56x56, 8x8x56x56) 0.96-1.00.
 cdef bint _tile_rows = True
+# On Zen 4, rows that span several tiles go through the tiles in blocks of at most
+# TILE_BLOCK rows (cbn_tile_block; elsewhere as many as fit 4 KiB, CBN_BLOCK_ROWS), so
+# that the tiles of a block revisit its rows soon after one another.  A C loop of the
+# multiply-add over 3.2 MB from L3 on one core (2-core AMD EPYC VM, Zen 4), 1 / 4 KiB
+# blocks' time, three runs: rows of 64 float32 (two tiles) 3 rows 0.81-0.89, 7 rows
+# 0.89-0.91, 2 rows 0.84-0.92; rows of 128 (four tiles) 3 rows 0.84-0.88, 2 rows
+# 0.83-0.88; in L2 (0.4 MB) 0.96-1.01 (rows of one tile keep their blocks: 3 rows
+# took 0.95-1.15x the time).  In cbn
+# in one process on that VM, 2 and 1 threads, medians of 15 rounds, 3 rows / 4 KiB:
+# channels-last float32 4x64x8x28x28 (6.4 MB) inference 0.87 and 0.86, training 0.96
+# and 0.98, backward 0.84 and 0.85; 4x128x4x28x28 inference 0.89 and 0.95;
+# 4x32x16x28x28 backward (dx tiles of two vectors) 0.85 and 0.97; in L2 (1x64x56x56,
+# 1x256x14x14, 256x1024) 0.92-1.02.  Not measured elsewhere.
+cbn_tile_block = TILE_BLOCK if _zen4 else 0
 
 # Planar output runs shorter than _short_run bytes go a whole vector at a time from
 # their first value, the last vector overlapping the one before (cbn_run_affine_short_T,
@@ -896,6 +912,13 @@ def fold_to_tiles(flag=None):
     one tile's width (see _tile_rows); fold_to_tiles(True/False) sets it and returns
     the old value (for tests and measurements)."""
     return _setting(&_tile_rows, flag)
+
+
+def tile_block_rows(n=False):
+    """The most rows per block of register-tiled output passes whose rows span several
+    tiles (None: as many as fit 4 KiB; see cbn_tile_block).  tile_block_rows(n) sets it
+    (n: an int > 0 or None) and returns the old value; for tests and measurements."""
+    return _limit(&cbn_tile_block, n)
 
 
 def short_runs_below(nbytes=False):

@@ -871,6 +871,9 @@ CBN_RUN_AFFINE(cbn_run_affine_pf_f64, double, CBN_PF_LANES)
  * run (interleaved, CBN_ROWS_STREAMED), then whole vectors, then the rest.  The
  * caller ends each task with cbn_stream_fence().  Elsewhere (MSVC, non-x86) they are
  * the plain passes. */
+/* Rows per block of the register-tiled output passes whose rows span several tiles, at
+ * most (0: no limit; _kernels.pyx sets it, _tile_block) */
+static Py_ssize_t cbn_tile_block = 0;
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__x86_64__))
 #include <immintrin.h>
 #define CBN_CAN_STREAM 1
@@ -1158,6 +1161,13 @@ CBN_PASS void cbn_runs_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R*
 #define CBN_TV 4
 #define CBN_TILE_BYTES (CBN_TV * CBN_VBYTES)    /* a tile's width */
 #define CBN_BLOCK_ROWS(ld, R) (4096 / ((ld) * (Py_ssize_t)sizeof(R)) - 1)
+/* the rows per block of a tiled pass over m values per row, tiles of `tile` bytes: at
+ * most cbn_tile_block where a row spans more than one tile */
+static inline Py_ssize_t cbn_tile_rows(Py_ssize_t ld, Py_ssize_t m, Py_ssize_t size,
+                                       Py_ssize_t tile) {
+    Py_ssize_t rb = 4096 / (ld * size) - 1;
+    return cbn_tile_block > 0 && m * size > tile && rb > cbn_tile_block ? cbn_tile_block : rb;
+}
 /* Output rows that start misaligned (NumPy's arrays begin 16 bytes into a line): when
  * rows are contiguous (ld == m) and a whole number of vectors long, the tiles walk
  * windows of m values that begin at the first aligned value of each row and end in
@@ -1204,7 +1214,7 @@ static inline void cbn_rows_affine_tiles_##SUFFIX(const R* x, R* out, Py_ssize_t
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R), W = CBN_TV * L;                \
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX H[CBN_TV], S[CBN_TV], T[CBN_TV], v;                                      \
-    Py_ssize_t rb = CBN_BLOCK_ROWS(ld, R), r0, nb, r, c, k, kv;                             \
+    Py_ssize_t rb = cbn_tile_rows(ld, m, sizeof(R), W * sizeof(R)), r0, nb, r, c, k, kv;    \
     for (r0 = 0; r0 < n; r0 += rb) {                                                        \
         const R* xb = x + r0 * ld;                                                          \
         R* ob = out + r0 * ld;                                                              \
@@ -1266,7 +1276,7 @@ static inline void cbn_rows_dx_tiles_##SUFFIX(const R* x, const R* dy, const R* 
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R), W = CBN_TVD * L;               \
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX H[CBN_TVD], S[CBN_TVD], T[CBN_TVD], K[CBN_TVD], g;                       \
-    Py_ssize_t rb = CBN_BLOCK_ROWS(ld, R), r0, nb, r, c, j, o, kv;                          \
+    Py_ssize_t rb = cbn_tile_rows(ld, m, sizeof(R), W * sizeof(R)), r0, nb, r, c, j, o, kv; \
     for (r0 = 0; r0 < n; r0 += rb) {                                                        \
         nb = n - r0 < rb ? n - r0 : rb;                                                     \
         for (c = 0; c + L <= m; c += kv * L) {                                              \

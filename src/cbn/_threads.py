@@ -172,6 +172,7 @@ def show_config(print_out=True):
         "planar_sums_prefetch_stream": _dispatch.kernels.prefetch_stream(),
         "tiled_stores_to_bytes": _dispatch.kernels.tiled_stores_to(),
         "narrow_rows_fold_to_tiles": _dispatch.kernels.fold_to_tiles(),
+        "tiled_rows_per_block_max": _dispatch.kernels.tile_block_rows(),
         "short_runs_below_bytes": _dispatch.kernels.short_runs_below(),
         "fused_training_from_values": _dispatch.kernels.fused_training_from(),
         "two_phase_below_bytes": _dispatch.kernels.two_phase_below(),
