@@ -470,12 +470,12 @@ cdef bint _tile_rows = True
 # blocks' time, three runs: rows of 64 float32 (two tiles) 3 rows 0.81-0.89, 7 rows
 # 0.89-0.91, 2 rows 0.84-0.92; rows of 128 (four tiles) 3 rows 0.84-0.88, 2 rows
 # 0.83-0.88; in L2 (0.4 MB) 0.96-1.01 (rows of one tile keep their blocks: 3 rows
-# took 0.95-1.15x the time).  In cbn
-# in one process on that VM, 2 and 1 threads, medians of 15 rounds, 3 rows / 4 KiB:
-# channels-last float32 4x64x8x28x28 (6.4 MB) inference 0.87 and 0.86, training 0.96
-# and 0.98, backward 0.84 and 0.85; 4x128x4x28x28 inference 0.89 and 0.95;
-# 4x32x16x28x28 backward (dx tiles of two vectors) 0.85 and 0.97; in L2 (1x64x56x56,
-# 1x256x14x14, 256x1024) 0.92-1.02.  Not measured elsewhere.
+# took 0.95-1.15x the time).  In cbn in one process on that VM, 2 and 1 threads,
+# medians of 15 rounds, 3 rows / 4 KiB: channels-last float32 4x64x8x28x28 (6.4 MB)
+# inference 0.87 and 0.86, training 0.96 and 0.98, backward 0.84 and 0.85;
+# 4x128x4x28x28 inference 0.89 and 0.95; 4x32x16x28x28 backward (dx tiles of two
+# vectors) 0.85 and 0.97; in L2 (1x64x56x56, 1x256x14x14, 256x1024) 0.92-1.02.  Not
+# measured elsewhere.
 cbn_tile_block = TILE_BLOCK if _zen4 else 0
 
 # Planar output runs shorter than _short_run bytes go a whole vector at a time from
@@ -1736,7 +1736,8 @@ cdef inline Py_ssize_t _out_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
     """Interleaved rows per step of an output pass (size: bytes per value, store: its
     _store): as _fold, but float32 and float64 rows stored through the register tiles
     (STORE_TILED) whose bytes divide a tile's width (CBN_TILE_BYTES) go as rows of
-    exactly that width (_tile_rows)."""
+    exactly that width (_tile_rows): never more values per step than _fold's, so the
+    repeated table fits _apply_scratch."""
     cdef Py_ssize_t rb = C * size
     if (_tile_rows and store == STORE_TILED and size >= 4 and rb <= CBN_TILE_BYTES
             and CBN_TILE_BYTES % rb == 0 and rows * C >= 8 * WIDE):
@@ -1889,7 +1890,7 @@ cdef void _apply(const data_t* x, data_t* out, Py_ssize_t outer, Py_ssize_t C,
                  bint fresh, bint back=False) noexcept nogil:
     """out = (x - hi) * scale + shift per channel (then max(., 0) with relu).
 
-    Narrow interleaved rows go R at a time (_fold) with the table repeated into pw
+    Narrow interleaved rows go R at a time (_out_fold) with the table repeated into pw
     (N_PARAMS * R * C values); the last outer % R rows use p."""
     cdef int store = _store(outer * C * inner, sizeof(data_t), 2, T, inner, fresh)
     cdef Py_ssize_t k, R = _out_fold(C, outer, sizeof(data_t), store) if inner == 1 else 1

@@ -872,7 +872,7 @@ CBN_RUN_AFFINE(cbn_run_affine_pf_f64, double, CBN_PF_LANES)
  * caller ends each task with cbn_stream_fence().  Elsewhere (MSVC, non-x86) they are
  * the plain passes. */
 /* Rows per block of the register-tiled output passes whose rows span several tiles, at
- * most (0: no limit; _kernels.pyx sets it, _tile_block) */
+ * most (0: no limit; _kernels.pyx sets it to TILE_BLOCK on Zen 4) */
 static Py_ssize_t cbn_tile_block = 0;
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__x86_64__))
 #include <immintrin.h>
