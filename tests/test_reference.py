@@ -945,7 +945,8 @@ def _at(base, off, shape):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape,axis", [((40, 64), 1), ((3, 7, 9, 8), -1), ((30, 24), 1),
                                         ((12, 256), 1), ((9, 336), 1), ((9, 168), 1),
-                                        ((25, 5), 1), ((3, 4, 6, 7), 1), ((2, 3, 37), 1)],
+                                        ((25, 5), 1), ((3, 4, 6, 7), 1), ((2, 3, 37), 1),
+                                        ((70, 32), 1), ((65, 16), 1)],
                          ids=str)
 def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
     """The output passes store from the first vector-aligned value on; tiled rows whose
