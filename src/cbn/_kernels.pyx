@@ -1736,13 +1736,13 @@ cdef inline Py_ssize_t _out_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
     """Interleaved rows per step of an output pass (size: bytes per value, store: its
     _store): as _fold, but float32 and float64 rows stored through the register tiles
     (STORE_TILED) whose bytes divide a tile's width (CBN_TILE_BYTES) go as rows of
-    exactly that width (_tile_rows): never more values per step than _fold's, so the
-    repeated table fits _apply_scratch."""
-    cdef Py_ssize_t rb = C * size
-    if (_tile_rows and store == STORE_TILED and size >= 4 and rb <= CBN_TILE_BYTES
-            and CBN_TILE_BYTES % rb == 0 and rows * C >= 8 * WIDE):
+    exactly that width (_tile_rows), wherever _fold folds: never more values per step
+    than _fold's, so the repeated table fits _apply_scratch."""
+    cdef Py_ssize_t R = _fold(C, rows), rb = C * size
+    if (R > 1 and _tile_rows and store == STORE_TILED and size >= 4
+            and rb <= CBN_TILE_BYTES and CBN_TILE_BYTES % rb == 0):
         return CBN_TILE_BYTES // rb
-    return _fold(C, rows)
+    return R
 
 
 cdef inline Py_ssize_t _sums_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,

@@ -1161,12 +1161,10 @@ CBN_PASS void cbn_runs_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R*
 #define CBN_TV 4
 #define CBN_TILE_BYTES (CBN_TV * CBN_VBYTES)    /* a tile's width */
 #define CBN_BLOCK_ROWS(ld, R) (4096 / ((ld) * (Py_ssize_t)sizeof(R)) - 1)
-/* the rows per block of a tiled pass over m values per row, tiles of `tile` bytes: at
- * most cbn_tile_block where a row spans more than one tile */
-static inline Py_ssize_t cbn_tile_rows(Py_ssize_t ld, Py_ssize_t m, Py_ssize_t size,
-                                       Py_ssize_t tile) {
-    Py_ssize_t rb = 4096 / (ld * size) - 1;
-    return cbn_tile_block > 0 && m * size > tile && rb > cbn_tile_block ? cbn_tile_block : rb;
+/* the rows per block of a tiled pass (rb: CBN_BLOCK_ROWS) over rows of `bytes` bytes in
+ * tiles of `tile` bytes: at most cbn_tile_block where a row spans more than one tile */
+static inline Py_ssize_t cbn_tile_rows(Py_ssize_t rb, Py_ssize_t bytes, Py_ssize_t tile) {
+    return cbn_tile_block > 0 && bytes > tile && rb > cbn_tile_block ? cbn_tile_block : rb;
 }
 /* Output rows that start misaligned (NumPy's arrays begin 16 bytes into a line): when
  * rows are contiguous (ld == m) and a whole number of vectors long, the tiles walk
@@ -1214,7 +1212,8 @@ static inline void cbn_rows_affine_tiles_##SUFFIX(const R* x, R* out, Py_ssize_t
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R), W = CBN_TV * L;                \
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX H[CBN_TV], S[CBN_TV], T[CBN_TV], v;                                      \
-    Py_ssize_t rb = cbn_tile_rows(ld, m, sizeof(R), W * sizeof(R)), r0, nb, r, c, k, kv;    \
+    Py_ssize_t rb = cbn_tile_rows(CBN_BLOCK_ROWS(ld, R), m * sizeof(R), W * sizeof(R));     \
+    Py_ssize_t r0, nb, r, c, k, kv;                                                         \
     for (r0 = 0; r0 < n; r0 += rb) {                                                        \
         const R* xb = x + r0 * ld;                                                          \
         R* ob = out + r0 * ld;                                                              \
@@ -1276,7 +1275,8 @@ static inline void cbn_rows_dx_tiles_##SUFFIX(const R* x, const R* dy, const R* 
     const Py_ssize_t L = CBN_VBYTES / (Py_ssize_t)sizeof(R), W = CBN_TVD * L;               \
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX H[CBN_TVD], S[CBN_TVD], T[CBN_TVD], K[CBN_TVD], g;                       \
-    Py_ssize_t rb = cbn_tile_rows(ld, m, sizeof(R), W * sizeof(R)), r0, nb, r, c, j, o, kv; \
+    Py_ssize_t rb = cbn_tile_rows(CBN_BLOCK_ROWS(ld, R), m * sizeof(R), W * sizeof(R));     \
+    Py_ssize_t r0, nb, r, c, j, o, kv;                                                      \
     for (r0 = 0; r0 < n; r0 += rb) {                                                        \
         nb = n - r0 < rb ? n - r0 : rb;                                                     \
         for (c = 0; c + L <= m; c += kv * L) {                                              \
