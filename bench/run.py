@@ -839,6 +839,143 @@ def summarize(cells, resnet, f16, all_threads, align=(), f16ref=()):
     return s
 
 
+# Issue 3's targets (float32, all cores, ratios within one run) as targets() checks them
+TARGET_VS_TORCH, TARGET_GEOMEAN, TARGET_PLANAR = 1.0, 2.5, 1.2
+TARGET_TINY_US = {"inference": 2.0, "training": 4.0, "backward": 5.0}
+TARGET_SPEEDUP, SPEEDUP_MAX_BYTES = 1.7, 8e6
+TARGET_RESNET = 2.0
+# "no temporary allocation proportional to x": a call's peak allocation with out= at
+# most this many bytes per channel and thread, plus PEAK_SLACK for Python's objects
+PEAK_PER_CHANNEL_THREAD, PEAK_SLACK = 64, 4096
+
+
+def _lo_hi(v, fmt="{:.2f}"):
+    return fmt.format(min(v)) if min(v) == max(v) else f"{fmt.format(min(v))}-{fmt.format(max(v))}"
+
+
+def _mb(c):
+    return f"{c['x_bytes'] / 1e6:.1f} MB" if c["x_bytes"] >= 1e5 else f"{c['x_bytes'] / 1e3:.0f} KB"
+
+
+def targets(record):
+    """Issue 3's targets against one results record, as rows of (target, asked, measured,
+    verdict, reference): verdict "met" or "not met" (None where the record lacks the
+    data); reference: what bench measured alongside that bounds the target on the machine
+    (the float64 sums and output pass of the floor model, the channel-order floor, the
+    roof copy's own two-thread speedup, PyTorch's time over the roof, the float16
+    conversion floor)."""
+    cells = record["cells"]
+    nt = max(c["threads"] for c in cells)
+    full = [c for c in cells if c["threads"] == nt]
+    one = {(tuple(c["shape"]), c["layout"], c["op"]): c for c in cells if c["threads"] == 1}
+    rows = []
+
+    def row(target, asked, measured, ok, reference=""):
+        rows.append({"target": target, "asked": asked, "measured": measured,
+                     "verdict": None if ok is None else ("met" if ok else "not met"),
+                     "reference": reference})
+
+    torch = [c for c in full if "vs_torch" in c]
+    if torch:
+        worst = min(torch, key=lambda c: c["vs_torch"])
+        row("speed vs PyTorch, every cell (both allocating)", f">= {TARGET_VS_TORCH:.1f}x",
+            f"worst {worst['vs_torch']:.2f}x ({cell_name(worst)})",
+            worst["vs_torch"] >= TARGET_VS_TORCH)
+        gm = math.exp(np.mean(np.log([c["vs_torch"] for c in torch])))
+        row("speed vs PyTorch, geometric mean", f">= {TARGET_GEOMEAN:.1f}x", f"{gm:.2f}x",
+            gm >= TARGET_GEOMEAN)
+    big = [c for c in full if c["x_bytes"] >= 1e6]
+    if big:
+        low = [c for c in big if c["roof_fraction"] < ROOF_TARGET]
+        worst = min(big, key=lambda c: c["roof_fraction"])
+        # the floor model's roof fraction: the roof's time over (sums + output pass)
+        allow = [(c, c["roof_fraction"] / c["floor_fraction"]) for c in low
+                 if "floor_fraction" in c and c["op"] != "inference"]
+        row("roof fraction, cells of 1 MB or more", f">= {ROOF_TARGET:.2f}",
+            f"{len(big) - len(low)} of {len(big)} cells; worst {worst['roof_fraction']:.2f} "
+            f"({cell_name(worst)}, {_mb(worst)})" + (
+                "; below: " + ", ".join(f"{cell_name(c)} {c['roof_fraction']:.2f}" for c in low)
+                if low else ""),
+            not low,
+            "the floor model (the float64 sums alone, then the output pass at the copy's "
+            "speed; a model, not a bound) allows " + ", ".join(
+                f"{cell_name(c)} {a:.2f}" for c, a in allow) if allow else "")
+    planar = [c for c in big if c["op"] in ("training", "backward") and c["layout"] in PLANAR]
+    if planar:
+        low = [c for c in planar if c["roof_fraction"] < TARGET_PLANAR]
+        bound = [c["channel_bound"] for c in low if "channel_bound" in c]
+        row("roof fraction, planar training and backward (1 MB or more)",
+            f">= {TARGET_PLANAR:.1f}",
+            ", ".join(f"{_mb(c)} {c['op']} {c['roof_fraction']:.2f}" for c in planar),
+            not low,
+            f"the channel-order floor allows {_lo_hi(bound)} where not met" if bound else "")
+    tiny = {c["op"]: c["seconds"]["cbn_out"] * 1e6 for c in full
+            if c["shape"] == [1, 16, 8, 8] and c["layout"] == "NCHW"}
+    if len(tiny) == 3:
+        row("(1,16,8,8) NCHW with out=, per call",
+            " / ".join(f"{TARGET_TINY_US[o]:.0f}" for o in OPS) + " us",
+            " / ".join(f"{tiny[o]:.2f}" for o in OPS) + " us",
+            all(tiny[o] <= TARGET_TINY_US[o] for o in OPS))
+    if nt > 1:
+        groups = {}
+        for c in full:
+            o = one.get((tuple(c["shape"]), c["layout"], c["op"]))
+            if o is not None and c["x_bytes"] <= SPEEDUP_MAX_BYTES:
+                g = groups.setdefault(_mb(c), ([], []))
+                g[0].append(o["seconds"]["cbn_out"] / c["seconds"]["cbn_out"])
+                g[1].append(o["seconds"]["roof"] / c["seconds"]["roof"])
+        if groups:
+            order = sorted(groups, key=lambda k: -min(c["x_bytes"] for c in full if _mb(c) == k))
+            row(f"{nt} threads over 1, cells of at most {SPEEDUP_MAX_BYTES / 1e6:.0f} MB",
+                f">= {TARGET_SPEEDUP:.1f}x",
+                ", ".join(f"{k} {_lo_hi(groups[k][0])}x" for k in order),
+                all(v >= TARGET_SPEEDUP for g in groups.values() for v in g[0]),
+                "the roof's copy itself: " + ", ".join(f"{k} {_lo_hi(groups[k][1])}x"
+                                                       for k in order))
+    r = record.get("resnet50") or {}
+    if "vs_torch" in r:
+        row("ResNet-50 batch-1 BN inference summed, vs PyTorch", f">= {TARGET_RESNET:.0f}x",
+            f"{r['vs_torch']:.2f}x (inputs from memory)"
+            + (f", {r['hot_vs_torch']:.2f}x (each in cache)" if "hot_vs_torch" in r else ""),
+            r["vs_torch"] >= TARGET_RESNET and r.get("hot_vs_torch", TARGET_RESNET) >= TARGET_RESNET,
+            f"PyTorch takes {r['torch_over_roof']:.2f}x the roof's time from memory"
+            + (f", {r['hot_torch_over_roof']:.2f}x in cache" if "hot_torch_over_roof" in r else "")
+            + ": cbn at the roof would be that much faster")
+    peaks = [c for c in full if "peak_alloc_bytes" in c]
+    if peaks:
+        per = max(peaks, key=lambda c: c["peak_alloc_bytes"] / (c["shape"][1] * nt))
+        worst = max(peaks, key=lambda c: c["peak_alloc_bytes"])
+        row("peak allocation of a call with out=", "x + out + O(C x threads): at most "
+            f"{PEAK_PER_CHANNEL_THREAD} bytes per channel and thread + {PEAK_SLACK} bytes",
+            f"at most {worst['peak_alloc_bytes']} bytes ({cell_name(worst)}); "
+            f"{per['peak_alloc_bytes'] / (per['shape'][1] * nt):.1f} bytes per channel and "
+            f"thread at most ({cell_name(per)})",
+            all(c["peak_alloc_bytes"] <= PEAK_PER_CHANNEL_THREAD * c["shape"][1] * nt + PEAK_SLACK
+                for c in peaks))
+    f16 = record.get("float16") or []
+    if f16:
+        mem = [r["f16_over_f32_per_byte"] for r in f16 if r["shape"][0] > 1]
+        cold = [r[F16_COLD_KEY] for r in f16 if F16_COLD_KEY in r]
+        hot = [r["f16_over_f32_per_byte"] for r in f16 if r["shape"][0] == 1]
+        conv = [r["f16_conversion_floor_over_f32_per_byte"] for r in f16
+                if "f16_conversion_floor_over_f32_per_byte" in r and r["shape"][0] == 1]
+        allv = mem + cold + hot
+        row("float16 time per byte / float32's", "<= 1.00",
+            ", ".join(f"{what} {_lo_hi(v)}" for what, v in (
+                ("beyond the caches", mem), ("evicted first", cold), ("in cache", hot)) if v),
+            max(allv) <= 1.0,
+            f"converting every value in and out alone takes {_lo_hi(conv)}x float32's "
+            "inference per byte in cache" if conv else "")
+    return rows
+
+
+def targets_markdown(rows):
+    lines = ["| target | asked | measured | verdict | what bounds it here |", "|---|---|---|---|---|"]
+    lines += [f"| {r['target']} | {r['asked']} | {r['measured']} | {r['verdict'] or '-'} | "
+              f"{r['reference'] or '-'} |" for r in rows]
+    return "\n".join(lines)
+
+
 def _span(rows, key):
     """[least, most] of the rows' `key` (None if no row has it)."""
     v = [r[key] for r in rows if key in r]
@@ -923,7 +1060,8 @@ def markdown(record):
     """The README's tables from a results record."""
     all_threads = max(c["threads"] for c in record["cells"])
     cells = [c for c in record["cells"] if c["threads"] == all_threads]
-    lines = ["| shape | layout | op | MB | roof us | cbn out= us | cbn us | NumPy us | PyTorch us "
+    lines = [targets_markdown(targets(record)), "",
+             "| shape | layout | op | MB | roof us | cbn out= us | cbn us | NumPy us | PyTorch us "
              "| roof fraction | floor fraction | sums bound | vs PyTorch |",
              "|" + "---|" * 13]
     for c in cells:
@@ -1154,6 +1292,8 @@ def main(argv=None):
               "float16_references": f16ref,
               "alignment": align, "simd": simd, "native_build": {
                   "flags": "-march=native", "simd": native.build_info()["simd"]} if native else None}
+    record["targets"] = targets(record)
+    print("\nTARGETS (issue 3; float32, all cores)\n" + targets_markdown(record["targets"]))
     for name in (f"{stamp}-{tag}.json", f"latest-{tag}.json"):
         with open(os.path.join(args.out, name), "w") as f:
             json.dump(record, f, indent=1, default=str)

@@ -29,6 +29,12 @@ def test_bench_smoke(tmp_path):
             assert "sums_bound" not in c
     assert record["machine"]["cbn"]["version"]
     assert "sums_bound_below_target_1MB" in record["summary"]
+    # issue 3's targets, printed and kept: here (one tiny shape) the peak allocation and,
+    # on more than one core, the two-thread speedup
+    assert "TARGETS" in res.stdout
+    rows = record["targets"]
+    assert any(r["target"].startswith("peak allocation") and r["verdict"] in ("met", "not met")
+               for r in rows)
 
 
 def _bench_module():
@@ -106,3 +112,79 @@ def test_float16_references_hand_computed():
     (stats,) = [v for k, v in lines.items() if "statistics" in k]
     assert stats.endswith("1x64x56x56 NCHW 1.60 and 2.20")
     assert run.f16_reference_lines([]) == []
+
+
+def _cell(shape, layout, op, threads, x_bytes, **seconds):
+    t = {"cbn": seconds.get("cbn_out", 1.0), "numpy": 1.0, **seconds}
+    return {"shape": list(shape), "layout": layout, "op": op, "threads": threads,
+            "x_bytes": x_bytes, "seconds": t}
+
+
+def test_targets_hand_computed():
+    """Issue 3's targets from a record: each verdict and the bench's reference for it."""
+    run = _bench_module()
+    big = (8, 64, 112, 112)
+    cells = [
+        # 25.7 MB planar training: roof 0.9 -> roof fraction 1.5 * 0.9 / 1.0 = 1.35
+        _cell(big, "NCHW", "training", 2, 25.7e6, roof=0.9, cbn_out=1.0, acc=0.5, torch=3.0),
+        # 25.7 MB channels-last backward: roof fraction 2.5 * 0.3 / 1.0 = 0.75; the floor
+        # model 0.5 + 1.5 * 0.3 = 0.95 s allows 0.75 / 0.95 * 1.0
+        _cell(big, "NHWC", "backward", 2, 25.7e6, roof=0.3, cbn_out=1.0, acc=0.5, torch=1.5),
+        # the same on one thread: speedup not counted (beyond 8 MB)
+        _cell(big, "NHWC", "backward", 1, 25.7e6, roof=0.6, cbn_out=1.9, acc=1.0),
+        # 0.2 MB inference: two threads 1.5x, the roof's copy 1.2x
+        _cell((1, 256, 14, 14), "NCHW", "inference", 2, 0.2e6, roof=1.0, cbn_out=2.0,
+              torch=8.0),
+        _cell((1, 256, 14, 14), "NCHW", "inference", 1, 0.2e6, roof=1.2, cbn_out=3.0),
+    ]
+    cells += [_cell((1, 16, 8, 8), "NCHW", op, 2, 4096, roof=1e-6, cbn_out=us * 1e-6,
+                    torch=1.0) for op, us in (("inference", 1.5), ("training", 4.5),
+                                              ("backward", 2.0))]
+    for c in cells:
+        run.derive(c)
+        if c["threads"] == 2:
+            c["peak_alloc_bytes"] = 100
+    cells[0]["peak_alloc_bytes"] = 64 * 64 * 2 + 4096 + 1      # one byte over for C = 64
+    record = {"cells": cells,
+              "resnet50": {"vs_torch": 1.5, "torch_over_roof": 1.8, "hot_vs_torch": 2.2,
+                           "hot_torch_over_roof": 2.5},
+              "float16": [{"shape": [32, 128, 56, 56], "layout": "NCHW", "op": "inference",
+                           "f16_over_f32_per_byte": 0.9, "f16_over_f32_cold_per_byte": 1.1},
+                          {"shape": [1, 64, 56, 56], "layout": "NCHW", "op": "inference",
+                           "f16_over_f32_per_byte": 1.6,
+                           "f16_conversion_floor_over_f32_per_byte": 1.5}]}
+    rows = run.targets(record)
+
+    def find(prefix, rows=rows):
+        (r,) = [r for r in rows if r["target"].startswith(prefix)]
+        return r
+
+    vs = find("speed vs PyTorch, every cell")
+    assert vs["verdict"] == "met" and "1.50x (8x64x112x112 NHWC backward)" in vs["measured"]
+    gm = find("speed vs PyTorch, geometric mean")
+    assert gm["measured"] == f"{(3.0 * 1.5 * 4.0 * 1 / 1.5e-6 * 1 / 4.5e-6 * 1 / 2e-6) ** (1 / 6):.2f}x"
+    roof = find("roof fraction, cells")
+    assert roof["verdict"] == "not met"
+    assert roof["measured"].startswith("1 of 2 cells; worst 0.75 (8x64x112x112 NHWC backward")
+    assert roof["reference"].endswith(f"8x64x112x112 NHWC backward {1.0 / 0.95 * 0.75:.2f}")
+    planar = find("roof fraction, planar")
+    assert planar["verdict"] == "met" and planar["measured"] == "25.7 MB training 1.35"
+    tiny = find("(1,16,8,8)")
+    assert tiny["verdict"] == "not met" and tiny["measured"] == "1.50 / 4.50 / 2.00 us"
+    two = find("2 threads over 1")
+    assert two["verdict"] == "not met" and two["measured"] == "0.2 MB 1.50x"
+    assert two["reference"] == "the roof's copy itself: 0.2 MB 1.20x"
+    res = find("ResNet-50")
+    assert res["verdict"] == "not met" and res["measured"].startswith("1.50x")
+    assert "1.80x the roof's time from memory, 2.50x in cache" in res["reference"]
+    peak = find("peak allocation")
+    assert peak["verdict"] == "not met" and "12289 bytes" in peak["measured"]
+    f16 = find("float16")
+    assert f16["verdict"] == "not met"
+    assert f16["measured"] == "beyond the caches 0.90, evicted first 1.10, in cache 1.60"
+    assert "1.50x" in f16["reference"]
+    # a target the record meets: within the limits
+    cells[0]["peak_alloc_bytes"] = 64 * 64 * 2 + 4096
+    assert find("peak allocation", run.targets(record))["verdict"] == "met"
+    md = run.targets_markdown(run.targets(record)).splitlines()
+    assert md[0].startswith("| target | asked | measured | verdict |") and len(md) == 11
