@@ -32,7 +32,10 @@ against the same source compiled here with -march=native (bench/build/_kernels_n
 never shipped: how much a CPU-specific build would add).
 
 Results: a table on stdout, a JSON record in bench/results/ (machine, versions,
-flags, every number) and a PNG plot when matplotlib is installed.
+flags, every number), a PNG plot when matplotlib is installed, and issue 3's targets
+checked against the run (targets(): met or not, next to what the bench measured that
+bounds each on the machine), printed as TARGETS, kept in the record, and printed first
+by --report.
 """
 
 import argparse
