@@ -63,10 +63,12 @@ SHAPES = [(32, 128, 56, 56), (8, 64, 112, 112), (1, 64, 56, 56), (1, 256, 14, 14
 QUICK_SHAPES = [(8, 64, 56, 56), (1, 256, 14, 14), (1, 16, 8, 8), (256, 1024), (2, 32, 8, 28, 28)]
 OPS = ("inference", "training", "backward")
 ROOF_FACTOR = {"inference": 1.0, "training": 1.5, "backward": 2.5}   # op bytes / copy bytes
-# The accumulation floor of an op: its float64 sums ("acc": the same loop, free-standing,
-# on all threads), then its output pass at the copy's speed: training writes y from x
-# (one copy), backward writes dx from x and dy (1.5 copies).  The sum of the two: a
-# model of a kernel that does one after the other (floor_seconds), not a bound.
+# The accumulation floor of an op: its float64 sums ("acc": cbn's planar sum loop,
+# free-standing, over x in memory order on all threads; for channels-last cells a flat
+# sum, quicker than the per-channel forms those need), then its output pass at the
+# copy's speed: training writes y from x (one copy), backward writes dx from x and dy
+# (1.5 copies).  The sum of the two: a model of a kernel that does one after the other
+# (floor_seconds), not a bound.
 OUTPUT_PASS = {"training": 1.0, "backward": 1.5}
 # The fused floor's bytes in copies (DESIGN section 3): inference 2X, training 2X
 # (x read once while a channel's slab stays in cache), backward 3X.
