@@ -491,12 +491,11 @@ def test_planar_short_runs(dtype, kernels, rng):
     the last one overlapping the one before (short_runs_below; None: never).  Every run
     length from 1 to 130 values, on 1 and 2 threads, out apart from x and in place:
     inference with and without ReLU, training, backward (dx with and without the ReLU
-    mask) equal the plain passes' results (the same arithmetic per value; the masked
-    dx up to the compiler's choice of fused multiply-adds, a roundoff), and the float64
-    oracle holds for runs of 7, 49 and 100 values."""
+    mask) equal the plain passes' results bit for bit (the same arithmetic per value,
+    dx's multiply-adds in one order: CBN_DXV), and the float64 oracle holds for runs of
+    7, 49 and 100 values."""
     from cbn import _dispatch
     K = _dispatch.kernels
-    tol = 8 * roundoff(dtype)
 
     def calls(x, dy, rm, rv, t, in_place):
         o = (lambda a: a.copy()) if in_place else (lambda a: np.empty_like(a))
@@ -529,12 +528,10 @@ def test_planar_short_runs(dtype, kernels, rng):
                     ref = calls(x, dy, rm, rv, t, in_place)
                     K.short_runs_below(old)
                     got = calls(x, dy, rm, rv, t, in_place)
-                    for k in range(4):
+                    for k in range(5):
                         np.testing.assert_array_equal(
                             got[k], ref[k], f"output {k}, runs of {inner}, {t} threads, "
                             f"in place {in_place}")
-                    np.testing.assert_allclose(got[4], ref[4], rtol=0,
-                                               atol=tol * np.abs(ref[4]).max())
     finally:
         K.short_runs_below(old)
     for shape in [(3, 5, 7), (2, 40, 7, 7), (2, 9, 100)]:
@@ -814,9 +811,8 @@ def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
     a task's rows taken as one run (vectors that cross a row's end take their
     parameters lane by lane; (300, 5) goes as rows of 13 * 5 channels): for every start
     offset (8: every vector phase of float32 and float16) the outputs equal the plain
-    passes' (inference, training, unmasked backward: the same arithmetic); the
-    ReLU-masked dx may differ by the compiler's choice of fused multiply-adds (a
-    roundoff)."""
+    passes' bit for bit (inference, training, backward with and without the ReLU mask:
+    the same arithmetic, dx's multiply-adds in one order)."""
     from cbn import _dispatch
     K = _dispatch.kernels
     n = int(np.prod(shape))
@@ -838,12 +834,8 @@ def test_streamed_outputs_match_plain(shape, axis, dtype, kernels, rng):
                                  *cbn.batch_norm_backward(dy, x, m, inv, w, axis=axis),
                                  *cbn.batch_norm_backward(dy, x, m, inv, w, y=y, axis=axis))
             plain, streamed = got[False], got[True]
-            for k in (0, 1, 2, 3, 4, 6, 7):
+            for k in range(8):
                 np.testing.assert_array_equal(streamed[k], plain[k], f"output {k}, offset {off}")
-            # masked dx: its bound against the oracle is test_backward's (streamed too)
-            np.testing.assert_allclose(streamed[5], plain[5], rtol=0,
-                                       atol=8 * roundoff(dtype) * np.abs(plain[5]).max(),
-                                       err_msg=f"masked dx, offset {off}")
     finally:
         K.stream_from(old)
 
@@ -859,7 +851,7 @@ def test_streamed_outputs_every_line_phase(shape, dtype, kernels, rng):
     32 for float16), over runs of 1100, 1031, 1537 and 1104 values (every head, several
     tails, float16 runs of whole vectors), the outputs of inference (with and without
     ReLU), training and the backward's dx equal the plain passes' bit for bit (the
-    ReLU-masked dx up to a roundoff, as above), and x, dy and y are untouched."""
+    ReLU-masked dx too), and x, dy and y are untouched."""
     from cbn import _dispatch
     K = _dispatch.kernels
     dtype = np.dtype(dtype)
@@ -892,14 +884,8 @@ def test_streamed_outputs_every_line_phase(shape, dtype, kernels, rng):
                     K.stream_from(0 if streamed else None)
                     out[...] = np.nan
                     got[streamed] = call().copy()
-                if j < 4:
-                    np.testing.assert_array_equal(got[True], got[False],
-                                                  f"call {j}, out at phase {phase}")
-                else:   # masked dx: up to the compiler's fused multiply-adds, as above
-                    np.testing.assert_allclose(
-                        got[True], got[False], rtol=0,
-                        atol=8 * roundoff(dtype) * np.abs(got[False]).max(),
-                        err_msg=f"masked dx, out at phase {phase}")
+                np.testing.assert_array_equal(got[True], got[False],
+                                              f"call {j}, out at phase {phase}")
     finally:
         K.stream_from(old)
     for a, a0 in zip((x, dy, y), keep):
@@ -953,9 +939,9 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
     output starts misaligned walk windows that straddle rows, with the per-channel
     arrays rotated.  For every start of x and out within a 64-byte line (together and
     apart), on 1, 2 and 3 threads: inference, training and backward (dx with and
-    without the ReLU mask) equal the same calls on 64-byte-aligned arrays (the same
-    arithmetic per value; the masked dx up to the compiler's choice of fused
-    multiply-adds, a roundoff)."""
+    without the ReLU mask) equal the same calls on 64-byte-aligned arrays bit for bit
+    (the same arithmetic per value; dx's multiply-adds in one order, CBN_DXV, where
+    the masked dx had changed in its last bit with the output's address)."""
     n = int(np.prod(shape))
     C = shape[axis]
     step = 64 // np.dtype(dtype).itemsize
@@ -983,12 +969,9 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
         offs = [(k, k) for k in range(1, step)] + [(0, k) for k in range(1, step)]
         for ox, oo in offs + [(k, 0) for k in range(1, step)]:
             got = run(ox, oo, t)
-            for k in (0, 1, 2, 3, 4, 5, 6, 8, 9):
+            for k in range(10):
                 np.testing.assert_array_equal(got[k], ref[k], f"output {k}, x at {ox}, out "
                                               f"at {oo}, {t} threads")
-            np.testing.assert_allclose(got[7], ref[7], rtol=0,
-                                       atol=8 * roundoff(dtype) * np.abs(ref[7]).max(),
-                                       err_msg=f"masked dx, x at {ox}, out at {oo}")
 
 
 @pytest.mark.parametrize("name, key, default", [

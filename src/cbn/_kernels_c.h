@@ -781,7 +781,23 @@ static inline Py_ssize_t cbn_head_to(const void* p, Py_ssize_t size, Py_ssize_t 
 #endif
 
 #define CBN_AFFINE(v, i, H, S, T) v = (x[i] - (H)) * (S) + (T);
-#define CBN_DXV(g, i, H, S, K, T) ((x[i] - (H)) * (S) + (g) * (K) + (T))
+/* dx = (x - H) * S + g * K + T takes one rounding order everywhere, scalar and vector:
+ * fma(x - H, S, g * K) + T where the build has FMAs (as the float16 passes' intrinsics,
+ * cbn_dx8h), plain operations without.  Left to the compiler (GCC contracts a * b + c
+ * by default), the scalar head of an aligned loop and its vector body contracted the
+ * masked dx (g = 0 where y <= 0) differently, so dx changed in its last bit with the
+ * output's address: float32 planar and (N, C) backward with y, a few values per run,
+ * measured with the output at eight offsets.  CBN_DXV: element i; CBN_VDXV: vectors. */
+#if defined(__FMA__) && defined(__AVX__) && (defined(__GNUC__) || defined(__clang__))
+#define CBN_FMA(a, b, c) _Generic((a), float: __builtin_fmaf, default: __builtin_fma)(a, b, c)
+#define CBN_DX3(d, S, gk, T) (CBN_FMA(d, S, gk) + (T))
+#define CBN_VFMA(a, b, c) _Generic((a), cbn_v_f32: _mm256_fmadd_ps, default: _mm256_fmadd_pd)(a, b, c)
+#define CBN_VDXV(xv, g, H, S, K, T) (CBN_VFMA((xv) - (H), S, (g) * (K)) + (T))
+#else
+#define CBN_DX3(d, S, gk, T) ((d) * (S) + (gk) + (T))
+#define CBN_VDXV(xv, g, H, S, K, T) (((xv) - (H)) * (S) + (g) * (K) + (T))
+#endif
+#define CBN_DXV(g, i, H, S, K, T) CBN_DX3(x[i] - (H), S, (g) * (K), T)
 #define CBN_DX(g, i, H, S, K, T) dx[i] = CBN_DXV(g, i, H, S, K, T);
 
 /* a run's output pass NAME, its elements walked by LANES(BODY) */
@@ -996,7 +1012,7 @@ static inline cbn_v_##SUFFIX cbn_vdxout_##SUFFIX(const R* x, const R* dy, const 
     const cbn_v_##SUFFIX Z = {0};                                                           \
     cbn_v_##SUFFIX g = cbn_vld_##SUFFIX(dy);                                                \
     if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y) <= Z);                    \
-    return (cbn_vld_##SUFFIX(x) - H) * S + g * K + T;                                       \
+    return CBN_VDXV(cbn_vld_##SUFFIX(x), g, H, S, K, T);                                    \
 }                                                                                           \
 CBN_PASS void cbn_run_affine_nt_##SUFFIX(const R* x, R* out, Py_ssize_t n, R hi, R s, R t,  \
                                          int relu) {                                        \
@@ -1265,7 +1281,7 @@ CBN_DEFINE_TILED(f64, double)
             o = (r0 + r) * ld + c + j * L;                                                  \
             g = cbn_vld_##SUFFIX(dy + o);                                                   \
             if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vld_##SUFFIX(y + o) <= Z);         \
-            cbn_vst_##SUFFIX(dx + o, (cbn_vld_##SUFFIX(x + o) - H[j]) * S[j] + g * K[j] + T[j]); \
+            cbn_vst_##SUFFIX(dx + o, CBN_VDXV(cbn_vld_##SUFFIX(x + o), g, H[j], S[j], K[j], T[j])); \
         }
 #define CBN_DEFINE_TILED_DX(SUFFIX, R)                                                      \
 static inline void cbn_rows_dx_tiles_##SUFFIX(const R* x, const R* dy, const R* y, R* dx,   \
@@ -2053,7 +2069,7 @@ CBN_PASS void cbn_rows_gsums8_f16(const cbn_half* x, const cbn_half* dy, const c
 #define CBN_HSUB(a, b) _mm256_fmsub_ps(a, _mm256_set1_ps(1.0f), b)
 #define CBN_HADD(a, b) _mm256_fmadd_ps(a, _mm256_set1_ps(1.0f), b)
 #define CBN_G1(i) (y && cbn_h2f(y[i]) <= 0 ? 0.0f : cbn_h2f(dy[i]))
-#define CBN_DX1H dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi) * s + CBN_G1(i) * k + t);
+#define CBN_DX1H dx[i] = cbn_f2h(CBN_DX3(cbn_h2f(x[i]) - hi, s, CBN_G1(i) * k, t));
 /* the prefetch of the passes whose stream is CBN_STREAM_PF (see there) */
 #define CBN_HPF_AHEAD 2048
 #define CBN_HPF(p) _mm_prefetch((const char*)((p) + CBN_HPF_AHEAD), _MM_HINT_T0)
@@ -2234,7 +2250,7 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
         return;
     }
     CBN_ROWS_STREAMED(8, stream ? 16 : 1, dx, n * m, m,
-        dx[i] = cbn_f2h((cbn_h2f(x[i]) - hi[c]) * s[c] + CBN_G1(i) * k[c] + t[c]);,
+        dx[i] = cbn_f2h(CBN_DX3(cbn_h2f(x[i]) - hi[c], s[c], CBN_G1(i) * k[c], t[c]));,
         cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, _mm256_loadu_ps(hi + c),
                  _mm256_loadu_ps(s + c), _mm256_loadu_ps(t + c), _mm256_loadu_ps(k + c), stream);,
         cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, cbn_par8(hi, c, m), cbn_par8(s, c, m),
