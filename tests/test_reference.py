@@ -607,24 +607,32 @@ def test_planar_sums_by_runs(shape, dtype, by_runs, rng):
                 check(dtype, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["unstreamed", "stream"])
 @pytest.mark.parametrize("fma", [False, True], ids=["plain", "fma"])
 @pytest.mark.parametrize("shape", [(1, 3, 5001), (4, 8, 300), (40, 3, 25), (1, 6, 49),
                                    (2, 5, 97, 101)], ids=str)
-def test_planar_sums_fma_or_plain_adds(shape, fma, kernels, rng):
-    """float32 planar sums add as FMAs on AMD CPUs and plainly elsewhere (fma_adds).
-    Both choices against the float64 oracle on 1 and 2 threads: statistics, training,
+def test_planar_sums_fma_or_plain_adds(shape, fma, stream, kernels, rng):
+    """float32 planar sums add as FMAs on AMD CPUs and plainly elsewhere (fma_adds),
+    the streamed ones (prefetching ahead: runs of 1024 values or more) too.  Both
+    choices against the float64 oracle on 1 and 2 threads: statistics, training,
     backward masked and not; long runs (one call per run, rests of 1-15 values), short
-    runs taken several per call (40 x 25), one sample."""
-    with _kernel_setting("fma_adds", fma):
+    runs taken several per call (40 x 25), one sample; with stream, every call's runs
+    of 1024+ values (5001, 9797) through the streamed sums."""
+    with _kernel_setting("fma_adds", fma), \
+            _kernel_setting("prefetch_runs_from", 0 if stream else None), \
+            _kernel_setting("prefetch_stream", stream):
         for t in (1, 2):
             for check in (test_batch_stats, test_batch_norm_training, test_backward):
                 check(np.float32, shape, "C", t, rng)
 
 
-@pytest.mark.parametrize("shape", [(3, 16, 1000), (40, 3, 25), (1, 6, 49)], ids=str)
-def test_planar_sums_fma_adds_change_no_bit(shape, kernels, rng):
+@pytest.mark.parametrize("stream", [False, True], ids=["unstreamed", "stream"])
+@pytest.mark.parametrize("shape", [(3, 16, 1000), (40, 3, 25), (1, 6, 49), (2, 4, 3001)],
+                         ids=str)
+def test_planar_sums_fma_adds_change_no_bit(shape, stream, kernels, rng):
     """An FMA by 1.0 rounds as the addition: both choices of fma_adds give the same
-    statistics, outputs and gradients, bit for bit."""
+    statistics, outputs and gradients, bit for bit, the streamed sums (runs of 3001
+    values with stream) too."""
     x = rng.standard_normal(shape).astype(np.float32) * 3 + 100
     dy = rng.standard_normal(shape).astype(np.float32)
     C = shape[1]
@@ -632,7 +640,9 @@ def test_planar_sums_fma_adds_change_no_bit(shape, kernels, rng):
     b = rng.uniform(-1, 1, C).astype(np.float32)
     got = []
     for fma in (False, True):
-        with _kernel_setting("fma_adds", fma):
+        with _kernel_setting("fma_adds", fma), \
+                _kernel_setting("prefetch_runs_from", 0 if stream else None), \
+                _kernel_setting("prefetch_stream", stream):
             mean, var = cbn.batch_stats(x)
             y, m, inv = cbn.batch_norm(x, None, None, w, b, training=True, relu=True,
                                        return_stats=True)

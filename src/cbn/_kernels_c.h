@@ -361,6 +361,11 @@ CBN_REDUCER void cbn_gsums_pf_##SUFFIX(const T* x, const T* dy, const T* y, Py_s
 #define CBN_REDUCE16_STEP CBN_PF_STREAMS(16)
 CBN_DEFINE_PF_SUMS(f32_add, float, CBN_SB_F32, CBN_GB_F32)
 CBN_DEFINE_PF_SUMS(f64, double, CBN_SB_F64, CBN_GB_F64)
+/* the same with the additions and the backward subtractions as FMAs by 1.0, as
+ * cbn_sums_f32 and cbn_gsums_f32 (AMD: _kernels.pyx _fma_adds) */
+#define CBN_SB_F32_FMA CBN_SUMS16_BODY(CBN_CVT4, CBN_TOD, CBN_FADD)
+#define CBN_GB_F32_FMA CBN_GSUMS16_BODY(CBN_CVT4, CBN_TOD, CBN_FADD, CBN_FSUB)
+CBN_DEFINE_PF_SUMS(f32, float, CBN_SB_F32_FMA, CBN_GB_F32_FMA)
 #undef CBN_REDUCE16_STEP
 #define CBN_REDUCE16_STEP
 #if defined(__F16C__)
