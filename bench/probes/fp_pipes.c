@@ -10,7 +10,9 @@
  * 4 + 4 of them together 1.9 (separate pipes, two each); 4 vcvtps2pd (from memory) + 4
  * vaddpd 3.9, + 4 vmulpd 2.6 (the conversions issue on the adders' pipes); the
  * statistics' mix per 16 float32 values (4 conversions, 4 additions, 8 FMA-pipe
- * operations) 3.85; 4 vcvtph2ps + 4 vaddps 3.8, + 4 vmulps 1.9. */
+ * operations) 3.85; 4 vcvtph2ps + 4 vaddps 3.8, + 4 vmulps 1.9.  In the VM's slower
+ * phases the same loops took up to 1.7x as long (4 + 4 additions and multiplies 2.9-3.2
+ * cycles), as if another thread shared the core's pipes: compare runs of one phase. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

@@ -8,8 +8,10 @@
  *       -I bench/probes -I src/cbn -I "$PY" bench/probes/streamed_sums.c -o /tmp/streamed_sums
  *   for n in 50176 200704 1605632; do taskset -c 1 /tmp/streamed_sums $n 3.5; done
  *
- * On the 2-core AMD EPYC Zen 4 VM (2026-12-07): statistics 3.95-4.05 (FMA) against
- * 5.74-5.76 (plain), backward sums 5.98-6.74 against 7.62-7.72. */
+ * On the 2-core AMD EPYC Zen 4 VM (2026-12-07): statistics 3.93-4.15 (FMA) against
+ * 5.73-5.76 (plain), backward sums 5.98-6.74 against 7.61-7.72; in the VM's slower
+ * phases (see fp_pipes.c) 200704 values took 5.69-5.97 against 6.04-6.53 and 8.0-8.8
+ * against 8.4-9.0. */
 #include <Python.h>
 #include "_kernels_c.h"
 #include <stdio.h>
