@@ -787,8 +787,10 @@ static inline Py_ssize_t cbn_head_to(const void* p, Py_ssize_t size, Py_ssize_t 
 
 #define CBN_AFFINE(v, i, H, S, T) v = (x[i] - (H)) * (S) + (T);
 /* dx = (x - H) * S + g * K + T takes one rounding order everywhere, scalar and vector:
- * fma(x - H, S, g * K) + T where the build has FMAs (as the float16 passes' intrinsics,
- * cbn_dx8h), plain operations without.  Left to the compiler (GCC contracts a * b + c
+ * fma(x - H, S, g * K) + T in the x86 builds with FMAs (GCC, clang; as the float16
+ * passes' intrinsics, cbn_dx8h), the plain expression elsewhere (without FMAs nothing is
+ * contracted; GCC 12 for aarch64 contracted head and body alike, checked under qemu at
+ * eight output offsets).  Left to the compiler (GCC contracts a * b + c
  * by default), the scalar head of an aligned loop and its vector body contracted the
  * masked dx (g = 0 where y <= 0) differently, so dx changed in its last bit with the
  * output's address: float32 planar and (N, C) backward with y, a few values per run,
