@@ -69,6 +69,22 @@ def test_sums_bound_hand_computed():
     assert s["worst_sums_bound_cell"] == "256x1024 NC training"
 
 
+def test_resnet_ratios_hand_computed():
+    """The ResNet-50 sums: cbn and PyTorch against the roof and a plain read of the inputs
+    (no batch norm reads its inputs in less time); records without the read still work."""
+    run = _bench_module()
+    res = run.resnet_ratios({
+        "seconds": {"roof": 1.0, "read": 0.8, "cbn_out": 1.2, "cbn": 1.1, "torch": 1.6},
+        "hot_seconds": {"roof": 0.5, "read": 0.25, "cbn_out": 0.5, "cbn": 0.6, "torch": 1.0}})
+    assert res["vs_torch"] == 1.6 / 1.1 and res["torch_over_roof"] == 1.6
+    assert res["torch_over_read"] == 2.0 and res["cbn_over_read"] == 1.1 / 0.8
+    assert res["hot_torch_over_read"] == 4.0 and res["hot_cbn_over_read"] == 2.0
+    assert run.read_note(res, "") == " and 2.00x a plain read of its inputs (cbn 1.38x)"
+    secs = {"roof": 1.0, "cbn_out": 1.2, "cbn": 1.1, "torch": 1.6}
+    old = run.resnet_ratios({"seconds": secs, "hot_seconds": dict(secs)})
+    assert "torch_over_read" not in old and run.read_note(old, "") == ""
+
+
 def test_bench_alignment_mode(tmp_path):
     """--alignment times cbn on arrays 16 bytes into a cache line against aligned copies
     and keeps the ratios (one quick round here)."""
@@ -147,7 +163,8 @@ def test_targets_hand_computed():
     cells[0]["peak_alloc_bytes"] = 64 * 64 * 2 + 4096 + 1      # one byte over for C = 64
     record = {"cells": cells,
               "resnet50": {"vs_torch": 1.5, "torch_over_roof": 1.8, "hot_vs_torch": 2.2,
-                           "hot_torch_over_roof": 2.5},
+                           "hot_torch_over_roof": 2.5, "torch_over_read": 1.9,
+                           "cbn_over_read": 1.3},
               "float16": [{"shape": [32, 128, 56, 56], "layout": "NCHW", "op": "inference",
                            "f16_over_f32_per_byte": 0.9, "f16_over_f32_cold_per_byte": 1.1},
                           {"shape": [1, 64, 56, 56], "layout": "NCHW", "op": "inference",
@@ -177,6 +194,9 @@ def test_targets_hand_computed():
     res = find("ResNet-50")
     assert res["verdict"] == "not met" and res["measured"].startswith("1.50x")
     assert "1.80x the roof's time from memory, 2.50x in cache" in res["reference"]
+    # PyTorch at 1.9x a plain read: 2x asks cbn (1.3x the read) for 0.95x the read
+    assert ("PyTorch takes 1.90x the time of only reading the inputs, so 2x would ask cbn "
+            "(now 1.30x) for 0.95x it") in res["reference"]
     peak = find("peak allocation")
     assert peak["verdict"] == "not met" and "12289 bytes" in peak["measured"]
     f16 = find("float16")
