@@ -356,6 +356,26 @@ def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
                 check(np.float32, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("sixteen", [False, True], ids=["before", "sixteen"])
+@pytest.mark.parametrize("shape", [(203, 1027), (1500, 600), (300, 1024), (9001, 61),
+                                   (3001, 64), (12544, 64), (777, 40), (100, 17), (64, 16),
+                                   (2200, 1000)], ids=str)
+def test_interleaved_statistics_sixteen_channel_tiles(shape, sixteen, kernels, rng):
+    """float32 interleaved statistics over at most 2**21 values go in tiles of 16
+    channels on AMD Zen 4 (sixteen_channel_tiles), walking 8 rows at a time in rows of
+    512 values or more (1500x600, 300x1024) or beyond 1 MB per thread (12544x64), else
+    all of a block's rows (3001x64, 777x40, 100x17, 64x16: folded narrow rows);
+    channels not a multiple of 16 (the 8-channel tiles and the one-row loop take the
+    last: 1027, 600, 40 folded, 17 folded, 61 folded to 122), by columns (203x1027,
+    300x1024), rows not a multiple of 8; 2200x1000 (past 2**21 values) keeps the other
+    loops.  Both choices against the float64 oracle on 1 and 2 threads, training and
+    statistics (the backward sums do not switch)."""
+    with _kernel_setting("sixteen_channel_tiles", sixteen):
+        for t in (1, 2):
+            for check in (test_batch_norm_training, test_batch_stats):
+                check(np.float32, shape, "C", t, rng)
+
+
 @pytest.mark.parametrize("eight", [False, True], ids=["tiles", "eight"])
 @pytest.mark.parametrize("shape", [(70000, 32), (2200, 1000), (203, 1027), (1500, 600),
                                    (9001, 61), (3001, 136), (3001, 64), (16391, 128),
@@ -1015,4 +1035,5 @@ def test_threshold_api(kernels, name, key, default):
     assert cfg["tiled_stats_from_memory"] is _dispatch.kernels.tiled_from_memory()
     assert cfg["planar_sums_prefetch_stream"] is _dispatch.kernels.prefetch_stream()
     assert cfg["eight_row_sums_f16"] is _dispatch.kernels.eight_row_sums_f16()
+    assert cfg["sixteen_channel_sums"] is _dispatch.kernels.sixteen_channel_tiles()
     assert cfg["narrow_rows_fold_to_tiles"] is _dispatch.kernels.fold_to_tiles()
