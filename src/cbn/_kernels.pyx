@@ -620,6 +620,7 @@ cdef bint _tiles_mem = cbn_cpu_is_intel()
 # statistics 1.25-1.54, training 1.14-1.33, backward 1.07-1.85, and in L2 256x1024's
 # backward 1.42; in L2 in rows under 512 values (1x64x56x56, 1x256x14x14) 0.99-1.00.
 cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A or _zen4
+cdef Py_ssize_t _rows8_max = ROWS8_WIDE if _zen4 else 0     # 0: rows of any width
 # On AMD Zen 4, float32 interleaved statistics over data in cache (at most TILED_MAX
 # values) go in register tiles of 16 channels (cbn_rows_sums16_f32) instead of the tiles
 # of 8 or the eight-row loop: a cache line of each row per tile, walking 8 rows at a time
@@ -636,7 +637,6 @@ cdef bint _rows8 = cbn_cpu_is_intel() or _amd >= 0x1A or _zen4
 # 0.91.  The backward sums so (x and dy: two lines per row) took 0.97-1.21x the time of
 # the loops they would replace (256x1024, 4x32x16x28x28, 1x64x56x56): not there.
 cdef bint _t16 = _zen4
-cdef Py_ssize_t _rows8_max = ROWS8_WIDE if _zen4 else 0     # 0: rows of any width
 # On AMD Zen 5 the backward sums take the eight-row loop near too (rows narrower than
 # ROWS8_WIDE, at most ROWS8_NEAR bytes per thread), not the register tiles, and the
 # ReLU-masked ones too (up to GSUMS8_MAX values per array, as the unmasked): there
@@ -879,9 +879,9 @@ def eight_row_sums(flag=None):
 
 
 def sixteen_channel_tiles(flag=None):
-    """Whether float32 interleaved sums over data in cache go in tiles of 16 channels (see
-    _t16); sixteen_channel_tiles(True/False) sets it and returns the old setting (for
-    tests and measurements)."""
+    """Whether float32 interleaved statistics over data in cache go in tiles of 16
+    channels (see _t16); sixteen_channel_tiles(True/False) sets it and returns the old
+    setting (for tests and measurements)."""
     return _setting(&_t16, flag)
 
 
@@ -1543,16 +1543,16 @@ cdef inline bint _h8(bint near, Py_ssize_t ld) noexcept nogil:
 cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                             bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                             const double* ref, double* s1, double* s2,
-                            bint tiles, bint near, bint fits, bint cached) noexcept nogil:
+                            bint tiles, bint near, bint fits) noexcept nogil:
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
-    fits: each array holds at most GSUMS8_MAX values; cached: at most TILED_MAX."""
+    fits: each array holds at most GSUMS8_MAX values."""
     cdef bint eight = (_rows8 and (not near or ld >= _rows8_wide)
                        and (_rows8_max == 0 or ld < _rows8_max))
     if data_t is float:
-        if _t16 and cached and m >= 16 and not grad:     # rows per walk: see _t16
+        if _t16 and tiles and m >= 16 and not grad:     # rows per walk: see _t16
             cbn_rows_sums16_f32(x, ld, n, m, ref, s1, s2, n if near and ld < ROWS8_WIDE else 8)
             return
         if grad:        # Zen 5: near and masked too; every CPU: arrays that fit
@@ -1724,7 +1724,6 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint near = (r1 - r0) * C * <Py_ssize_t>sizeof(data_t) <= ROWS8_NEAR
     cdef bint fits = rows * C <= GSUMS8_MAX
-    cdef bint cached = rows * C <= TILED_MAX
     # one block: its sums are the totals.  The float16 eight-row loops take all the rows
     # at once: they keep their own float32 partials and add them into float64 every 32
     # rows (called per block of ROW_BLOCK rows, the calls' setup and flushes made them
@@ -1747,7 +1746,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
         if short:
             off = r0 * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, r1 - r0, w, ref + c0,
-                       part + c0, part + cpad + c0, tiles, near, fits, cached)
+                       part + c0, part + cpad + c0, tiles, near, fits)
             c0 += w
             continue
         r = r0
@@ -1756,7 +1755,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
             n = r1 - r if r1 - r < ROW_BLOCK else ROW_BLOCK
             off = r * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, n, w, ref + c0, b1 + c0,
-                       b2 + c0, tiles, near, fits, cached)
+                       b2 + c0, tiles, near, fits)
             _flush(m1 + c0, b1 + c0, w)
             _flush(m2 + c0, b2 + c0, w)
             r += n
@@ -2041,8 +2040,7 @@ cdef inline void _chunk_stats(const data_t* x, Py_ssize_t rows, Py_ssize_t C,
         ref[i] = _ldd(x, c0 + i)
         mean[i] = 0.0
         var[i] = 0.0
-    _rows_sums(x + c0, x, x, False, False, C, rows, n, ref, mean, var, True, True, True,
-               True)
+    _rows_sums(x + c0, x, x, False, False, C, rows, n, ref, mean, var, True, True, True)
     for i in range(n):      # a loop apart, on the chunk's own arrays: it vectorizes
         _finish_stats(mean[i], var[i], ref[i], <double>rows, &mean[i], &var[i])
 
@@ -2450,7 +2448,7 @@ cdef inline void _task_backward_cols(const data_t* dy, const data_t* x, const da
         sg[i] = 0.0
         sgd[i] = 0.0
     _rows_sums(x + c0, dy + c0, y + c0, True, masked, C, rows, n, mn, sg, sgd, True, True,
-               True, True)
+               True)
     for i in range(n):
         _set_grad_params(p + c0, C, i, sg[i], sgd[i], mn[i], iv[i], w[i], <double>rows,
                          training, &sgd[i], &sg[i])
