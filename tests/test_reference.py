@@ -420,6 +420,22 @@ def test_interleaved_second_pass_reversed(shape, dtype, back, rng):
                 check(dtype, shape, "C", t, rng)
 
 
+@pytest.mark.parametrize("limit", [None, 1 << 16], ids=["any", "64KB"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_interleaved_reversed_rows_to(limit, dtype, rng):
+    """Interleaved second passes walk from their last rows only while a thread's rows of
+    x span at most reversed_rows_to bytes (None: any), as on Zen 4 (1 MB): with 64 KB
+    these shapes (0.1-1 MB) walk forward, and with no limit reversed, register-tiled and
+    folded rows with a leftover row among them; against the float64 oracle on 1 and 2
+    threads."""
+    with _kernel_setting("second_pass_reversed", True), \
+            _kernel_setting("reversed_rows_to", limit):
+        for shape in [(9001, 7), (3001, 64), (257, 1000)]:
+            for t in (1, 2):
+                for check in (test_batch_norm_training, test_backward):
+                    check(dtype, shape, "C", t, rng)
+
+
 @pytest.mark.parametrize("back", [False, True], ids=["forward", "reversed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(5, 8, 23, 29), (7, 6, 3, 64), (2, 12, 40, 40)], ids=str)

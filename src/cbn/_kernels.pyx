@@ -750,6 +750,24 @@ cdef bint _fma_adds = _amd != 0
 # backward 0.84-1.03, training 0.99-1.01; in cache (4x32x16x28x28, 1x64x56x56)
 # 0.97-1.01.
 cdef bint _back = True
+# On AMD Zen 4 the interleaved ones walk reversed only while a thread's rows of x span
+# at most _back_to bytes (its 1 MB L2; 0: any); beyond, forward.  Measured in one
+# process on the 2-core AMD EPYC Zen 4 VM (1 MB L2 per core, 32 MB L3), float32, the
+# setting alternated (11 rounds, both orders), forward / reversed time on 2 and 1
+# threads: channels-last training 4x32x16x28x28 0.92-0.94 and 0.93, 2x32x16x28x28
+# 0.95 and 0.95, 8x64x56x56 0.93 and 0.92-0.93; backward 4x32x16x28x28 0.93-0.96 and
+# 0.91-0.92, 8x64x56x56 0.92-0.95 and 0.92-0.94; but backward 1x64x56x56 (0.4 and 0.8
+# MB of x per thread) 1.05-1.06 and 1.03-1.04; training there 0.98-0.99; 256x1024 and
+# 512x1024 (0.5-2 MB per thread) 0.98-1.01.
+cdef Py_ssize_t _back_to = 1 << 20 if _zen4 else 0
+
+
+cdef inline bint _reversed(bint back, int store, Py_ssize_t nvalues,
+                           size_t itemsize) noexcept nogil:
+    """Whether an interleaved second pass over a thread's nvalues of x walks from its
+    last rows (_back, _back_to): not when streamed."""
+    return (back and store != STORE_STREAM and _back
+            and (_back_to == 0 or nvalues * <Py_ssize_t>itemsize <= _back_to))
 
 # Planar statistics, training and backward on few channels split the values among
 # threads (_split) instead of giving each thread whole channels.  Measured in one
@@ -799,8 +817,13 @@ cdef bint _match_on = True
 # 8x64x56x56 0.82-1.02 (the VM's slow phases gain most); separate builds alternated
 # process by process, medians 0.85-0.91 on those shapes.  Beyond the window: 1.6 MB
 # (mostly in L2) 1.12.  On one thread the same shapes measured 0.82-1.09, within the
-# VM's noise: one thread does not prefetch.
-cdef bint _opf_on = True
+# VM's noise: one thread does not prefetch.  Not on AMD Zen 4, where it loses: on a
+# 2-core AMD EPYC VM (Zen 4, 1 MB L2 per core, 32 MB L3), float32 planar inference on
+# 2 threads in one process (15 rounds, both orders), not prefetching / prefetching:
+# 4x32x16x28x28 0.84-0.99 (0.84-0.87 in three of four runs), 8x64x56x56 0.84,
+# 1x256x56x56 0.87, 1x64x112x112 0.86-0.95; the training and backward of these shapes,
+# whose passes do not take this path, 0.92-1.07 (noise); outside the window 1.00.
+cdef bint _opf_on = not _zen4
 
 
 cdef bint _setting(bint* setting, flag):
@@ -809,6 +832,13 @@ cdef bint _setting(bint* setting, flag):
     if flag is not None:
         setting[0] = bool(flag)
     return old
+
+
+def reversed_rows_to(nbytes=False):
+    """The bytes of x a thread's rows span up to which interleaved second passes walk
+    from their last rows (None: any size; see _back_to).  reversed_rows_to(n) sets it (n:
+    an int > 0 or None) and returns the old value; for tests and measurements."""
+    return _limit(&_back_to, nbytes)
 
 
 def by_columns(flag=None):
@@ -1900,7 +1930,7 @@ cdef inline void _task_apply(const data_t* x, data_t* out, Py_ssize_t C, Py_ssiz
     cdef Py_ssize_t q, e, c, k
     cdef bint fuse
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
-    if inner == 1 and back and store != STORE_STREAM and _back:
+    if inner == 1 and _reversed(back, store, (q1 - q0) * C, sizeof(data_t)):
         while q1 > q0:
             q = q1 - b if q1 - b > q0 else q0
             _rows_affine(x + q * C, out + q * C, C, q1 - q, C, p, C, relu, store)
@@ -2382,7 +2412,7 @@ cdef inline void _task_dx(const data_t* dy, const data_t* x, const data_t* y, bi
     cdef Py_ssize_t q, off, e, c, k
     cdef bint fuse
     cdef Py_ssize_t b = BACK_BYTES // (C * <Py_ssize_t>sizeof(data_t)) + 1
-    if inner == 1 and back and store != STORE_STREAM and _back:
+    if inner == 1 and _reversed(back, store, (q1 - q0) * C, sizeof(data_t)):
         while q1 > q0:
             q = q1 - b if q1 - b > q0 else q0
             off = q * C

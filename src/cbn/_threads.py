@@ -183,6 +183,7 @@ def show_config(print_out=True):
         "sixteen_channel_sums": _dispatch.kernels.sixteen_channel_tiles(),
         "planar_runs_sums": _dispatch.kernels.runs_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),
+        "reversed_rows_to_bytes": _dispatch.kernels.reversed_rows_to(),
         "split_few_channels": _dispatch.kernels.split_few_channels(),
         "wide_rows_by_columns": _dispatch.kernels.by_columns(),
         "inference_params_per_block": _dispatch.kernels.params_per_block(),
