@@ -754,8 +754,8 @@ cdef bint _back = True
 # at most _back_to bytes (its 1 MB L2; 0: any); beyond, forward.  Measured in one
 # process on the 2-core AMD EPYC Zen 4 VM (1 MB L2 per core, 32 MB L3), float32, the
 # setting alternated (11 rounds, both orders), forward / reversed time on 2 and 1
-# threads: channels-last training 4x32x16x28x28 0.92-0.94 and 0.93, 2x32x16x28x28
-# 0.95 and 0.95, 8x64x56x56 0.93 and 0.92-0.93; backward 4x32x16x28x28 0.93-0.96 and
+# threads: channels-last training 4x32x16x28x28 0.92-0.96 and 0.92-0.93, 2x32x16x28x28
+# 0.95 and 0.94-0.95, 8x64x56x56 0.93 and 0.92-0.93; backward 4x32x16x28x28 0.93-0.96 and
 # 0.91-0.92, 8x64x56x56 0.92-0.95 and 0.92-0.94; but backward 1x64x56x56 (0.4 and 0.8
 # MB of x per thread) 1.05-1.06 and 1.03-1.04; training there 0.98-0.99; 256x1024 and
 # 512x1024 (0.5-2 MB per thread) 0.98-1.01.
@@ -820,8 +820,8 @@ cdef bint _match_on = True
 # VM's noise: one thread does not prefetch.  Not on AMD Zen 4, where it loses: on a
 # 2-core AMD EPYC VM (Zen 4, 1 MB L2 per core, 32 MB L3), float32 planar inference on
 # 2 threads in one process (15 rounds, both orders), not prefetching / prefetching:
-# 4x32x16x28x28 0.84-0.99 (0.84-0.87 in three of four runs), 8x64x56x56 0.84,
-# 1x256x56x56 0.87, 1x64x112x112 0.86-0.95; the training and backward of these shapes,
+# 4x32x16x28x28 0.84-0.91, 8x64x56x56 0.84, 1x256x56x56 0.87, 1x64x112x112 0.85-0.88;
+# 8x64x112x112 (25.7 MB, beyond the window) 0.98-1.02; the training and backward of these shapes,
 # whose passes do not take this path, 0.92-1.07 (noise); outside the window 1.00.
 cdef bint _opf_on = not _zen4
 
