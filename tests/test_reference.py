@@ -1030,7 +1030,8 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
     ("fused_training_from", "fused_training_from_values", lambda llc: 512),
     ("two_phase_below", "two_phase_below_bytes", lambda llc: 512),
     ("eight_row_width", "eight_row_sums_below_width", lambda llc: 512),
-    ("tile_block_rows", "tiled_rows_per_block_max", lambda llc: 3)])
+    ("tile_block_rows", "tiled_rows_per_block_max", lambda llc: 3),
+    ("reversed_rows_to", "reversed_rows_to_bytes", lambda llc: 1 << 20)])
 def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
     setter = getattr(_dispatch.kernels, name)

@@ -821,8 +821,8 @@ cdef bint _match_on = True
 # 2-core AMD EPYC VM (Zen 4, 1 MB L2 per core, 32 MB L3), float32 planar inference on
 # 2 threads in one process (15 rounds, both orders), not prefetching / prefetching:
 # 4x32x16x28x28 0.84-0.91, 8x64x56x56 0.84, 1x256x56x56 0.87, 1x64x112x112 0.85-0.88;
-# 8x64x112x112 (25.7 MB, beyond the window) 0.98-1.02; the training and backward of these shapes,
-# whose passes do not take this path, 0.92-1.07 (noise); outside the window 1.00.
+# the training and backward of these shapes, whose passes do not take this path,
+# 0.92-1.07 (noise); beyond the window (8x64x112x112, 25.7 MB) 0.98-1.02.
 cdef bint _opf_on = not _zen4
 
 
