@@ -787,23 +787,26 @@ def test_by_columns_independent_of_threads(shape, dtype, kernels, rng):
             np.testing.assert_array_equal(a, c, f"output {k}")
 
 
-@pytest.mark.parametrize("match", [False, True], ids=["line", "page"])
+@pytest.mark.parametrize("match, shift", [(False, None), (True, None), (True, 2048),
+                                          (True, 1000)], ids=["line", "page", "half", "odd"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", [(37, 1024), (300, 64), (9, 2048), (3, 5, 40)], ids=str)
-def test_parameter_tables_at_the_outputs_offset(shape, dtype, match, kernels, rng):
+def test_parameter_tables_at_the_outputs_offset(shape, dtype, match, shift, kernels, rng):
     """Parameter tables start at their output's offset in a 4 KiB page
-    (tables_match_output), or at a 64-byte line: wide rows (a table per block), narrow
-    folded rows (the repeated table), rows by columns (tables on each thread's stack),
-    planar.  Either way, for outputs starting at every 8-byte phase of a line, on 1 and
-    2 threads, inference, training and backward write exactly what they write into a
-    fresh array; and they are within the float64 oracle's bounds."""
+    (tables_match_output), or table_shift bytes past it (half a page; 1000, not a
+    multiple of a vector: the tables' vectors then unaligned), or at a 64-byte line:
+    wide rows (a table per block), narrow folded rows (the repeated table), rows by
+    columns (tables on each thread's stack), planar.  Either way, for outputs starting
+    at every 8-byte phase of a line, on 1 and 2 threads, inference, training and
+    backward write exactly what they write into a fresh array; and they are within the
+    float64 oracle's bounds."""
     x, axis, C, params = _data(shape, "C", dtype, rng)
     rm = rng.uniform(-5, 5, C).astype(np.float32)
     rv = rng.uniform(0.01, 100, C).astype(np.float32)
     dy = rng.standard_normal(shape).astype(dtype)
     size = np.dtype(dtype).itemsize
     base = np.empty(x.size + 128 // size, dtype)
-    with _kernel_setting("tables_match_output", match):
+    with _kernel_setting("tables_match_output", match), _kernel_setting("table_shift", shift):
         for t in (1, 2):
             y, m, inv = cbn.batch_norm(x, training=True, return_stats=True, n_threads=t,
                                        **params)
@@ -1031,7 +1034,8 @@ def test_output_passes_any_alignment(shape, axis, dtype, kernels, rng):
     ("two_phase_below", "two_phase_below_bytes", lambda llc: 512),
     ("eight_row_width", "eight_row_sums_below_width", lambda llc: 512),
     ("tile_block_rows", "tiled_rows_per_block_max", lambda llc: 3),
-    ("reversed_rows_to", "reversed_rows_to_bytes", lambda llc: 1 << 20)])
+    ("reversed_rows_to", "reversed_rows_to_bytes", lambda llc: 1 << 20),
+    ("table_shift", "tables_shift_bytes", lambda llc: 2048)])
 def test_threshold_api(kernels, name, key, default):
     from cbn import _dispatch
     setter = getattr(_dispatch.kernels, name)

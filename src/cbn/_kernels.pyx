@@ -805,6 +805,21 @@ cdef bint _cols_on = True
 cdef bint _own_on = True
 # Parameter tables start at the output's offset in a 4 KiB page (_matched).
 cdef bint _match_on = True
+# On AMD Zen 4 they start _table_shift bytes further on (half a page): there tables at
+# the output's own page offset slow the interleaved passes over rows of a multiple of
+# 4 KiB, whose every row then meets them at the same offsets.  In a C loop of cbn's row
+# passes (bench/probes/footprint.c: arrays 16 bytes into a page, 2-core AMD EPYC VM,
+# Zen 4, 41 rounds in one process), float32 256x1024, the roof's time over the two
+# passes' went from 0.84 / 1.22 / 1.05 (inference, training, backward) to 0.91 / 1.32 /
+# 1.26 on 2 threads; 128x2048 0.59 / 0.87 / 0.87 to 0.64 / 0.93 / 0.97; 512x512 alike.
+# In cbn in one process (the setting alternated, 11-15 rounds, both orders), half a page
+# on / at the offset, 2 and 1 threads: float32 256x1024 inference 0.92 and 0.89-0.90,
+# training 0.96 and 0.95, backward 0.88-0.89 and 0.86-0.87; 128x2048 backward 0.92;
+# float64 256x512 backward 0.88 and 0.86, 256x1024 training 0.98; 512x512 and 4096x512
+# (rows of 2 KiB: every other row meets the tables either way), 1x14x14x1024 and
+# 1x7x7x2048 (few rows: by columns), the channels-last and planar cells of the bench
+# 0.96-1.01.  Elsewhere not measured: 0, the output's offset.
+cdef Py_ssize_t _table_shift = 2048 if _zen4 else 0
 # Planar output passes on more than one thread whose arrays total OPF_FROM to OPF_TO
 # bytes per thread (mostly in the last-level cache, not in L2) prefetch their input
 # CBN_PF_OUT bytes ahead into L1 (cbn_run_affine_pf_T, STORE_PF): the hardware
@@ -853,6 +868,13 @@ def tables_match_output(flag=None):
     _matched) or at a 64-byte line; tables_match_output(True/False) sets it and returns
     the old value (for tests and measurements)."""
     return _setting(&_match_on, flag)
+
+
+def table_shift(nbytes=False):
+    """The bytes past the output's offset in a 4 KiB page at which parameter tables
+    start where they match it (None: at it; see _table_shift); table_shift(n) sets it
+    (n: an int > 0 or None) and returns the old value; for tests and measurements."""
+    return _limit(&_table_shift, nbytes)
 
 
 def prefetch_outputs(flag=None):
@@ -2577,7 +2599,8 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
 cdef inline char* _matched(char* p, const void* match, uintptr_t window=4096) noexcept nogil:
     """p (8-byte aligned) moved on to match's offset in a window of bytes (a power of
     2 from 64: at most window - 8 bytes on), to 8 bytes, or to a 64-byte line when
-    match is NULL or tables_match_output() is off.
+    match is NULL or tables_match_output() is off.  In a window of 4 KiB, _table_shift
+    bytes past match's offset (Zen 4; windows of 64 bytes have none).
 
     Parameter tables start at their output's offset (_work): the interleaved output
     passes store aligned vectors of the output (CBN_ALIGNED_LANES) and load the table's
@@ -2597,7 +2620,7 @@ cdef inline char* _matched(char* p, const void* match, uintptr_t window=4096) no
     not follow their output (half the item size): matched to it, 1.04-1.35x slower."""
     if match == NULL or not _match_on:
         return p + ((0 - <uintptr_t>p) & 56)
-    return p + ((<uintptr_t>match - <uintptr_t>p) & (window - 8))
+    return p + ((<uintptr_t>match + <uintptr_t>_table_shift - <uintptr_t>p) & (window - 8))
 
 
 cdef struct Work:

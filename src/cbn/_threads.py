@@ -188,6 +188,7 @@ def show_config(print_out=True):
         "wide_rows_by_columns": _dispatch.kernels.by_columns(),
         "inference_params_per_block": _dispatch.kernels.params_per_block(),
         "tables_match_output": _dispatch.kernels.tables_match_output(),
+        "tables_shift_bytes": _dispatch.kernels.table_shift(),
         "planar_outputs_prefetch": _dispatch.kernels.prefetch_outputs(),
     }
     if print_out:
