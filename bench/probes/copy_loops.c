@@ -19,13 +19,6 @@
 
 #include "probe.h"
 
-#define PIECE (1 << 16)
-
-static void copy_memcpy(char* d, const char* s, size_t n) {
-    for (size_t k = 0; k < n; k += PIECE)
-        memcpy(d + k, s + k, n - k < PIECE ? n - k : PIECE);
-}
-
 static void copy_loop(char* d, const char* s, size_t n) {
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -47,7 +40,7 @@ int main(int argc, char** argv) {
     char* s = aligned_alloc(4096, (n + 4095) / 4096 * 4096);
     char* d = aligned_alloc(4096, (n + 4095) / 4096 * 4096);
     double* t = malloc(sizeof(double) * 2 * (size_t)R);
-    void (*f[2])(char*, const char*, size_t) = {copy_memcpy, copy_loop};
+    void (*f[2])(char*, const char*, size_t) = {copy_pieces, copy_loop};
     memset(s, 1, n);
     memset(d, 2, n);
     for (int r = 0; r < R; r++)
@@ -57,10 +50,8 @@ int main(int argc, char** argv) {
 #pragma omp parallel num_threads(T)
                 {
                     /* the roof's static split: whole pieces, thread by thread */
-                    size_t pieces = (n + PIECE - 1) / PIECE, id = (size_t)omp_get_thread_num();
-                    size_t a = pieces * id / (size_t)T * PIECE;
-                    size_t b = pieces * (id + 1) / (size_t)T * PIECE;
-                    if (b > n) b = n;
+                    size_t a, b;
+                    piece_range(n, T, omp_get_thread_num(), &a, &b);
                     if (a < b) f[k](d + a, s + a, b - a);
                 }
                 t[k * R + r] = now() - t0;

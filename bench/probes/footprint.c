@@ -54,17 +54,16 @@
 
 #include "probe.h"
 
-#define PIECE (1 << 16)
 #define MAX_SHIFTS 8
 
 static float sink;
 
 static void roof(char* d, const char* s, size_t n, int T) {
-    long pieces = (long)((n + PIECE - 1) / PIECE);
-#pragma omp parallel for num_threads(T) schedule(static)
-    for (long k = 0; k < pieces; k++) {
-        size_t a = (size_t)k * PIECE;
-        memcpy(d + a, s + a, n - a < PIECE ? n - a : PIECE);
+#pragma omp parallel num_threads(T)
+    {
+        size_t a, b;
+        piece_range(n, T, omp_get_thread_num(), &a, &b);
+        copy_pieces(d + a, s + a, b - a);
     }
 }
 
