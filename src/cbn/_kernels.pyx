@@ -1274,18 +1274,20 @@ cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double 
     p[P_GAIN * C + c] = <real_t>k
 
 
-cdef inline void _grad_table(real_t* p, Py_ssize_t C, const double* mean,
-                             const double* invstd, const double* w, double n, bint training,
-                             double* dweight, const double* dbias) noexcept nogil:
+cdef void _grad_table(real_t* p, Py_ssize_t C, const double* mean, const double* invstd,
+                      const double* w, double n, bint training, double* dweight,
+                      const double* dbias) noexcept nogil:
     """The backward's table of all C channels from their sums in dbias and dweight, then
     dweight.  Two loops: with dweight's stores in the first (as _set_grad_params wrote
     it through a pointer), float32 tables needed more run-time alias checks than GCC
-    makes, and the loop did not vectorize.  This step runs serially between the two
-    passes of an interleaved backward: 1024 channels took 5.5 us, now 3.5 (rdtsc around
-    it, 2-core AMD EPYC Zen 4 VM; the rest is cache misses, its arrays cold after the
-    sums' pass).  In one process (the two forms alternated, 21 rounds), two / one
-    loops, float32 backward, 2 threads: 256x1024 0.94-0.95, 512x512 0.96-0.99,
-    1x14x14x256 0.97-0.99; 1 thread 0.98-0.99; other cells 0.99-1.05 (noise)."""
+    makes, and the loop did not vectorize.  Not inline: in each of _backward's fused
+    instances its vector loops took 9 KB of the repaired wheel (1 MB check, .ci).
+    This step runs serially between the two passes of an interleaved backward: 1024
+    channels took 5.5 us, now 3.5 (rdtsc around it, 2-core AMD EPYC Zen 4 VM; the rest
+    is cache misses, its arrays cold after the sums' pass).  In one process (the two
+    forms alternated, 21 rounds), two / one loops, float32 backward, 2 threads:
+    256x1024 0.94-0.95, 512x512 0.96-0.99, 1x14x14x256 0.97-0.99; 1 thread 0.98-0.99;
+    other cells 0.99-1.05 (noise)."""
     cdef Py_ssize_t c
     for c in range(C):
         _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c], n, training)
