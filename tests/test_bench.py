@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "run.py"
 
 
@@ -208,3 +210,51 @@ def test_targets_hand_computed():
     assert find("peak allocation", run.targets(record))["verdict"] == "met"
     md = run.targets_markdown(run.targets(record)).splitlines()
     assert md[0].startswith("| target | asked | measured | verdict |") and len(md) == 11
+
+
+AB = BENCH.parent / "ab.py"
+
+
+def test_ab_smoke():
+    """bench/ab.py alternates a kernel setting in one process: one line per cell and
+    thread count, a median per value and each value's ratio to the first."""
+    res = subprocess.run([sys.executable, str(AB), "table_shift", "None,64,None",
+                          "8x16:NC:training", "2x8x4x4:NHWC:backward:float64",
+                          "--threads", "1", "--rounds", "1", "--budget", "0.0005"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    lines = [ln for ln in res.stdout.splitlines() if "ratio" in ln]
+    assert [ln.split()[0] for ln in lines] == ["8x16:NC:training", "2x8x4x4:NHWC:backward:float64"]
+    for ln in lines:
+        assert "None=" in ln and "64=" in ln
+        assert len(ln.split("ratio")[1].split()) == 2         # 64 and None over None
+
+
+def test_ab_restores_the_setting_and_rejects_bad_input(capsys):
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import ab
+    finally:
+        sys.path.pop(0)
+    from cbn import _dispatch
+    before = _dispatch.kernels.table_shift()
+    rows = ab.main(["table_shift", "None,128", "4x8:NC:inference", "--threads", "1",
+                    "--rounds", "1", "--budget", "0.0005"])
+    assert _dispatch.kernels.table_shift() == before
+    assert [(r[0], r[1], len(r[2])) for r in rows] == [("4x8:NC:inference", 1, 2)]
+    assert all(t > 0 for t in rows[0][2])
+    for argv, msg in ((["nothing", "None,1", "4x8:NC:training"], "no such setter"),
+                      (["llc_bytes", "None,1", "4x8:NC:training"], "does not take"),
+                      (["flags", "None,1", "4x8:NC:training"], "is not a setting"),
+                      (["table_shift", "None", "4x8:NC:training"], "two or more values"),
+                      (["table_shift", "None,'big'", "4x8:NC:training"], "does not take 'big'"),
+                      (["table_shift", "None,1", "4x8x2x2:NC:training"], "2-D shapes"),
+                      (["table_shift", "None,1", "4x8:NC:forward"], "op 'forward'"),
+                      (["table_shift", "None,1", "4x8:NHWC:training"], "2-D shapes"),
+                      (["table_shift", "None,1", "4x8:NC:training:int8"], "dtype 'int8'"),
+                      (["table_shift", "None,1", "4x8:NC"], "SHAPE:LAYOUT:OP")):
+        with pytest.raises(SystemExit) as e:
+            ab.main(argv)
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err
+    assert _dispatch.kernels.table_shift() == before
