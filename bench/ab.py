@@ -10,10 +10,11 @@ SHAPE:LAYOUT:OP[:DTYPE]: LAYOUT one of NCHW, NHWC, NC, NCDHW, NDHWC (the shape i
 always given channels second, as bench/run.py takes it), OP one of inference,
 training, backward, statistics, DTYPE float32 (default), float64 or float16.
 
-Every round times each value once per cell, in a new order each round, with the
-setting switched before each sample (bench/run.py time_interleaved: a sample starts
-after two untimed calls); the medians over the rounds are printed, and each value's
-time over the first value's.  The values alternate inside one process, so that they
+Every round times each value once per cell, in a new order each round (bench/run.py
+time_interleaved: a sample starts after two untimed calls), every call setting its
+value first (a call of the setter, well under 0.1 us and the same for every value: it
+pulls the ratios of calls of a few microseconds slightly towards 1); the medians over
+the rounds are printed, and each value's time over the first value's.  The values alternate inside one process, so that they
 share the machine's phase: on a shared VM the same build timed in separate processes
 one after the other moved 0.55-1.6x within minutes.  Listing a value twice
 (None,2048,None) shows the run's own spread.  The setting is restored at the end.
