@@ -1274,11 +1274,11 @@ cdef inline void _set_grad_params(real_t* p, Py_ssize_t C, Py_ssize_t c, double 
     p[P_GAIN * C + c] = <real_t>k
 
 
-cdef void _grad_table(real_t* p, Py_ssize_t C, const double* mean, const double* invstd,
-                      const double* w, double n, bint training, double* dweight,
-                      const double* dbias) noexcept nogil:
-    """The backward's table of all C channels from their sums in dbias and dweight, then
-    dweight.  Two loops: with dweight's stores in the first (as _set_grad_params wrote
+cdef void _grad_table(real_t* p, Py_ssize_t ldp, Py_ssize_t m, const double* mean,
+                      const double* invstd, const double* w, double n, bint training,
+                      double* dweight, const double* dbias) noexcept nogil:
+    """The backward's table of m channels (into p[k * ldp + c]) from their sums in dbias
+    and dweight, then dweight.  Two loops: with dweight's stores in the first (as _set_grad_params wrote
     it through a pointer), float32 tables needed more run-time alias checks than GCC
     makes, and the loop did not vectorize.  Not inline: in each of _backward's fused
     instances its vector loops took 9 KB of the repaired wheel (1 MB check, .ci).
@@ -1289,9 +1289,10 @@ cdef void _grad_table(real_t* p, Py_ssize_t C, const double* mean, const double*
     256x1024 0.94-0.95, 512x512 0.96-0.99, 1x14x14x256 0.97-0.99; 1 thread 0.98-0.99;
     other cells 0.99-1.05 (noise)."""
     cdef Py_ssize_t c
-    for c in range(C):
-        _set_grad_params(p, C, c, dbias[c], dweight[c], mean[c], invstd[c], w[c], n, training)
-    for c in range(C):
+    for c in range(m):
+        _set_grad_params(p, ldp, c, dbias[c], dweight[c], mean[c], invstd[c], w[c], n,
+                         training)
+    for c in range(m):
         dweight[c] *= invstd[c]
 
 
@@ -2520,10 +2521,7 @@ cdef inline void _task_backward_cols(const data_t* dy, const data_t* x, const da
         sgd[i] = 0.0
     _rows_sums(x + c0, dy + c0, y + c0, True, masked, C, rows, n, mn, sg, sgd, True, True,
                True)
-    for i in range(n):
-        _set_grad_params(p + c0, C, i, sg[i], sgd[i], mn[i], iv[i], w[i], <double>rows,
-                         training)
-        sgd[i] *= iv[i]
+    _grad_table(p + c0, C, n, mn, iv, w, <double>rows, training, sgd, sg)
     _col_put(cols[3], sgd, c0, n)
     _col_put(cols[4], sg, c0, n)
     _rows_dx(x + c0, dy + c0, y + c0, masked, dx + c0, C, rows, n, p + c0, C, store)
@@ -2577,8 +2575,8 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
         else:
             for c in range(C):
                 _task_grad_sums(dy, x, y, masked, outer, C, inner, mean, dbias, dweight, c)
-        _grad_table(p, C, mean, invstd, w, <double>outer * <double>inner, training, dweight,
-                    dbias)
+        _grad_table(p, C, C, mean, invstd, w, <double>outer * <double>inner, training,
+                    dweight, dbias)
         _dx_blocks(dy, x, y, masked, dx, outer, C, inner, p, store, T)
         return
     if inner > 1:
@@ -2593,7 +2591,7 @@ cdef void _backward(const data_t* dy, const data_t* x, const data_t* y, bint mas
                            training, dweight, dbias, p, 0, C, stream, pf, pipe)
         return
     _rows_reduce(x, dy, y, True, masked, outer, C, mean, dbias, dweight, scratch, T)
-    _grad_table(p, C, mean, invstd, w, <double>outer, training, dweight, dbias)
+    _grad_table(p, C, C, mean, invstd, w, <double>outer, training, dweight, dbias)
     # rows R at a time as in _apply, then the last outer % R rows
     R = _out_fold(C, outer, sizeof(data_t), store)
     full = outer // R
