@@ -22,6 +22,11 @@ ACC = 64
 # is up to twice the magnitudes the allowances are written against (max |x|,
 # max |x - mean|), so squares up to 4x: 56 roundings for the variance, the largest.
 F16_ACC = 56
+# float32 data: interleaved backward sums add g and g * (x - rf) (rf: the mean rounded to
+# float32) in float32 over groups of 16 rows before the float64 sums take them
+# (_kernels_c.h, cbn_rows_gsums32_f32): at most 11 float32 roundings per value (the
+# subtraction, the product, a pair's sum, 8 chained additions).
+F32_GRAD_ACC = 11
 
 
 def sums_err(dtype):
@@ -29,6 +34,12 @@ def sums_err(dtype):
     data, relative to the magnitudes of the summands."""
     return ACC * U64 + (F16_ACC * roundoff(np.float32) if np.dtype(dtype) == np.float16
                         else 0.0)
+
+
+def grad_sums_err(dtype):
+    """The same for the backward's sums (float32 data: sums_err plus F32_GRAD_ACC)."""
+    return sums_err(dtype) + (F32_GRAD_ACC * roundoff(np.float32)
+                              if np.dtype(dtype) == np.float32 else 0.0)
 
 
 def roundoff(dtype):

@@ -3,7 +3,9 @@
 Matrix: dtype x logical shape x memory layout x n_threads, with and without
 ReLU; the output passes with plain and with streaming stores.  Error bounds are per element: k roundoffs of the result dtype times the
 magnitude of the terms the result is made of (so cancellation is allowed for),
-plus the float64 accumulation allowance where batch statistics enter.
+plus the accumulation allowance where batch statistics or the backward's sums enter
+(conftest: float64 sums, and the float32 partials that float16 data and float32
+backward sums take first).
 """
 
 import contextlib
@@ -14,7 +16,8 @@ import pytest
 import cbn
 import oracle
 from conftest import (DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_shape,
-                      compute_dtype, make_array, other_axes, roundoff, stats_mags, sums_err)
+                      compute_dtype, grad_sums_err, make_array, other_axes, roundoff, stats_mags,
+                      sums_err)
 
 # Roundoffs allowed on top of the exact result, per output dtype: float16 is
 # rounded once from float32 (half an ulp, plus float32's error: 1.01);
@@ -145,8 +148,6 @@ def test_batch_norm_eval(dtype, shape, layout, n_threads, rng):
 def test_backward(dtype, shape, layout, n_threads, rng):
     x, axis, C, params = _data(shape, layout, dtype, rng)
     w = params["weight"]
-    cs = channel_shape(x, axis)
-    axes = other_axes(x, axis)
     n = x.size // C
     cases = [(True, False), (True, True), (False, False), (False, True)]
     for training, relu in cases:
@@ -161,30 +162,61 @@ def test_backward(dtype, shape, layout, n_threads, rng):
             y, mean, invstd = cbn.batch_norm(x, rm, rv, **params, axis=axis, relu=relu,
                                              return_stats=True)
         dy = rng.standard_normal(x.shape).astype(dtype)
-        yy = y if relu else None
-        dx, dw, db = cbn.batch_norm_backward(dy, x, mean, invstd, w, training=training, y=yy,
-                                             axis=axis, n_threads=n_threads)
-        rdx, rdw, rdb = oracle.batch_norm_backward(dy, x, mean, invstd, w, training=training,
-                                                   y=yy, axis=axis)
-        assert dx.dtype == x.dtype and dx.shape == x.shape
-        assert dw.dtype == db.dtype == compute_dtype(dtype) and dw.shape == (C,)
-        _check_layout_kept(x, dx)
+        _check_backward(dy, x, axis, mean, invstd, w, training, y if relu else None,
+                        n_threads, f"training={training} relu={relu}")
 
-        g = np.asarray(dy, np.float64)
-        if relu:
-            g = np.where(np.asarray(y, np.float64) <= 0, 0.0, g)
-        xh = ((np.asarray(x, np.float64) - np.asarray(mean, np.float64).reshape(cs))
-              * np.asarray(invstd, np.float64).reshape(cs))
-        sg = np.abs(g).sum(axes, keepdims=True)
-        sgx = np.abs(g * xh).sum(axes, keepdims=True)
-        k = np.abs(w.reshape(cs) * np.asarray(invstd, np.float64).reshape(cs))
-        mag = k * (np.abs(g) + (sg + np.abs(xh) * sgx) / n) if training else k * np.abs(g)
-        what = f"training={training} relu={relu}"
-        assert_within(dx, rdx, _rounded(dtype, K_GRAD[x.dtype], mag) + sums_err(dtype) * mag,
-                      "dx " + what)
-        cr = 1.01 * roundoff(compute_dtype(dtype))
-        assert_within(dw, rdw, (cr + sums_err(dtype)) * sgx.ravel(), "dweight " + what)
-        assert_within(db, rdb, (cr + sums_err(dtype)) * sg.ravel(), "dbias " + what)
+
+def _check_backward(dy, x, axis, mean, invstd, w, training, y, n_threads, what):
+    """cbn.batch_norm_backward against the float64 oracle, per element: the result's
+    roundings and the sums' allowance (grad_sums_err) against the magnitudes summed."""
+    dtype, C = x.dtype, x.shape[axis]
+    cs = channel_shape(x, axis)
+    axes = other_axes(x, axis)
+    n = x.size // C
+    dx, dw, db = cbn.batch_norm_backward(dy, x, mean, invstd, w, training=training, y=y,
+                                         axis=axis, n_threads=n_threads)
+    rdx, rdw, rdb = oracle.batch_norm_backward(dy, x, mean, invstd, w, training=training,
+                                               y=y, axis=axis)
+    assert dx.dtype == x.dtype and dx.shape == x.shape
+    assert dw.dtype == db.dtype == compute_dtype(dtype) and dw.shape == (C,)
+    _check_layout_kept(x, dx)
+
+    g = np.asarray(dy, np.float64)
+    if y is not None:
+        g = np.where(np.asarray(y, np.float64) <= 0, 0.0, g)
+    xh = ((np.asarray(x, np.float64) - np.asarray(mean, np.float64).reshape(cs))
+          * np.asarray(invstd, np.float64).reshape(cs))
+    sg = np.abs(g).sum(axes, keepdims=True)
+    sgx = np.abs(g * xh).sum(axes, keepdims=True)
+    k = np.abs(np.asarray(w, np.float64).reshape(cs) * np.asarray(invstd, np.float64).reshape(cs))
+    mag = k * (np.abs(g) + (sg + np.abs(xh) * sgx) / n) if training else k * np.abs(g)
+    acc = grad_sums_err(dtype)
+    assert_within(dx, rdx, _rounded(dtype, K_GRAD[dtype], mag) + acc * mag, "dx " + what)
+    cr = 1.01 * roundoff(compute_dtype(dtype))
+    assert_within(dw, rdw, (cr + acc) * sgx.ravel(), "dweight " + what)
+    assert_within(db, rdb, (cr + acc) * sg.ravel(), "dbias " + what)
+
+
+@pytest.mark.parametrize("shape", [(37, 1100), (301, 64), (5, 3)])
+def test_backward_float32_sums_with_a_float64_mean(shape, rng):
+    """float32 backward sums over interleaved rows take the mean rounded to float32 and
+    put its float64 remainder back per group of 16 rows (cbn_rows_gsums32_f32).  A
+    float64 mean at |mean|/std = 1e4 (its remainder up to 2**-11: without it, dbias
+    times the remainder, about 1e-3 here, would exceed the bound by 100x), ReLU-masked
+    and not, rows not a multiple of 16, rows wider than one 512-channel chunk, 1 and 2
+    threads, against the float64 oracle."""
+    x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(0)
+    assert np.any(mean.astype(np.float32) != mean)
+    invstd = 1.0 / np.sqrt(x64.var(0) + 1e-5)
+    w = rng.uniform(0.5, 2, shape[1])
+    y = ((x64 - mean) * invstd).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    for t in (1, 2):
+        for yy in (None, y):
+            _check_backward(dy, x, 1, mean, invstd, w, True, yy, t,
+                            f"threads={t} relu={yy is not None}")
 
 
 @full_matrix

@@ -51,7 +51,8 @@ def test_small_work_runs_serially():
                                         ((8192, 40), 1)])
 def test_thread_counts_agree(shape, axis, rng):
     """1, 2 and 5 threads: identical for planar layouts (one thread owns a channel);
-    within float64 summation rounding for interleaved ones (per-thread partials)."""
+    within summation rounding for interleaved ones (per-thread partials; float32
+    partials in the backward's sums)."""
     x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     res = {}
