@@ -218,3 +218,32 @@ def test_set_num_threads_bad_input(bad, exc):
     with pytest.raises(exc, match="n must be None or an integer"):
         cbn.set_num_threads(bad)
     assert cbn.get_num_threads() == before
+
+
+SIZE_SETTINGS = ["reversed_rows_to", "table_shift", "eight_row_width", "stream_from",
+                 "tiled_stores_to", "tile_block_rows", "short_runs_below",
+                 "fused_training_from", "pipelined_to", "two_phase_below",
+                 "prefetch_runs_from"]
+
+
+@pytest.mark.parametrize("name", SIZE_SETTINGS)
+@pytest.mark.parametrize("bad,exc,text", [(-1, ValueError, "must be >= 0 or None, got -1"),
+                                          (np.int64(-8), ValueError, "got -8"),
+                                          (1.5, TypeError, "an int >= 0 or None, got 1.5"),
+                                          ("64", TypeError, "got '64'"),
+                                          (True, TypeError, "got True")])
+def test_kernel_size_settings_bad_input(name, bad, exc, text):
+    """The kernels' size settings (cbn._kernels, for tests and measurements) take an int
+    >= 0 or None, and name themselves and their parameter in the error; a bad value
+    leaves the setting as it was, and a NumPy integer is taken like an int."""
+    from cbn import _dispatch
+    for kernels in {_dispatch.baseline, _dispatch.kernels}:
+        setter = getattr(kernels, name)
+        before = setter()
+        with pytest.raises(exc, match=rf"^{name}\((n|nbytes)\) .*{text}"):
+            setter(bad)
+        assert setter() == before
+        assert setter(np.int64(4096)) == before
+        assert setter() == 4096
+        setter(before)
+        assert setter() == before
