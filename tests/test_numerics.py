@@ -69,6 +69,54 @@ def test_extreme_magnitudes_float32(layout, scale, loc, rng):
     assert_within(mean, rmean, 2.0 ** -24 * np.abs(rmean))
     want = rvar.astype(np.float32)
     assert_within(var, want, 2.0 ** -23 * np.abs(want.astype(np.float64)))
+    # the backward's sums with gradients of ordinary size: no float32 partial sum
+    # overflows or underflows (channels-last and (N, C) float32 data are summed in
+    # float32 first)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    _, dw, db = cbn.batch_norm_backward(dy, x, mean, invstd, axis=axis)
+    _, rdw, rdb, sgx, sg = _backward_oracle(dy, x, mean, invstd, axis)
+    assert np.isfinite(dw).all() and np.isfinite(db).all()
+    assert_within(dw, rdw, 1e-6 * sgx)
+    assert_within(db, rdb, 1e-6 * sg)
+
+
+def _backward_oracle(dy, x, mean, invstd, axis, y=None):
+    """The oracle's (dx, dweight, dbias), with the magnitudes the sums are made of:
+    sum |g * xhat| and sum |g| per channel (g: dy, 0 where y <= 0)."""
+    rdx, rdw, rdb = oracle.batch_norm_backward(dy, x, mean, invstd, axis=axis, y=y)
+    axes = tuple(k for k in range(x.ndim) if k != axis % x.ndim)
+    cs = [1] * x.ndim
+    cs[axis] = -1
+    g = dy.astype(np.float64)
+    if y is not None:
+        g = np.where(y <= 0, 0.0, g)
+    xh = (x.astype(np.float64) - mean.astype(np.float64).reshape(cs)) * invstd.reshape(cs)
+    return rdx, rdw, rdb, np.abs(g * xh).sum(axes), np.abs(g).sum(axes)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("scale,loc", [(1e30, 0.0), (1e-30, 1e-29), (1e14, 0.0)])
+def test_backward_dx_at_extreme_magnitudes_float32(layout, scale, loc, rng):
+    """float32 data whose invstd lies beyond [2**-50, 2**50] take the backward in
+    float64 (_api.py _backward_in_float64): the float32 tables would not hold dx's
+    coefficient of x - mean, of order invstd**2 (without it: dx 10-30% off at 1e30, not
+    finite at 1e-30).  1e14 (invstd about 2**-46) stays on the float32 path.  dx, out=
+    (also x itself), dweight and dbias against the oracle."""
+    x, axis = _data(layout, rng, loc=loc, scale=scale)
+    y, mean, invstd = cbn.batch_norm(x, training=True, axis=axis, eps=0.0, return_stats=True)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for yy in (None, y):
+        rdx, rdw, rdb, sgx, sg = _backward_oracle(dy, x, mean, invstd, axis, yy)
+        dx, dw, db = cbn.batch_norm_backward(dy, x, mean, invstd, y=yy, axis=axis)
+        assert dx.dtype == dw.dtype == db.dtype == np.float32 and dx.shape == x.shape
+        assert np.isfinite(dx).all()
+        assert_within(dx, rdx, 1e-5 * np.abs(rdx).max())
+        assert_within(dw, rdw, 1e-6 * sgx)
+        assert_within(db, rdb, 1e-6 * sg)
+        out = x.copy()
+        got = cbn.batch_norm_backward(dy, out, mean, invstd, y=yy, axis=axis, out=out)[0]
+        assert got is out
+        np.testing.assert_array_equal(out, dx)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

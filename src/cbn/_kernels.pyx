@@ -973,8 +973,9 @@ cdef Py_ssize_t _count(str name, n) except -1:
         except TypeError:
             pass
         else:
-            if n < 0:
-                raise ValueError(f"{name} must be >= 0 or None, got {n}")
+            if n < 0 or n > PY_SSIZE_T_MAX:
+                raise ValueError(f"{name} must be >= 0 and at most 2**63 - 1, or None, "
+                                 f"got {n}")
             return n
     raise TypeError(f"{name} must be an int >= 0 or None, got {n!r}")
 
@@ -1102,6 +1103,22 @@ def plain_params(Py_ssize_t C, a, b, c, d):
     shape (C,) (what the kernels read as they are)."""
     return _plain_param(a, C) and _plain_param(b, C) and _plain_param(c, C) and \
         _plain_param(d, C)
+
+
+def invstd_fits(cnp.ndarray a):
+    """Whether every finite, nonzero |a[c]| of a (1-D, native float32 or float64) lies in
+    [2**-50, 2**50]: the range in which the float32 tables of a float32 backward hold
+    their coefficient of x - mean, of order invstd**2 (_api.py _backward_in_float64)."""
+    cdef Py_ssize_t i, n = cnp.PyArray_DIM(a, 0), st = cnp.PyArray_STRIDE(a, 0)
+    cdef const char* p = <const char*>cnp.PyArray_DATA(a)
+    cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT
+    cdef double v
+    for i in range(n):
+        v = (<const float*>(p + i * st))[0] if single else (<const double*>(p + i * st))[0]
+        v = -v if v < 0 else v
+        if v != 0 and v <= 1.7976931348623157e308 and not 2.0 ** -50 <= v <= 2.0 ** 50:
+            return False
+    return True
 
 
 FLAG_C_CONTIGUOUS = cnp.NPY_ARRAY_C_CONTIGUOUS
