@@ -386,26 +386,24 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     training = _check_bool(training, "training")
     if y is not None:
         y = _like_x(y, x, "y")
-    if x.dtype is _F32 and not _k.invstd_fits(inv):
-        return _backward_in_float64(dy, x, m, inv, w, training, y, ax, out, n_threads)
+    args = dy, x, y
     x, dy, y, (outer, _, inner), result, target = _prepare(x, ax, out, dy, y)
     nt = resolve(n_threads, x.size)
     cdt = _compute_dtype(x.dtype)
     dweight, dbias = np.zeros(C, cdt), np.zeros(C, cdt)
-    if x.size:
-        _dispatch.kernels.bn_backward(dy, x, y, target, outer, C, inner, m, inv, w,
-                                      training, dweight, dbias, nt, target is not result)
+    if x.size and _dispatch.kernels.bn_backward(dy, x, y, target, outer, C, inner, m, inv, w,
+                                                training, dweight, dbias, nt,
+                                                target is not result):
+        return _backward_in_float64(*args, m, inv, w, training, ax, out, n_threads)
     return _finish(result, target), dweight, dbias
 
 
-def _backward_in_float64(dy, x, mean, invstd, weight, training, y, axis, out, n_threads):
+def _backward_in_float64(dy, x, y, mean, invstd, weight, training, axis, out, n_threads):
     """batch_norm_backward of float32 data whose invstd has a finite, nonzero value
-    beyond [2**-50, 2**50] (x near 1e30 or 1e-30): computed on float64 copies and
-    rounded once.  The float32 tables of the float32 passes would not hold dx's
-    coefficient of x - mean, of order invstd**2 (measured: dx 10-30% off at 1e30, not
-    finite at 1e-30).  The copies are x's size: only such calls take this path."""
-    if out is not None:
-        _check_out(out, x)
+    beyond [2**-50, 2**50] (x near 1e30 or 1e-30; the kernels decline it, writing
+    nothing): computed on float64 copies and rounded once.  The float32 tables of the
+    float32 passes would not hold dx's coefficient of x - mean, of order invstd**2
+    (measured: dx 10-30% off at 1e30, not finite at 1e-30).  out was checked."""
     f64 = [None if a is None else a.astype(np.float64) for a in (dy, x, y)]
     dx, dweight, dbias = batch_norm_backward(f64[0], f64[1], mean, invstd, weight,
                                              training=training, y=f64[2], axis=axis,

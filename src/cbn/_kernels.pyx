@@ -43,9 +43,9 @@ from cython.parallel cimport prange
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport abort, free, malloc
-from operator import index as _index
 
 from cbn._openmp cimport CBN_HAVE_OPENMP, CBN_OPENMP_DATE, omp_get_max_threads
+from cbn._settings import count as _count
 
 cnp.import_array()
 
@@ -964,32 +964,16 @@ def llc_bytes():
     return _llc
 
 
-cdef Py_ssize_t _count(str name, n) except -1:
-    """n as a count (an int >= 0, not a bool), else TypeError / ValueError naming the
-    setter's parameter `name`."""
-    if not isinstance(n, bool):
-        try:
-            n = _index(n)
-        except TypeError:
-            pass
-        else:
-            if n < 0 or n > PY_SSIZE_T_MAX:
-                raise ValueError(f"{name} must be >= 0 and at most 2**63 - 1, or None, "
-                                 f"got {n}")
-            return n
-    raise TypeError(f"{name} must be an int >= 0 or None, got {n!r}")
-
-
-cdef object _threshold(Py_ssize_t* setting, nbytes, str name):
+cdef object _threshold(Py_ssize_t* setting, nbytes, name):
     """The old value of a byte threshold (None: never), set to nbytes (an int >= 0 or
-    None) unless nbytes is False; name: the setter's, for the errors."""
+    None) unless nbytes is False; name: the setter's, for the errors (_settings.count)."""
     old = None if setting[0] == _NEVER else setting[0]
     if nbytes is not False:
         setting[0] = _NEVER if nbytes is None else _count(name, nbytes)
     return old
 
 
-cdef object _limit(Py_ssize_t* setting, n, str name):
+cdef object _limit(Py_ssize_t* setting, n, name):
     """The old value of a limit that 0 turns off (returned as None), set to n (an int
     >= 0, 0 and None alike turning it off) unless n is False; name as in _threshold."""
     old = setting[0] or None
@@ -1103,22 +1087,6 @@ def plain_params(Py_ssize_t C, a, b, c, d):
     shape (C,) (what the kernels read as they are)."""
     return _plain_param(a, C) and _plain_param(b, C) and _plain_param(c, C) and \
         _plain_param(d, C)
-
-
-def invstd_fits(cnp.ndarray a):
-    """Whether every finite, nonzero |a[c]| of a (1-D, native float32 or float64) lies in
-    [2**-50, 2**50]: the range in which the float32 tables of a float32 backward hold
-    their coefficient of x - mean, of order invstd**2 (_api.py _backward_in_float64)."""
-    cdef Py_ssize_t i, n = cnp.PyArray_DIM(a, 0), st = cnp.PyArray_STRIDE(a, 0)
-    cdef const char* p = <const char*>cnp.PyArray_DATA(a)
-    cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT
-    cdef double v
-    for i in range(n):
-        v = (<const float*>(p + i * st))[0] if single else (<const double*>(p + i * st))[0]
-        v = -v if v < 0 else v
-        if v != 0 and v <= 1.7976931348623157e308 and not 2.0 ** -50 <= v <= 2.0 ** 50:
-            return False
-    return True
 
 
 FLAG_C_CONTIGUOUS = cnp.NPY_ARRAY_C_CONTIGUOUS
@@ -3238,12 +3206,33 @@ def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, me
         free(w.raw)
 
 
+cdef bint _invstd_fits(cnp.ndarray a) noexcept:
+    """Whether every finite, nonzero |a[c]| of a (1-D, native float32 or float64) lies in
+    [2**-50, 2**50]: the range in which the float32 tables of a float32 backward hold
+    their coefficient of x - mean, of order invstd**2 (see bn_backward)."""
+    cdef Py_ssize_t i, n = cnp.PyArray_DIM(a, 0), st = cnp.PyArray_STRIDE(a, 0)
+    cdef const char* p = <const char*>cnp.PyArray_DATA(a)
+    cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT
+    cdef double v
+    for i in range(n):
+        v = (<const float*>(p + i * st))[0] if single else (<const double*>(p + i * st))[0]
+        v = -v if v < 0 else v
+        if v != 0 and v <= 1.7976931348623157e308 and not 0.5 ** 50 <= v <= 2.0 ** 50:
+            return False
+    return True
+
+
 def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t outer,
                 Py_ssize_t C, Py_ssize_t inner, mean, invstd, weight, bint training,
                 dweight_out, dbias_out, int n_threads, bint fresh=False):
     """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
-    (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval)."""
+    (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval).
+    Returns None; or 1, having written nothing, for float32 data with an invstd (a native
+    float32/float64 array of shape (C,)) beyond [2**-50, 2**50], where the float32
+    tables would under- or overflow (the caller computes in float64 instead)."""
     cdef int kind = _kind(x)
+    if kind == 0 and not _invstd_fits(invstd):
+        return 1
     cdef bint masked = y is not None
     cdef void* pdy = cnp.PyArray_DATA(dy)
     cdef void* px = cnp.PyArray_DATA(x)
