@@ -98,7 +98,7 @@ def _backward_oracle(dy, x, mean, invstd, axis, y=None):
 @pytest.mark.parametrize("scale,loc", [(1e30, 0.0), (1e-30, 1e-29), (1e14, 0.0)])
 def test_backward_dx_at_extreme_magnitudes_float32(layout, scale, loc, rng):
     """float32 data whose invstd lies beyond [2**-50, 2**50] take the backward in
-    float64 (_api.py _backward_in_float64): the float32 tables would not hold dx's
+    float64 (_rare.py backward_in_float64): the float32 tables would not hold dx's
     coefficient of x - mean, of order invstd**2 (without it: dx 10-30% off at 1e30, not
     finite at 1e-30).  1e14 (invstd about 2**-46) stays on the float32 path.  dx, out=
     (also x itself), dweight and dbias against the oracle."""

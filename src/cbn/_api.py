@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from cbn import _dispatch
+from cbn import _dispatch, _rare
 from cbn._layout import adopt, canonical, empty_like, matches
 from cbn._threads import resolve
 
@@ -394,25 +394,8 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, training=True, y=No
     if x.size and _dispatch.kernels.bn_backward(dy, x, y, target, outer, C, inner, m, inv, w,
                                                 training, dweight, dbias, nt,
                                                 target is not result):
-        return _backward_in_float64(*args, m, inv, w, training, ax, out, n_threads)
+        return _rare.backward_in_float64(*args, m, inv, w, training, ax, out, n_threads)
     return _finish(result, target), dweight, dbias
-
-
-def _backward_in_float64(dy, x, y, mean, invstd, weight, training, axis, out, n_threads):
-    """batch_norm_backward of float32 data whose invstd has a finite, nonzero value
-    beyond [2**-50, 2**50] (x near 1e30 or 1e-30; the kernels decline it, writing
-    nothing): computed on float64 copies and rounded once.  The float32 tables of the
-    float32 passes would not hold dx's coefficient of x - mean, of order invstd**2
-    (measured: dx 10-30% off at 1e30, not finite at 1e-30).  out was checked."""
-    f64 = [None if a is None else a.astype(np.float64) for a in (dy, x, y)]
-    dx, dweight, dbias = batch_norm_backward(f64[0], f64[1], mean, invstd, weight,
-                                             training=training, y=f64[2], axis=axis,
-                                             n_threads=n_threads)
-    if out is None:
-        out = dx.astype(x.dtype)
-    else:
-        np.copyto(out, dx)
-    return out, dweight.astype(_F32), dbias.astype(_F32)
 
 
 def batch_stats(x, *, axis=1, n_threads=None):

@@ -45,7 +45,7 @@ from libc.stdint cimport uintptr_t
 from libc.stdlib cimport abort, free, malloc
 
 from cbn._openmp cimport CBN_HAVE_OPENMP, CBN_OPENMP_DATE, omp_get_max_threads
-from cbn._settings import count as _count
+from cbn._rare import count as _count
 
 cnp.import_array()
 
@@ -966,7 +966,7 @@ def llc_bytes():
 
 cdef object _threshold(Py_ssize_t* setting, nbytes, name):
     """The old value of a byte threshold (None: never), set to nbytes (an int >= 0 or
-    None) unless nbytes is False; name: the setter's, for the errors (_settings.count)."""
+    None) unless nbytes is False; name: the setter's, for the errors (_rare.count)."""
     old = None if setting[0] == _NEVER else setting[0]
     if nbytes is not False:
         setting[0] = _NEVER if nbytes is None else _count(name, nbytes)
@@ -3229,7 +3229,7 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
     (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval).
     Returns None; or 1, having written nothing, for float32 data with an invstd (a native
     float32/float64 array of shape (C,)) beyond [2**-50, 2**50], where the float32
-    tables would under- or overflow (the caller computes in float64 instead)."""
+    tables would under- or overflow (the caller computes in float64 instead: _rare.py)."""
     cdef int kind = _kind(x)
     if kind == 0 and not _invstd_fits(invstd):
         return 1
