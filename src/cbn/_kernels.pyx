@@ -854,7 +854,7 @@ def reversed_rows_to(nbytes=False):
     """The bytes of x a thread's rows span up to which interleaved second passes walk
     from their last rows (None: any size; see _back_to).  reversed_rows_to(n) sets it (n:
     an int > 0 or None) and returns the old value; for tests and measurements."""
-    return _limit(&_back_to, nbytes, "reversed_rows_to(nbytes)")
+    return _limit(&_back_to, nbytes)
 
 
 def by_columns(flag=None):
@@ -875,7 +875,7 @@ def table_shift(nbytes=False):
     """The bytes past the output's offset in a 4 KiB page at which parameter tables
     start where they match it (None: at it; see _table_shift); table_shift(n) sets it
     (n: an int > 0 or None) and returns the old value; for tests and measurements."""
-    return _limit(&_table_shift, nbytes, "table_shift(nbytes)")
+    return _limit(&_table_shift, nbytes)
 
 
 def prefetch_outputs(flag=None):
@@ -942,7 +942,7 @@ def eight_row_width(n=False):
     """Rows of fewer values than this go eight rows per step where eight_row_sums
     allows (None: rows of any width; see _rows8_max); eight_row_width(n or None) sets
     it and returns the old value (for tests and measurements)."""
-    return _limit(&_rows8_max, n, "eight_row_width(n)")
+    return _limit(&_rows8_max, n)
 
 
 def eight_row_sums_f16(flag=None):
@@ -964,21 +964,22 @@ def llc_bytes():
     return _llc
 
 
-cdef object _threshold(Py_ssize_t* setting, nbytes, name):
+cdef object _threshold(Py_ssize_t* setting, nbytes):
     """The old value of a byte threshold (None: never), set to nbytes (an int >= 0 or
-    None) unless nbytes is False; name: the setter's, for the errors (_rare.count)."""
+    None; else an error from _rare.count) unless nbytes is False."""
     old = None if setting[0] == _NEVER else setting[0]
     if nbytes is not False:
-        setting[0] = _NEVER if nbytes is None else _count(name, nbytes)
+        setting[0] = _NEVER if nbytes is None else _count(nbytes)
     return old
 
 
-cdef object _limit(Py_ssize_t* setting, n, name):
+cdef object _limit(Py_ssize_t* setting, n):
     """The old value of a limit that 0 turns off (returned as None), set to n (an int
-    >= 0, 0 and None alike turning it off) unless n is False; name as in _threshold."""
+    >= 0, 0 and None alike turning it off; else an error from _rare.count) unless n is
+    False."""
     old = setting[0] or None
     if n is not False:
-        setting[0] = 0 if n is None else _count(name, n)
+        setting[0] = 0 if n is None else _count(n)
     return old
 
 
@@ -986,7 +987,7 @@ def stream_from(nbytes=False):
     """The bytes an output pass touches (its inputs and output together) from which
     it writes with streaming stores (None: never).  stream_from(n) sets it (n: an
     int >= 0 or None) and returns the old value; for tests and measurements."""
-    return _threshold(&_stream_from, nbytes, "stream_from(nbytes)")
+    return _threshold(&_stream_from, nbytes)
 
 
 def tiled_stores_to(nbytes=False):
@@ -994,7 +995,7 @@ def tiled_stores_to(nbytes=False):
     through the register tiles (see _tiled_to; None: only up to TILED_OUT bytes per
     thread).  tiled_stores_to(n) sets it (n: an int > 0 or None) and returns the old
     value; for tests and measurements."""
-    return _limit(&_tiled_to, nbytes, "tiled_stores_to(nbytes)")
+    return _limit(&_tiled_to, nbytes)
 
 
 def fold_to_tiles(flag=None):
@@ -1008,21 +1009,21 @@ def tile_block_rows(n=False):
     """The most rows per block of register-tiled output passes whose rows span several
     tiles (None: as many as fit 4 KiB; see cbn_tile_block).  tile_block_rows(n) sets it
     (n: an int > 0 or None) and returns the old value; for tests and measurements."""
-    return _limit(&cbn_tile_block, n, "tile_block_rows(n)")
+    return _limit(&cbn_tile_block, n)
 
 
 def short_runs_below(nbytes=False):
     """The bytes below which planar output runs take the short-run passes (see
     _short_run; None: never).  short_runs_below(n) sets it (n: an int > 0 or None) and
     returns the old value; for tests and measurements."""
-    return _limit(&_short_run, nbytes, "short_runs_below(nbytes)")
+    return _limit(&_short_run, nbytes)
 
 
 def fused_training_from(n=False):
     """The values per channel from which planar training fuses each channel's sums
     and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
     int > 0 or None) and returns the old value; for tests and measurements."""
-    return _limit(&_fused_from, n, "fused_training_from(n)")
+    return _limit(&_fused_from, n)
 
 
 def pipelined_to(n=False):
@@ -1030,7 +1031,7 @@ def pipelined_to(n=False):
     backward pipeline their per-channel tasks (see _pipe_to; None: never).
     pipelined_to(n) sets it (n: an int > 0 or None) and returns the old value; for tests
     and measurements."""
-    return _limit(&_pipe_to, n, "pipelined_to(n)")
+    return _limit(&_pipe_to, n)
 
 
 def two_phase_below(nbytes=False):
@@ -1038,14 +1039,14 @@ def two_phase_below(nbytes=False):
     backward take all channels' sums before one output pass (see _two_phase; None:
     never).  two_phase_below(n) sets it (n: an int > 0 or None) and returns the old
     value; for tests and measurements."""
-    return _limit(&_two_phase, nbytes, "two_phase_below(nbytes)")
+    return _limit(&_two_phase, nbytes)
 
 
 def prefetch_runs_from(nbytes=False):
     """The bytes a planar call's arrays total from which its sums prefetch the next
     run block by block (see _pf_from; None: never).  prefetch_runs_from(n) sets it (n:
     an int >= 0 or None) and returns the old value; for tests and measurements."""
-    return _threshold(&_pf_from, nbytes, "prefetch_runs_from(nbytes)")
+    return _threshold(&_pf_from, nbytes)
 
 
 cdef inline int _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
@@ -3226,11 +3227,11 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
                 Py_ssize_t C, Py_ssize_t inner, mean, invstd, weight, bint training,
                 dweight_out, dbias_out, int n_threads, bint fresh=False):
     """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
-    (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval).
-    Returns None; or 1, having written nothing, for float32 data with an invstd (a native
-    float32/float64 array of shape (C,)) beyond [2**-50, 2**50], where the float32
-    tables would under- or overflow (the caller computes in float64 instead: _rare.py)."""
+    (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval)."""
     cdef int kind = _kind(x)
+    # 1, having written nothing: float32 data with an invstd (a native float32/float64
+    # array of shape (C,)) beyond [2**-50, 2**50], where the float32 tables would under-
+    # or overflow (the caller computes in float64 instead: _rare.py); else None
     if kind == 0 and not _invstd_fits(invstd):
         return 1
     cdef bint masked = y is not None

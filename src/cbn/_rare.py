@@ -10,9 +10,10 @@ import sys
 import numpy as np
 
 
-def count(name, n):
+def count(n):
     """n as a count: an int (or NumPy integer, not a bool) in [0, sys.maxsize], else
-    TypeError / ValueError naming the setter's parameter `name`."""
+    TypeError / ValueError (the setter that passed n is the traceback's last frame
+    above this one; each takes one value, n or nbytes)."""
     if not isinstance(n, bool):
         try:
             n = operator.index(n)
@@ -20,10 +21,11 @@ def count(name, n):
             pass
         else:
             if n < 0 or n > sys.maxsize:
-                raise ValueError(f"{name} must be >= 0 and at most 2**63 - 1, or None, "
-                                 f"got {n}")
+                raise ValueError(f"a kernel size setting (n or nbytes) must be >= 0 and at "
+                                 f"most 2**63 - 1, or None, got {n}")
             return n
-    raise TypeError(f"{name} must be an int >= 0 or None, got {n!r}")
+    raise TypeError(f"a kernel size setting (n or nbytes) must be an int >= 0 or None, "
+                    f"got {n!r}")
 
 
 def backward_in_float64(dy, x, y, mean, invstd, weight, training, axis, out, n_threads):
