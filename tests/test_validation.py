@@ -235,9 +235,9 @@ SIZE_SETTINGS = ["reversed_rows_to", "table_shift", "eight_row_width", "stream_f
                                           (True, TypeError, "got True")])
 def test_kernel_size_settings_bad_input(name, bad, exc, text):
     """The kernels' size settings (cbn._kernels, for tests and measurements) take an int
-    >= 0 or None, and say so in the error (the setter's name is not in the message: at
-    each of the eleven setters' call sites it cost the wheel 3.8 KB); a bad value leaves
-    the setting as it was, and a NumPy integer is taken like an int."""
+    >= 0 or None, and say so in the error (which does not name the setter: passing the
+    name from each setter made the compiled kernels, and the wheel, larger); a bad value
+    leaves the setting as it was, and a NumPy integer is taken like an int."""
     from cbn import _dispatch
     for kernels in {_dispatch.baseline, _dispatch.kernels}:
         setter = getattr(kernels, name)
