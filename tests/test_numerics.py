@@ -119,6 +119,42 @@ def test_backward_dx_at_extreme_magnitudes_float32(layout, scale, loc, rng):
         np.testing.assert_array_equal(out, dx)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("inv", [1e20, 1e-20, 2.0 ** 20, 2.0 ** -49])
+def test_backward_float16_with_an_extreme_invstd(layout, inv, rng):
+    """float16 data given an invstd beyond [2**-50, 2**50] take the backward in float64
+    too (the float32 tables would not hold invstd**2; at 1e20: NaN where x == mean, for
+    the float64 result's inf).  2**20 and 2**-49 stay on the float16 path.  dx against
+    the oracle rounded once to float16 (inf where it overflows), out= (x itself), dweight
+    and dbias against the oracle; training or not, masked or not."""
+    x, axis = _data(layout, rng, loc=0.0, scale=1.0, dtype=np.float16)
+    x.flat[::7] = 0                     # x == mean
+    dy = rng.standard_normal(x.shape).astype(np.float16)
+    mean = np.zeros(3, np.float32)
+    invstd = np.full(3, inv, np.float32)
+    w = np.array([1.0, -2.0, 0.5], np.float32)
+    for training in (True, False):
+        for y in (None, x):
+            rdx, rdw, rdb = oracle.batch_norm_backward(dy, x, mean, invstd, w, training,
+                                                       y=y, axis=axis)
+            dx, dw, db = cbn.batch_norm_backward(dy, x, mean, invstd, w, training=training,
+                                                 y=y, axis=axis)
+            assert dx.dtype == np.float16 and dw.dtype == db.dtype == np.float32
+            with np.errstate(over="ignore"):
+                want = rdx.astype(np.float16)
+            assert not np.isnan(dx).any()
+            np.testing.assert_array_equal(np.isinf(dx), np.isinf(want))
+            assert_within(dx, want, 2.0 ** -10 * np.abs(want) + 2.0 ** -24)
+            assert_within(dw, rdw, 1e-6 * np.abs(rdw) + 1e-30)
+            assert_within(db, rdb, 1e-6 * np.abs(rdb) + 1e-30)
+            if y is None:   # out= x itself: the float64 path reads x before it writes
+                out = x.copy()
+                got = cbn.batch_norm_backward(dy, out, mean, invstd, w, training=training,
+                                              axis=axis, out=out)[0]
+                assert got is out
+                np.testing.assert_array_equal(out, dx)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("value", [12345.678, -3.0e-3, 0.0, 1e30])

@@ -3209,8 +3209,8 @@ def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, me
 
 cdef bint _invstd_fits(cnp.ndarray a) noexcept:
     """Whether every finite, nonzero |a[c]| of a (1-D, native float32 or float64) lies in
-    [2**-50, 2**50]: the range in which the float32 tables of a float32 backward hold
-    their coefficient of x - mean, of order invstd**2 (see bn_backward)."""
+    [2**-50, 2**50]: the range in which the float32 tables of a float32 or float16
+    backward hold their coefficient of x - mean, of order invstd**2 (see bn_backward)."""
     cdef Py_ssize_t i, n = cnp.PyArray_DIM(a, 0), st = cnp.PyArray_STRIDE(a, 0)
     cdef const char* p = <const char*>cnp.PyArray_DATA(a)
     cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT
@@ -3229,10 +3229,11 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
     """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
     (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval)."""
     cdef int kind = _kind(x)
-    # 1, having written nothing: float32 data with an invstd (a native float32/float64
-    # array of shape (C,)) beyond [2**-50, 2**50], where the float32 tables would under-
-    # or overflow (the caller computes in float64 instead: _rare.py); else None
-    if kind == 0 and not _invstd_fits(invstd):
+    # 1, having written nothing: float32 or float16 data with an invstd (a native
+    # float32/float64 array of shape (C,)) beyond [2**-50, 2**50], where the float32
+    # tables would under- or overflow (the caller computes in float64 instead:
+    # _rare.py); else None
+    if kind != 1 and not _invstd_fits(invstd):
         return 1
     cdef bint masked = y is not None
     cdef void* pdy = cnp.PyArray_DATA(dy)
