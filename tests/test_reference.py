@@ -428,6 +428,49 @@ def test_interleaved_float16_sums_eight_rows(shape, eight, kernels, rng):
                 check(np.float16, shape, "C", t, rng)
 
 
+def _cpu_flag(name):
+    """Whether /proc/cpuinfo lists the CPU flag name; None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(name in line.split() for line in f if line.startswith("flags"))
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("shape", [(256, 1024), (1003, 259), (77, 1027), (30001, 44),
+                                   (70000, 32)], ids=str)
+def test_interleaved_float32_statistics_avx512(shape, kernels, rng):
+    """The eight-row float32 statistics in AVX-512F vectors (wide_sums; taken by default
+    on AMD Zen 5, in the AVX2 build only) give bit-identical statistics and training
+    outputs to the AVX2 loop, on 1 and 2 threads: rows in cache and from memory
+    (70000x32, with the prefetch), channels not a multiple of 8 (259, 1027) or of 4
+    (259; 44 leaves 4 to the AVX2 loop), rows not a multiple of 8; and against the
+    float64 oracle.  Where the CPU does not run AVX-512F, or in the baseline build,
+    the setting refuses True."""
+    from cbn import _dispatch
+    k = _dispatch.kernels
+    old = k.wide_sums(True)
+    try:
+        if not k.wide_sums():
+            assert kernels == "baseline" or _cpu_flag("avx512f") is not True
+            return
+        assert kernels == "avx2"
+        x = (100.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+        for t in (1, 2):
+            got = [cbn.batch_stats(x, axis=1, n_threads=t),
+                   cbn.batch_norm(x, training=True, axis=1, n_threads=t)]
+            k.wide_sums(False)
+            want = [cbn.batch_stats(x, axis=1, n_threads=t),
+                    cbn.batch_norm(x, training=True, axis=1, n_threads=t)]
+            k.wide_sums(True)
+            for a, b in zip(got[0] + (got[1],), want[0] + (want[1],)):
+                np.testing.assert_array_equal(a, b)
+            test_batch_stats(np.float32, shape, "C", t, rng)
+    finally:
+        k.wide_sums(old)
+    assert k.wide_sums() == old
+
+
 def test_interleaved_backward_sums_beyond_eight_rows(kernels, rng):
     """Unmasked float32 backward sums over more than 2**22 values per array go one row
     per step, prefetching 4 KB ahead of each row in x, dy and (masked) y: against the
@@ -1088,5 +1131,6 @@ def test_threshold_api(kernels, name, key, default):
     assert cfg["tiled_stats_from_memory"] is _dispatch.kernels.tiled_from_memory()
     assert cfg["planar_sums_prefetch_stream"] is _dispatch.kernels.prefetch_stream()
     assert cfg["eight_row_sums_f16"] is _dispatch.kernels.eight_row_sums_f16()
+    assert cfg["eight_row_sums_avx512"] is _dispatch.kernels.wide_sums()
     assert cfg["sixteen_channel_sums"] is _dispatch.kernels.sixteen_channel_tiles()
     assert cfg["narrow_rows_fold_to_tiles"] is _dispatch.kernels.fold_to_tiles()

@@ -69,6 +69,7 @@ cdef extern from "_kernels_c.h":
     int cbn_cpu_is_intel() noexcept nogil
     int cbn_amd_family() noexcept nogil
     int cbn_cpu_has_avx512f() noexcept nogil
+    int cbn_cpu_runs_avx512f() noexcept nogil
     bint CBN_CAN_STREAM
     Py_ssize_t CBN_TILE_BYTES
     Py_ssize_t cbn_tile_block
@@ -160,6 +161,8 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_sums_tiled_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                  const double*, double*, double*) noexcept nogil
     void cbn_rows_sums8_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
+                            double*, double*, Py_ssize_t) noexcept nogil
+    void cbn_rows_sums8_f32_512(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                             double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_sums16_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                              double*, double*, Py_ssize_t) noexcept nogil
@@ -339,8 +342,8 @@ cdef enum:
 
 # ------------------------------------------------------------------- facts
 
+# Compile-time facts about this build (used by cbn.show_config).
 def build_info():
-    """Compile-time facts about this build (used by cbn.show_config)."""
     return {
         "openmp": bool(CBN_HAVE_OPENMP),
         "openmp_date": int(CBN_OPENMP_DATE),
@@ -353,13 +356,13 @@ def build_info():
     }
 
 
+# OpenMP's omp_get_max_threads() (1 in a serial build).
 def max_threads():
-    """OpenMP's omp_get_max_threads() (1 in a serial build)."""
     return omp_get_max_threads()
 
 
+# Whether this CPU and OS run AVX2 + FMA + F16C code.
 def cpu_has_avx2():
-    """Whether this CPU and OS run AVX2 + FMA + F16C code."""
     return bool(cbn_cpu_has_avx2())
 
 
@@ -663,6 +666,15 @@ cdef bint _rows8_grads = _amd >= 0x1A
 # 0.89, training 0.88-0.96; 4x14x14x384 0.97-1.01; 1x7x7x256 (49 rows) 1.03; rows of 128
 # values 1.00-1.09 (hence 256).
 cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
+# On AMD Zen 5, which runs 512-bit operations at full width, the eight-row statistics
+# take AVX-512F vectors (cbn_rows_sums8_f32_512, in the AVX2 build; bit-identical).
+# In one process (the setting alternated, 11 rounds), 2-core AMD EPYC Zen 5 VM, this /
+# the AVX2 loop, 1 / 2 threads: statistics 256x1024 0.73 / 0.76; training 256x1024
+# 0.89 / 0.91, 512x512 0.87 / 0.90, 1x256x14x14 NHWC 0.88 / 0.92, 4x32x16x28x28 NDHWC
+# 0.89 / 0.92; from memory 32x128x56x56 NHWC 0.93 / 0.94, 8x64x112x112 0.95 / 0.97.
+# Zen 4 splits 512-bit operations in two and Intel cores were not measured: not there.
+cdef bint _can512 = cbn_cpu_runs_avx512f()
+cdef bint _sums512 = _can512 and _amd >= 0x1A
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
@@ -850,38 +862,41 @@ cdef bint _setting(bint* setting, flag):
     return old
 
 
+# The settings' setters, hooks for tests and bench/ab.py: each returns the old value and
+# sets the value given, if any.  (This module's Python-facing functions are described
+# in comments, not docstrings: compiled into both builds, the docstrings took about 4 KB
+# of the repaired wheel, which the packaging check (.ci) holds under 1 MB.)
+# The bytes of x a thread's rows span up to which interleaved second passes walk from their
+# last rows (None: any size; see _back_to).  reversed_rows_to(n) sets it (n: an int > 0 or
+# None) and returns the old value; for tests and measurements.
 def reversed_rows_to(nbytes=False):
-    """The bytes of x a thread's rows span up to which interleaved second passes walk
-    from their last rows (None: any size; see _back_to).  reversed_rows_to(n) sets it (n:
-    an int > 0 or None) and returns the old value; for tests and measurements."""
     return _limit(&_back_to, nbytes)
 
 
+# Whether work on few wide interleaved rows goes by columns (see _by_cols);
+# by_columns(True/False) sets it and returns the old setting (for benchmarks and tests).
 def by_columns(flag=None):
-    """Whether work on few wide interleaved rows goes by columns (see _by_cols);
-    by_columns(True/False) sets it and returns the old setting (for benchmarks and
-    tests)."""
     return _setting(&_cols_on, flag)
 
 
+# Whether parameter tables start at the output's offset in a 4 KiB page (see _matched) or at
+# a 64-byte line; tables_match_output(True/False) sets it and returns the old value (for
+# tests and measurements).
 def tables_match_output(flag=None):
-    """Whether parameter tables start at the output's offset in a 4 KiB page (see
-    _matched) or at a 64-byte line; tables_match_output(True/False) sets it and returns
-    the old value (for tests and measurements)."""
     return _setting(&_match_on, flag)
 
 
+# The bytes past the output's offset in a 4 KiB page at which parameter tables start where
+# they match it (None: at it; see _table_shift); table_shift(n) sets it (n: an int > 0 or
+# None) and returns the old value; for tests and measurements.
 def table_shift(nbytes=False):
-    """The bytes past the output's offset in a 4 KiB page at which parameter tables
-    start where they match it (None: at it; see _table_shift); table_shift(n) sets it
-    (n: an int > 0 or None) and returns the old value; for tests and measurements."""
     return _limit(&_table_shift, nbytes)
 
 
+# Whether planar output passes on more than one thread over arrays of OPF_FROM to OPF_TO
+# bytes per thread prefetch their input (see _opf_on); prefetch_outputs(True/ False) sets it
+# and returns the old value (for tests and measurements).
 def prefetch_outputs(flag=None):
-    """Whether planar output passes on more than one thread over arrays of OPF_FROM to
-    OPF_TO bytes per thread prefetch their input (see _opf_on); prefetch_outputs(True/
-    False) sets it and returns the old value (for tests and measurements)."""
     return _setting(&_opf_on, flag)
 
 
@@ -889,78 +904,86 @@ def params_per_block(flag=None):
     return _setting(&_own_on, flag)
 
 
+# Whether planar statistics, training and backward sums on few channels split the values
+# among threads (see _split); split_few_channels(True/False) sets it and returns the old
+# setting (for benchmarks and tests).
 def split_few_channels(flag=None):
-    """Whether planar statistics, training and backward sums on few channels split the
-    values among threads (see _split); split_few_channels(True/False) sets it and
-    returns the old setting (for benchmarks and tests)."""
     return _setting(&_split_on, flag)
 
 
+# Whether training and backward write their output from the last rows back (interleaved, see
+# _task_apply) or from each channel's last plane back (planar, one task per channel);
+# second_pass_reversed(True/False) sets it and returns the old value (for tests and
+# measurements).
 def second_pass_reversed(flag=None):
-    """Whether training and backward write their output from the last rows back
-    (interleaved, see _task_apply) or from each channel's last plane back (planar, one
-    task per channel); second_pass_reversed(True/False) sets it and returns the old
-    value (for tests and measurements)."""
     return _setting(&_back, flag)
 
 
+# Whether planar sums over short runs go several runs per call (see _sums_by_runs);
+# runs_sums(True/False) sets it and returns the old value (for tests and measurements).
 def runs_sums(flag=None):
-    """Whether planar sums over short runs go several runs per call (see
-    _sums_by_runs); runs_sums(True/False) sets it and returns the old value (for
-    tests and measurements)."""
     return _setting(&_sums_by_runs, flag)
 
 
+# Whether the float32 planar sums add as FMAs (see _fma_adds); fma_adds(True/False) sets it
+# and returns the old value (for tests and measurements).
 def fma_adds(flag=None):
-    """Whether the float32 planar sums add as FMAs (see _fma_adds); fma_adds(True/False)
-    sets it and returns the old value (for tests and measurements)."""
     return _setting(&_fma_adds, flag)
 
 
+# Whether planar sums from memory prefetch as a stream ahead of their reading (see
+# _pf_stream), not block by block; prefetch_stream(True/False) sets it and returns the old
+# value (for tests and benchmarks).
 def prefetch_stream(flag=None):
-    """Whether planar sums from memory prefetch as a stream ahead of their
-    reading (see _pf_stream), not block by block; prefetch_stream(True/False) sets it
-    and returns the old value (for tests and benchmarks)."""
     return _setting(&_pf_stream, flag)
 
 
+# Whether float32 interleaved sums may go eight rows per step (see _rows_sums);
+# eight_row_sums(True/False) sets it and returns the old value (for tests and measurements).
 def eight_row_sums(flag=None):
-    """Whether float32 interleaved sums may go eight rows per step (see _rows_sums);
-    eight_row_sums(True/False) sets it and returns the old value (for tests and
-    measurements)."""
     return _setting(&_rows8, flag)
 
 
+# Whether the float32 eight-row statistics take AVX-512F vectors (see _sums512);
+# wide_sums(True/False) sets it (True only where the CPU runs AVX-512F) and returns the old
+# value (for tests and measurements).
+def wide_sums(flag=None):
+    global _sums512
+    old = _setting(&_sums512, flag)
+    _sums512 = _sums512 and _can512
+    return old
+
+
+# Whether float32 interleaved statistics over data in cache go in tiles of 16 channels (see
+# _t16); sixteen_channel_tiles(True/False) sets it and returns the old setting (for tests
+# and measurements).
 def sixteen_channel_tiles(flag=None):
-    """Whether float32 interleaved statistics over data in cache go in tiles of 16
-    channels (see _t16); sixteen_channel_tiles(True/False) sets it and returns the old
-    setting (for tests and measurements)."""
     return _setting(&_t16, flag)
 
 
+# Rows of fewer values than this go eight rows per step where eight_row_sums allows (None:
+# rows of any width; see _rows8_max); eight_row_width(n or None) sets it and returns the old
+# value (for tests and measurements).
 def eight_row_width(n=False):
-    """Rows of fewer values than this go eight rows per step where eight_row_sums
-    allows (None: rows of any width; see _rows8_max); eight_row_width(n or None) sets
-    it and returns the old value (for tests and measurements)."""
     return _limit(&_rows8_max, n)
 
 
+# Whether float16 interleaved sums may go eight rows per step (see _hrows8);
+# eight_row_sums_f16(True/False) sets it and returns the old value (for tests and
+# measurements).
 def eight_row_sums_f16(flag=None):
-    """Whether float16 interleaved sums may go eight rows per step (see _hrows8);
-    eight_row_sums_f16(True/False) sets it and returns the old value (for tests and
-    measurements)."""
     return _setting(&_hrows8, flag)
 
 
+# Whether interleaved float32 statistics over more than TILED_MAX values take the register
+# tiles; tiled_from_memory(True/False) sets it and returns the old value (for tests and
+# measurements).
 def tiled_from_memory(flag=None):
-    """Whether interleaved float32 statistics over more than TILED_MAX values take the
-    register tiles; tiled_from_memory(True/False) sets it and returns the old value
-    (for tests and measurements)."""
     return _setting(&_tiles_mem, flag)
 
 
+# The last-level cache's size as cpuid reports it (0: unknown).
 def llc_bytes():
-    """The last-level cache's size as cpuid reports it (0: unknown)."""
     return _llc
 
 
@@ -983,69 +1006,68 @@ cdef object _limit(Py_ssize_t* setting, n):
     return old
 
 
+# The bytes an output pass touches (its inputs and output together) from which it writes
+# with streaming stores (None: never).  stream_from(n) sets it (n: an int >= 0 or None) and
+# returns the old value; for tests and measurements.
 def stream_from(nbytes=False):
-    """The bytes an output pass touches (its inputs and output together) from which
-    it writes with streaming stores (None: never).  stream_from(n) sets it (n: an
-    int >= 0 or None) and returns the old value; for tests and measurements."""
     return _threshold(&_stream_from, nbytes)
 
 
+# The bytes an interleaved output pass's arrays total up to which it stores through the
+# register tiles (see _tiled_to; None: only up to TILED_OUT bytes per thread).
+# tiled_stores_to(n) sets it (n: an int > 0 or None) and returns the old value; for tests
+# and measurements.
 def tiled_stores_to(nbytes=False):
-    """The bytes an interleaved output pass's arrays total up to which it stores
-    through the register tiles (see _tiled_to; None: only up to TILED_OUT bytes per
-    thread).  tiled_stores_to(n) sets it (n: an int > 0 or None) and returns the old
-    value; for tests and measurements."""
     return _limit(&_tiled_to, nbytes)
 
 
+# Whether narrow interleaved rows stored through the register tiles go as rows of one tile's
+# width (see _tile_rows); fold_to_tiles(True/False) sets it and returns the old value (for
+# tests and measurements).
 def fold_to_tiles(flag=None):
-    """Whether narrow interleaved rows stored through the register tiles go as rows of
-    one tile's width (see _tile_rows); fold_to_tiles(True/False) sets it and returns
-    the old value (for tests and measurements)."""
     return _setting(&_tile_rows, flag)
 
 
+# The most rows per block of register-tiled output passes whose rows span several tiles
+# (None: as many as fit 4 KiB; see cbn_tile_block).  tile_block_rows(n) sets it (n: an int >
+# 0 or None) and returns the old value; for tests and measurements.
 def tile_block_rows(n=False):
-    """The most rows per block of register-tiled output passes whose rows span several
-    tiles (None: as many as fit 4 KiB; see cbn_tile_block).  tile_block_rows(n) sets it
-    (n: an int > 0 or None) and returns the old value; for tests and measurements."""
     return _limit(&cbn_tile_block, n)
 
 
+# The bytes below which planar output runs take the short-run passes (see _short_run; None:
+# never).  short_runs_below(n) sets it (n: an int > 0 or None) and returns the old value;
+# for tests and measurements.
 def short_runs_below(nbytes=False):
-    """The bytes below which planar output runs take the short-run passes (see
-    _short_run; None: never).  short_runs_below(n) sets it (n: an int > 0 or None) and
-    returns the old value; for tests and measurements."""
     return _limit(&_short_run, nbytes)
 
 
+# The values per channel from which planar training fuses each channel's sums and output
+# (see _fused_from; None: always).  fused_training_from(n) sets it (n: an int > 0 or None)
+# and returns the old value; for tests and measurements.
 def fused_training_from(n=False):
-    """The values per channel from which planar training fuses each channel's sums
-    and output (see _fused_from; None: always).  fused_training_from(n) sets it (n: an
-    int > 0 or None) and returns the old value; for tests and measurements."""
     return _limit(&_fused_from, n)
 
 
+# The values per channel (all arrays read together) up to which planar training and backward
+# pipeline their per-channel tasks (see _pipe_to; None: never). pipelined_to(n) sets it (n:
+# an int > 0 or None) and returns the old value; for tests and measurements.
 def pipelined_to(n=False):
-    """The values per channel (all arrays read together) up to which planar training and
-    backward pipeline their per-channel tasks (see _pipe_to; None: never).
-    pipelined_to(n) sets it (n: an int > 0 or None) and returns the old value; for tests
-    and measurements."""
     return _limit(&_pipe_to, n)
 
 
+# The run length in bytes below which planar float32 and float16 training and backward take
+# all channels' sums before one output pass (see _two_phase; None: never).
+# two_phase_below(n) sets it (n: an int > 0 or None) and returns the old value; for tests
+# and measurements.
 def two_phase_below(nbytes=False):
-    """The run length in bytes below which planar float32 and float16 training and
-    backward take all channels' sums before one output pass (see _two_phase; None:
-    never).  two_phase_below(n) sets it (n: an int > 0 or None) and returns the old
-    value; for tests and measurements."""
     return _limit(&_two_phase, nbytes)
 
 
+# The bytes a planar call's arrays total from which its sums prefetch the next run block by
+# block (see _pf_from; None: never).  prefetch_runs_from(n) sets it (n: an int >= 0 or None)
+# and returns the old value; for tests and measurements.
 def prefetch_runs_from(nbytes=False):
-    """The bytes a planar call's arrays total from which its sums prefetch the next
-    run block by block (see _pf_from; None: never).  prefetch_runs_from(n) sets it (n:
-    an int >= 0 or None) and returns the old value; for tests and measurements."""
     return _threshold(&_pf_from, nbytes)
 
 
@@ -1059,9 +1081,9 @@ cdef inline int _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     return 1 if a0 == b0 and a1 == b1 else 2
 
 
+# For dense arrays: 0 when a and b share no memory, 1 when they start at the same address
+# with the same size (the same elements, if laid out alike), 2 otherwise.
 def overlap(cnp.ndarray a, cnp.ndarray b):
-    """For dense arrays: 0 when a and b share no memory, 1 when they start at the same
-    address with the same size (the same elements, if laid out alike), 2 otherwise."""
     return _overlap(a, b)
 
 
@@ -1083,9 +1105,9 @@ cdef inline bint _plain_param(object a, Py_ssize_t C) noexcept:
             and (tn == cnp.NPY_FLOAT or tn == cnp.NPY_DOUBLE) and cnp.PyArray_ISNOTSWAPPED(arr))
 
 
+# Whether each of a, b, c, d is None or a native float32/float64 ndarray of shape (C,) (what
+# the kernels read as they are).
 def plain_params(Py_ssize_t C, a, b, c, d):
-    """Whether each of a, b, c, d is None or a native float32/float64 ndarray of
-    shape (C,) (what the kernels read as they are)."""
     return _plain_param(a, C) and _plain_param(b, C) and _plain_param(c, C) and \
         _plain_param(d, C)
 
@@ -1095,8 +1117,8 @@ FLAG_ALIGNED = cnp.NPY_ARRAY_ALIGNED
 FLAG_WRITEABLE = cnp.NPY_ARRAY_WRITEABLE
 
 
+# NumPy's flag bits of a (NPY_ARRAY_C_CONTIGUOUS, _ALIGNED, _WRITEABLE, ...).
 def flags(cnp.ndarray a):
-    """NumPy's flag bits of a (NPY_ARRAY_C_CONTIGUOUS, _ALIGNED, _WRITEABLE, ...)."""
     return cnp.PyArray_FLAGS(a)
 
 
@@ -1114,9 +1136,9 @@ cdef inline int _like(object a, cnp.ndarray x) noexcept:
     return cnp.PyArray_FLAGS(arr)
 
 
+# a's flag bits when a is an ndarray of x's shape and dtype (of the same byte order), else
+# -1.
 def like(a, cnp.ndarray x):
-    """a's flag bits when a is an ndarray of x's shape and dtype (of the same byte
-    order), else -1."""
     return _like(a, x)
 
 
@@ -1139,9 +1161,9 @@ cdef object _c_dims(cnp.ndarray x, int axis):
     return outer, C, inner
 
 
+# (outer, C, inner) of x around axis (0 <= axis < x.ndim) when x is C-contiguous and aligned
+# (as cbn._layout.canonical describes it), else None.
 def c_dims(cnp.ndarray x, int axis):
-    """(outer, C, inner) of x around axis (0 <= axis < x.ndim) when x is C-contiguous
-    and aligned (as cbn._layout.canonical describes it), else None."""
     return _c_dims(x, axis)
 
 
@@ -1156,15 +1178,14 @@ cdef inline bint _apart(cnp.ndarray out, object a) noexcept:
     return a is None or _overlap(out, <cnp.ndarray>a) < 2
 
 
+# ((outer, C, inner), target) when the kernels can read x, a and b as they are and write
+# target (out itself, or a new array when out is None), else None.
+#
+# That holds when x, a and b (None, or arrays of x's shape and dtype) are C-contiguous and
+# aligned, and out is None or a writeable, aligned, C-contiguous ndarray of x's shape and
+# dtype that shares no memory with x, a and b, or is one of them (in place): what the
+# validating path of cbn._api._prepare decides, for the common case.
 def c_plan(cnp.ndarray x, int axis, out, a, b):
-    """((outer, C, inner), target) when the kernels can read x, a and b as they are and
-    write target (out itself, or a new array when out is None), else None.
-
-    That holds when x, a and b (None, or arrays of x's shape and dtype) are
-    C-contiguous and aligned, and out is None or a writeable, aligned, C-contiguous
-    ndarray of x's shape and dtype that shares no memory with x, a and b, or is one
-    of them (in place): what the validating path of cbn._api._prepare decides, for
-    the common case."""
     cdef int f
     dims = _c_dims(x, axis)
     if dims is None or not (_dense(a) and _dense(b)):
@@ -1180,9 +1201,9 @@ def c_plan(cnp.ndarray x, int axis, out, a, b):
     return None
 
 
+# Test hook: the software float16 conversions, whichever the build uses.
 def half_soft_roundtrip(const unsigned short[::1] h, const float[::1] f,
                         float[::1] h_as_float, unsigned short[::1] f_as_half):
-    """Test hook: the software float16 conversions, whichever the build uses."""
     cdef Py_ssize_t i
     for i in range(h.shape[0]):
         h_as_float[i] = cbn_h2f_soft(h[i])
@@ -1635,6 +1656,8 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
             if grad:
                 cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
                                     0 if near else PF_ROWS_BYTES)
+            elif _sums512:
+                cbn_rows_sums8_f32_512(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
             else:
                 cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
             return
@@ -2943,20 +2966,19 @@ cdef inline Py_ssize_t _apply_scratch(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t
     return N_PARAMS * _fold(C, outer) * C if inner == 1 else 0
 
 
+# OUT out: batch norm with running statistics.  fresh: out was just allocated (_store).
 def bn_eval(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             Py_ssize_t inner, running_mean, running_var, weight, bias, double eps,
             bint relu, int n_threads, bint fresh=False):
-    """OUT out: batch norm with running statistics.  fresh: out was just allocated
-    (_store)."""
     cdef Col cols[4]
     cols[0], cols[1] = _col(running_mean, 0.0), _col(running_var, 0.0)
     cols[2], cols[3] = _col(weight, 1.0), _col(bias, 0.0)
     _affine(_kind(x), x, out, outer, C, inner, cols, eps, True, relu, n_threads, fresh)
 
 
+# OUT out = x * scale + shift per channel (fresh: as bn_eval).
 def scale_shift(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
                 Py_ssize_t inner, scale, shift, bint relu, int n_threads, bint fresh=False):
-    """OUT out = x * scale + shift per channel (fresh: as bn_eval)."""
     cdef Col cols[4]
     cols[0], cols[1] = _col(None, 0.0), _col(None, 0.0)
     cols[2], cols[3] = _col(scale, 1.0), _col(shift, 0.0)
@@ -3079,12 +3101,12 @@ cdef void _affine(int kind, cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py
         free(w.raw)
 
 
+# OUT out; running stats updated in place (when given); mean_out, invstd_out (when given)
+# receive the batch mean and 1 / sqrt(var + eps).  fresh: as bn_eval.
 def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
              Py_ssize_t inner, weight, bias, double eps, bint relu, running_mean,
              running_var, double momentum, mean_out, invstd_out, int n_threads,
              bint fresh=False):
-    """OUT out; running stats updated in place (when given); mean_out, invstd_out
-    (when given) receive the batch mean and 1 / sqrt(var + eps).  fresh: as bn_eval."""
     cdef int kind = _kind(x)
     cdef Col cols[6]
     cdef double* d
@@ -3171,9 +3193,9 @@ cdef inline void _update_chunk(const Col* outs, const double* mean, const double
         _col_put(outs[3], t, c0, k)
 
 
+# OUT mean_out, var_out: per-channel mean and biased variance (outer * inner >= 1).
 def bn_stats(cnp.ndarray x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, mean_out,
              var_out, int n_threads):
-    """OUT mean_out, var_out: per-channel mean and biased variance (outer * inner >= 1)."""
     cdef int kind = _kind(x)
     cdef double* d
     cdef Work w
@@ -3223,11 +3245,11 @@ cdef bint _invstd_fits(cnp.ndarray a) noexcept:
     return True
 
 
+# OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output (the gradient
+# is zero where y <= 0).  fresh: dx was just allocated (bn_eval).
 def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t outer,
                 Py_ssize_t C, Py_ssize_t inner, mean, invstd, weight, bint training,
                 dweight_out, dbias_out, int n_threads, bint fresh=False):
-    """OUT dx, dweight_out, dbias_out.  y: None, or the relu=True forward's output
-    (the gradient is zero where y <= 0).  fresh: dx was just allocated (bn_eval)."""
     cdef int kind = _kind(x)
     # 1, having written nothing: float32 or float16 data with an invstd (a native
     # float32/float64 array of shape (C,)) beyond [2**-50, 2**50], where the float32
