@@ -439,14 +439,14 @@ def _cpu_flag(name):
 
 @pytest.mark.parametrize("shape", [(256, 1024), (1003, 259), (77, 1027), (30001, 44),
                                    (70000, 32)], ids=str)
-def test_interleaved_float32_statistics_avx512(shape, kernels, rng):
-    """The eight-row float32 statistics in AVX-512F vectors (wide_sums; taken by default
-    on AMD Zen 5, in the AVX2 build only) give bit-identical statistics and training
-    outputs to the AVX2 loop, on 1 and 2 threads: rows in cache and from memory
-    (70000x32, with the prefetch), channels not a multiple of 8 (259, 1027) or of 4
-    (259; 44 leaves 4 to the AVX2 loop), rows not a multiple of 8; and against the
-    float64 oracle.  Where the CPU does not run AVX-512F, or in the baseline build,
-    the setting refuses True."""
+def test_interleaved_float32_sums_avx512(shape, kernels, rng):
+    """The eight-row float32 sums in AVX-512F vectors (wide_sums; taken by default on
+    AMD Zen 5, in the AVX2 build only) give bit-identical statistics, training outputs
+    and backward results (masked, with NaN in y, and not) to the AVX2 loops, on 1 and 2
+    threads: rows in cache and from memory (70000x32, with the prefetch), channels not a
+    multiple of 8 (259, 1027) or of 4 (259; 44 leaves 4 to the AVX2 loop), rows not a
+    multiple of 8; and against the float64 oracle.  Where the CPU does not run
+    AVX-512F, or in the baseline build, the setting refuses True."""
     from cbn import _dispatch
     k = _dispatch.kernels
     old = k.wide_sums(True)
@@ -456,16 +456,27 @@ def test_interleaved_float32_statistics_avx512(shape, kernels, rng):
             return
         assert kernels == "avx2"
         x = (100.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        y = rng.standard_normal(shape).astype(np.float32)
+        y[::3] = np.nan
+        mean, var = oracle.batch_stats(x, 1)
+        invstd = (1.0 / np.sqrt(var + 1e-5)).astype(np.float32)
         for t in (1, 2):
-            got = [cbn.batch_stats(x, axis=1, n_threads=t),
-                   cbn.batch_norm(x, training=True, axis=1, n_threads=t)]
+            def run():
+                out = list(cbn.batch_stats(x, axis=1, n_threads=t))
+                out.append(cbn.batch_norm(x, training=True, axis=1, n_threads=t))
+                for yy in (None, y):
+                    out += cbn.batch_norm_backward(dy, x, mean, invstd, y=yy, axis=1,
+                                                   n_threads=t)
+                return out
+            got = run()
             k.wide_sums(False)
-            want = [cbn.batch_stats(x, axis=1, n_threads=t),
-                    cbn.batch_norm(x, training=True, axis=1, n_threads=t)]
+            want = run()
             k.wide_sums(True)
-            for a, b in zip(got[0] + (got[1],), want[0] + (want[1],)):
+            for a, b in zip(got, want):
                 np.testing.assert_array_equal(a, b)
             test_batch_stats(np.float32, shape, "C", t, rng)
+            test_backward(np.float32, shape, "C", t, rng)
     finally:
         k.wide_sums(old)
     assert k.wide_sums() == old

@@ -20,7 +20,8 @@ from cbn._api import (
     moments,
     scale_shift,
 )
-from cbn._threads import get_num_threads, set_num_threads, show_config
+from cbn._config import show_config
+from cbn._threads import get_num_threads, set_num_threads
 from cbn._fold import fold_into   # not cbn/fold.py: it would shadow cbn.fold()
 from cbn.layers import BatchNorm
 

@@ -162,13 +162,16 @@ cdef extern from "_kernels_c.h":
                                  const double*, double*, double*) noexcept nogil
     void cbn_rows_sums8_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                             double*, double*, Py_ssize_t) noexcept nogil
-    void cbn_rows_sums8_f32_512(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
-                            double*, double*, Py_ssize_t) noexcept nogil
+    void cbn_rows_sums8_f32_512(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const double*, double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_sums16_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double*,
                              double*, double*, Py_ssize_t) noexcept nogil
     void cbn_rows_gsums8_f32(const float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
                              Py_ssize_t, const double*, double*, double*,
                              Py_ssize_t) noexcept nogil
+    void cbn_rows_gsums8_f32_512(const float*, const float*, const float*, Py_ssize_t,
+                                 Py_ssize_t, Py_ssize_t, const double*, double*, double*,
+                                 Py_ssize_t) noexcept nogil
     void cbn_rows_gsums32_f32(const float*, const float*, const float*, Py_ssize_t,
                               Py_ssize_t, Py_ssize_t, const double*, double*,
                               double*) noexcept nogil
@@ -666,13 +669,16 @@ cdef bint _rows8_grads = _amd >= 0x1A
 # 0.89, training 0.88-0.96; 4x14x14x384 0.97-1.01; 1x7x7x256 (49 rows) 1.03; rows of 128
 # values 1.00-1.09 (hence 256).
 cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
-# On AMD Zen 5, which runs 512-bit operations at full width, the eight-row statistics
-# take AVX-512F vectors (cbn_rows_sums8_f32_512, in the AVX2 build; bit-identical).
-# In one process (the setting alternated, 11 rounds), 2-core AMD EPYC Zen 5 VM, this /
-# the AVX2 loop, 1 / 2 threads: statistics 256x1024 0.73 / 0.76; training 256x1024
-# 0.89 / 0.91, 512x512 0.87 / 0.90, 1x256x14x14 NHWC 0.88 / 0.92, 4x32x16x28x28 NDHWC
-# 0.89 / 0.92; from memory 32x128x56x56 NHWC 0.93 / 0.94, 8x64x112x112 0.95 / 0.97.
-# Zen 4 splits 512-bit operations in two and Intel cores were not measured: not there.
+# On AMD Zen 5, which runs 512-bit operations at full width, the float32 eight-row sums
+# (statistics and backward) take AVX-512F vectors (cbn_rows_sums8_f32_512,
+# cbn_rows_gsums8_f32_512, in the AVX2 build; bit-identical).  In one process (the
+# setting alternated, 9-11 rounds), 2-core AMD EPYC Zen 5 VM, this / the AVX2 loops, 1 /
+# 2 threads: statistics 256x1024 0.73 / 0.76; training 256x1024 0.89 / 0.91, 512x512
+# 0.87 / 0.90, 1x256x14x14 NHWC 0.88 / 0.92, 4x32x16x28x28 NDHWC (L3) 0.89-0.93 /
+# 0.89-0.92; backward 256x1024 0.98 / 0.93, 512x512 0.95 / 0.93, 1x256x14x14 NHWC 0.93
+# / 0.94, 1x64x56x56 NHWC 0.89 / 0.94, NDHWC 0.96 / 0.97-0.99; from memory
+# (32x128x56x56 NHWC) training and backward 0.93-1.00.  Zen 4 splits 512-bit
+# operations in two, and Intel cores were not measured: not there.
 cdef bint _can512 = cbn_cpu_runs_avx512f()
 cdef bint _sums512 = _can512 and _amd >= 0x1A
 
@@ -944,9 +950,9 @@ def eight_row_sums(flag=None):
     return _setting(&_rows8, flag)
 
 
-# Whether the float32 eight-row statistics take AVX-512F vectors (see _sums512);
-# wide_sums(True/False) sets it (True only where the CPU runs AVX-512F) and returns the old
-# value (for tests and measurements).
+# Whether the float32 eight-row sums (statistics and backward) take AVX-512F vectors (see
+# _sums512); wide_sums(True/False) sets it (True only where the CPU runs AVX-512F) and
+# returns the old value (for tests and measurements).
 def wide_sums(flag=None):
     global _sums512
     old = _setting(&_sums512, flag)
@@ -1653,7 +1659,10 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         if grad:        # Zen 5: near and masked too; every CPU: arrays that fit
             eight = fits and (_rows8_grads or (eight and not masked))
         if eight:
-            if grad:
+            if grad and _sums512:
+                cbn_rows_gsums8_f32_512(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
+                                        0 if near else PF_ROWS_BYTES)
+            elif grad:
                 cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
                                     0 if near else PF_ROWS_BYTES)
             elif _sums512:

@@ -1638,8 +1638,28 @@ CBN_PASS void cbn_rows_sums16_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, P
  * a 2-core AMD EPYC VM (Zen 5), one thread, TSC ticks per 32 values, rows of 32-256
  * channels in L2, this / the trees' plain additions: 5.4-5.6 / 6.4-6.5 (the backward
  * sums below, their g trees so: 6.7-6.9 / 8.1-8.3); 3.1 MB: 5.9 / 6.8 (7.1 / 9.5). */
-#define CBN_DEV4(k) _mm256_sub_pd(CBN_LD4D(a + (k) * ld + c), R)
-#define CBN_SQ2(u, v) _mm256_fmadd_pd(v, v, _mm256_mul_pd(u, u))
+/* The eight-row loops (statistics and backward sums) are written once over the vector
+ * macros CBN_V*: defined here for AVX2 vectors of 4 channels (CBN_W), redefined below
+ * for AVX-512F ones of 8.  CBN_VLD: 4 (8) floats as doubles; CBN_VLDD: doubles; CBN_VACC:
+ * a vector added into doubles in memory; CBN_VMASK(y, g): g where y > 0 or NaN, else 0;
+ * CBN_VPF(c) / CBN_VPFG(c): a step's prefetches (below). */
+#define CBN_V __m256d
+#define CBN_W 4
+#define CBN_VLD CBN_LD4D
+#define CBN_VLDD _mm256_loadu_pd
+#define CBN_VSUB _mm256_sub_pd
+#define CBN_VADD _mm256_add_pd
+#define CBN_VMUL _mm256_mul_pd
+#define CBN_VMADD _mm256_fmadd_pd
+#define CBN_VFADD CBN_FADD
+#define CBN_VFSUB CBN_FSUB
+#define CBN_VACC cbn_add4
+#define CBN_VZERO _mm256_setzero_pd
+#define CBN_VMASK(y, g) _mm256_and_pd(_mm256_cmp_pd(y, Z, _CMP_NLE_UQ), g)
+#define CBN_VPF(c) CBN_PF8(a, c)
+#define CBN_VPFG(c) CBN_PF8G(c, float, 4)
+#define CBN_VDEV(k) CBN_VSUB(CBN_VLD(a + (k) * ld + c), R)
+#define CBN_VSQ2(u, v) CBN_VMADD(v, v, CBN_VMUL(u, u))
 /* Beyond L2 (pf: the bytes of the rows' channels read ahead, else 0) the eight-row
  * loops prefetch a stream `ahead` values on (rows: a multiple of 8, about pf bytes of
  * reading ahead): in each step of 4 channels, the two lines of the 16-channel block
@@ -1685,108 +1705,143 @@ CBN_PASS void cbn_rows_sums16_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, P
     V d4 = DEV(4), d5 = DEV(5), d6 = DEV(6), d7 = DEV(7);                                   \
     V S = ADD(ADD(ADD(d0, d1), ADD(d2, d3)), ADD(ADD(d4, d5), ADD(d6, d7)));                \
     V Q = ADD(ADD(SQ2(d0, d1), SQ2(d2, d3)), ADD(SQ2(d4, d5), SQ2(d6, d7)));
-/* the statistics' eight-row steps over rows 0 .. n8 - 1 and channels 0 .. mw - 1, W
- * channels (a vector V, loaded by LDR, added into the sums by ACC) per step; PF(c): the
- * step's prefetches */
-#define CBN_SUMS8_STEPS(W, V, LDR, DEV, ADD, SQ2, ACC, PF)                                  \
+/* the statistics' eight-row steps over rows 0 .. n8 - 1 and channels 0 .. mw - 1 */
+#define CBN_SUMS8_STEPS                                                                     \
     for (r = 0; r < n8; r += 8) {                                                           \
         const float* a = x + r * ld;                                                        \
-        for (c = 0; c < mw; c += W) {                                                       \
-            const V R = LDR(ref + c);                                                       \
+        for (c = 0; c < mw; c += CBN_W) {                                                   \
+            const CBN_V R = CBN_VLDD(ref + c);                                              \
             if (ahead)                                                                      \
-                PF(c)                                                                       \
-            CBN_TREE8(V, DEV, ADD, SQ2, s, q)                                               \
-            ACC(s1 + c, s);                                                                 \
-            ACC(s2 + c, q);                                                                 \
+                CBN_VPF(c)                                                                  \
+            CBN_TREE8(CBN_V, CBN_VDEV, CBN_VFADD, CBN_VSQ2, s, q)                           \
+            CBN_VACC(s1 + c, s);                                                            \
+            CBN_VACC(s2 + c, q);                                                            \
         }                                                                                   \
     }
-#define CBN_PF8_4(c) CBN_PF8(a, c)
 CBN_PASS void cbn_rows_sums8_f32(const float* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                  const double* ref, double* s1, double* s2, Py_ssize_t pf) {
-    Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, mw = m4, n8 = n & ~(Py_ssize_t)7;
+    Py_ssize_t r, c, mw = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
     Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(float)) * ld;
-    CBN_SUMS8_STEPS(4, __m256d, _mm256_loadu_pd, CBN_DEV4, CBN_FADD, CBN_SQ2, cbn_add4,
-                    CBN_PF8_4)
-    if (m4 < m)
-        cbn_rows_sums_f32(x + m4, ld, n8, m - m4, ref + m4, s1 + m4, s2 + m4, 0);
+    CBN_SUMS8_STEPS
+    if (mw < m)
+        cbn_rows_sums_f32(x + mw, ld, n8, m - mw, ref + mw, s1 + mw, s2 + mw, 0);
     if (n8 < n)
         cbn_rows_sums_f32(x + n8 * ld, ld, n - n8, m, ref, s1, s2, 0);
 }
-/* The same eight-row statistics with AVX-512F vectors of 8 channels, in the AVX2 build
- * (GCC and clang), run only where cbn_cpu_runs_avx512f() and _kernels.pyx choose it
- * (_sums512).  Lane for lane it performs the AVX2 loop's operations in the same order,
- * so the sums are bit-identical (the tests compare the two).  On Zen 5, which executes
- * 512-bit operations at full width, the loop is bound by its floating-point
- * operations, which each do twice the work: C loop, one thread, statistics of rows in
- * L1/L2/L3, this / the AVX2 loop: 128x1024 0.68, 16x1024 0.70, 1024x256 0.69, 12544x32
- * 0.69. */
+/* The same for the backward sums: g = dy, or with y (the ReLU-masked sums) 0 where
+ * y <= 0 (NaN y keeps dy).  _kernels.pyx sends masked sums here on Zen 5 only (on an
+ * Intel Xeon, three arrays from memory were more streams than its prefetchers follow). */
+/* (xr, gr, yr: the rows r .. r + 7 of x, dy, y) */
+#define CBN_GQ(k, o) CBN_VMUL(g##k, CBN_VFSUB(CBN_VLD(xr + ((o) + k) * ld + c), M))
+#define CBN_G4(k, o) CBN_VLD(gr + ((o) + k) * ld + c)
+#define CBN_G4_MASKED(k, o) CBN_VMASK(CBN_VLD(yr + ((o) + k) * ld + c), CBN_G4(k, o))
+/* rows o .. o + 3: A, Q = the sums of their g (G(k, o) for row o + k) and g * (x - mean) */
+#define CBN_GHALF(G, o, A, Q)                                                               \
+    {                                                                                       \
+        CBN_V g0 = G(0, o), g1 = G(1, o), g2 = G(2, o), g3 = G(3, o);                       \
+        A = CBN_VFADD(CBN_VFADD(g0, g1), CBN_VFADD(g2, g3));                                \
+        Q = CBN_VADD(CBN_VADD(CBN_GQ(0, o), CBN_GQ(1, o)),                                  \
+                     CBN_VADD(CBN_GQ(2, o), CBN_GQ(3, o)));                                 \
+    }
+/* the sums over rows 0 .. n8 - 1, channels 0 .. mw - 1 */
+#define CBN_GSUMS8(G)                                                                       \
+    for (r = 0; r < n8; r += 8) {                                                           \
+        const float *xr = x + r * ld, *gr = dy + r * ld, *yr = y ? y + r * ld : NULL;       \
+        for (c = 0; c < mw; c += CBN_W) {                                                   \
+            const CBN_V M = CBN_VLDD(mean + c);                                             \
+            CBN_VPFG(c)                                                                     \
+            CBN_V a0, q0, a1, q1;                                                           \
+            CBN_GHALF(G, 0, a0, q0)                                                         \
+            CBN_GHALF(G, 4, a1, q1)                                                         \
+            CBN_VACC(s1 + c, CBN_VADD(a0, a1));                                             \
+            CBN_VACC(s2 + c, CBN_VADD(q0, q1));                                             \
+        }                                                                                   \
+    }
+/* the body of both widths' backward sums (mw: the channels they take eight rows at a
+ * time; the rest of the rows and channels as the AVX2 loop leaves them) */
+#define CBN_GSUMS8_BODY(MW)                                                                 \
+    const CBN_V Z = CBN_VZERO();                                                            \
+    Py_ssize_t r, c, mw = MW, n8 = n & ~(Py_ssize_t)7;                                      \
+    Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(float)) * ld;             \
+    if (y)                                                                                  \
+        CBN_GSUMS8(CBN_G4_MASKED)                                                           \
+    else                                                                                    \
+        CBN_GSUMS8(CBN_G4)
+CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* y,
+                                  Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
+                                  const double* mean, double* s1, double* s2, Py_ssize_t pf) {
+    CBN_GSUMS8_BODY(m & ~(Py_ssize_t)3)
+    if (mw < m)
+        cbn_rows_gsums_f32(x + mw, dy + mw, y ? y + mw : NULL, ld, n8, m - mw, mean + mw,
+                           s1 + mw, s2 + mw, 0);
+    if (n8 < n)
+        cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, m,
+                           mean, s1, s2, 0);
+}
+/* The eight-row statistics and backward sums again, with AVX-512F vectors of 8
+ * channels: in the AVX2 build (GCC and clang), run only where cbn_cpu_runs_avx512f()
+ * and _kernels.pyx choose it (_sums512).  Lane for lane they perform the AVX2 loops'
+ * operations in the same order, so the sums are bit-identical (the tests compare the
+ * two).  On Zen 5, which executes 512-bit operations at full width, the statistics are
+ * bound by their floating-point operations, which each do twice the work: C loop, one
+ * thread, rows in L1/L2/L3, this / the AVX2 loop: 128x1024 0.68, 16x1024 0.70,
+ * 1024x256 0.69, 12544x32 0.69. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CBN_HAVE_SUMS512 1
-#define CBN_ZDEV(k) _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + (k) * ld + c)), R)
-#define CBN_ZADD(a, b) _mm512_fmadd_pd(a, _mm512_set1_pd(1.0), b)
-#define CBN_ZSQ2(u, v) _mm512_fmadd_pd(v, v, _mm512_mul_pd(u, u))
-#define CBN_ZACC(p, v) _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), v))
-#define CBN_PF8_8(c) { CBN_PF8(a, c) CBN_PF8(a, (c) + 4) }   /* the AVX2 loop's two steps' */
+#undef CBN_V
+#undef CBN_W
+#undef CBN_VLD
+#undef CBN_VLDD
+#undef CBN_VSUB
+#undef CBN_VADD
+#undef CBN_VMUL
+#undef CBN_VMADD
+#undef CBN_VFADD
+#undef CBN_VFSUB
+#undef CBN_VACC
+#undef CBN_VZERO
+#undef CBN_VMASK
+#undef CBN_VPF
+#undef CBN_VPFG
+#define CBN_V __m512d
+#define CBN_W 8
+#define CBN_VLD(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
+#define CBN_VLDD _mm512_loadu_pd
+#define CBN_VSUB _mm512_sub_pd
+#define CBN_VADD _mm512_add_pd
+#define CBN_VMUL _mm512_mul_pd
+#define CBN_VMADD _mm512_fmadd_pd
+#define CBN_VFADD(a, b) _mm512_fmadd_pd(a, _mm512_set1_pd(1.0), b)
+#define CBN_VFSUB(a, b) _mm512_fmsub_pd(a, _mm512_set1_pd(1.0), b)
+#define CBN_VACC(p, v) _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), v))
+#define CBN_VZERO _mm512_setzero_pd
+#define CBN_VMASK(y, g) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(y, Z, _CMP_NLE_UQ), g)
+/* the prefetches of the AVX2 loop's two steps */
+#define CBN_VPF(c) { CBN_PF8(a, c) CBN_PF8(a, (c) + 4) }
+#define CBN_VPFG(c) CBN_PF8G(c, float, 4) CBN_PF8G((c) + 4, float, 4)
 __attribute__((target("avx512f"))) CBN_PASS void cbn_rows_sums8_f32_512(
     const float* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m, const double* ref,
     double* s1, double* s2, Py_ssize_t pf) {
     Py_ssize_t r, c, mw = m & ~(Py_ssize_t)7, n8 = n & ~(Py_ssize_t)7;
     Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(float)) * ld;
-    CBN_SUMS8_STEPS(8, __m512d, _mm512_loadu_pd, CBN_ZDEV, CBN_ZADD, CBN_ZSQ2, CBN_ZACC,
-                    CBN_PF8_8)
+    CBN_SUMS8_STEPS
     if (mw < m)
         cbn_rows_sums8_f32(x + mw, ld, n, m - mw, ref + mw, s1 + mw, s2 + mw, pf);
     if (n8 < n && mw)
         cbn_rows_sums_f32(x + n8 * ld, ld, n - n8, mw, ref, s1, s2, 0);
 }
-#endif
-/* The same for the backward sums: g = dy, or with y (the ReLU-masked sums) 0 where
- * y <= 0 (NaN y keeps dy).  _kernels.pyx sends masked sums here on Zen 5 only (on an
- * Intel Xeon, three arrays from memory were more streams than its prefetchers follow). */
-/* (xr, gr, yr: the rows r .. r + 7 of x, dy, y) */
-#define CBN_GQ(k, o) _mm256_mul_pd(g##k, CBN_FSUB(CBN_LD4D(xr + ((o) + k) * ld + c), M))
-#define CBN_G4(k, o) CBN_LD4D(gr + ((o) + k) * ld + c)
-#define CBN_G4_MASKED(k, o)                                                                 \
-    _mm256_and_pd(_mm256_cmp_pd(CBN_LD4D(yr + ((o) + k) * ld + c), Z, _CMP_NLE_UQ), CBN_G4(k, o))
-/* rows o .. o + 3: A, Q = the sums of their g (G(k, o) for row o + k) and g * (x - mean) */
-#define CBN_GHALF(G, o, A, Q)                                                               \
-    {                                                                                       \
-        __m256d g0 = G(0, o), g1 = G(1, o), g2 = G(2, o), g3 = G(3, o);                     \
-        A = CBN_FADD(CBN_FADD(g0, g1), CBN_FADD(g2, g3));                                   \
-        Q = _mm256_add_pd(_mm256_add_pd(CBN_GQ(0, o), CBN_GQ(1, o)),                        \
-                          _mm256_add_pd(CBN_GQ(2, o), CBN_GQ(3, o)));                       \
-    }
-/* the sums over rows 0 .. n8 - 1, channels 0 .. m4 - 1 */
-#define CBN_GSUMS8(G)                                                                       \
-    for (r = 0; r < n8; r += 8) {                                                           \
-        const float *xr = x + r * ld, *gr = dy + r * ld, *yr = y ? y + r * ld : NULL;       \
-        for (c = 0; c < m4; c += 4) {                                                       \
-            const __m256d M = _mm256_loadu_pd(mean + c);                                    \
-            CBN_PF8G(c, float, 4)                                                           \
-            __m256d a0, q0, a1, q1;                                                         \
-            CBN_GHALF(G, 0, a0, q0)                                                         \
-            CBN_GHALF(G, 4, a1, q1)                                                         \
-            cbn_add4(s1 + c, _mm256_add_pd(a0, a1));                                        \
-            cbn_add4(s2 + c, _mm256_add_pd(q0, q1));                                        \
-        }                                                                                   \
-    }
-CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* y,
-                                  Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
-                                  const double* mean, double* s1, double* s2, Py_ssize_t pf) {
-    const __m256d Z = _mm256_setzero_pd();
-    Py_ssize_t r, c, m4 = m & ~(Py_ssize_t)3, n8 = n & ~(Py_ssize_t)7;
-    Py_ssize_t ahead = CBN_ROWS8_AHEAD(pf, m * (Py_ssize_t)sizeof(float)) * ld;
-    if (y)
-        CBN_GSUMS8(CBN_G4_MASKED)
-    else
-        CBN_GSUMS8(CBN_G4)
-    if (m4 < m)
-        cbn_rows_gsums_f32(x + m4, dy + m4, y ? y + m4 : NULL, ld, n8, m - m4, mean + m4,
-                           s1 + m4, s2 + m4, 0);
-    if (n8 < n)
-        cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, m,
+__attribute__((target("avx512f"))) CBN_PASS void cbn_rows_gsums8_f32_512(
+    const float* x, const float* dy, const float* y, Py_ssize_t ld, Py_ssize_t n,
+    Py_ssize_t m, const double* mean, double* s1, double* s2, Py_ssize_t pf) {
+    CBN_GSUMS8_BODY(m & ~(Py_ssize_t)7)
+    if (mw < m)
+        cbn_rows_gsums8_f32(x + mw, dy + mw, y ? y + mw : NULL, ld, n, m - mw, mean + mw,
+                            s1 + mw, s2 + mw, pf);
+    if (n8 < n && mw)
+        cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, mw,
                            mean, s1, s2, 0);
 }
+#endif
 #else
 #define cbn_rows_sums_tiled_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
 #define cbn_rows_sums16_f32(x, ld, n, m, ref, s1, s2, walk) \
@@ -1796,6 +1851,7 @@ CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* 
 #endif
 #if !defined(CBN_HAVE_SUMS512)
 #define cbn_rows_sums8_f32_512 cbn_rows_sums8_f32
+#define cbn_rows_gsums8_f32_512 cbn_rows_gsums8_f32
 #endif
 
 /* ------------------------------------------------------------------ float16
