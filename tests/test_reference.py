@@ -372,7 +372,8 @@ def test_interleaved_float16_statistics_walks(shape, rng):
 def test_interleaved_sums_eight_rows(shape, eight, kernels, rng):
     """float32 interleaved sums go eight rows per step on Intel and AMD Zen 5 CPUs
     (eight_row_sums): statistics beyond L2 or in rows of 512 values or more, unmasked
-    backward sums too up to 2**22 values per array; on AMD Zen 4 only beyond L2 in rows
+    backward sums too up to 2**22 values per array (on Zen 5 masked too, at any size;
+    without eight rows they go in float32 partials); on AMD Zen 4 only beyond L2 in rows
     under 512 values (eight_row_width), which the eight-row case lifts here so that
     every CPU runs the loop on every shape.  Both choices against the float64
     oracle on 1 and 2 threads: rows not a multiple of 8 (in each thread's 64-row
@@ -483,8 +484,8 @@ def test_interleaved_float32_sums_avx512(shape, kernels, rng):
 
 
 def test_interleaved_backward_sums_beyond_eight_rows(kernels, rng):
-    """Unmasked float32 backward sums over more than 2**22 values per array go one row
-    per step, prefetching 4 KB ahead of each row in x, dy and (masked) y: against the
+    """float32 backward sums over more than 2**22 values per array go in float32
+    partials (cbn_rows_gsums32_f32; on AMD Zen 5 eight rows per step): against the
     float64 oracle on 1 and 2 threads, masked and not (65600 rows of 64 channels)."""
     for t in (1, 2):
         test_backward(np.float32, (65600, 64), "C", t, rng)

@@ -278,7 +278,7 @@ cdef enum:
                         # (Zen 4: eight rows only in rows narrower than it, _rows8_max)
     HROWS8_WIDE = 64    # float16 sums so, for rows narrower than this (_hrows8)
     GSUMS8_MAX = 1 << 22  # backward sums go eight rows per step up to this many values
-                        # per array (_rows8)
+                        # per array (_rows8; Zen 5: any, _rows8_grads)
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
     SUMS_WIDE = 512     # interleaved reductions over more than TILED_MAX values: rows of fewer
@@ -646,7 +646,7 @@ cdef Py_ssize_t _rows8_max = ROWS8_WIDE if _zen4 else 0     # 0: rows of any wid
 cdef bint _t16 = _zen4
 # On AMD Zen 5 the backward sums take the eight-row loop near too (rows narrower than
 # ROWS8_WIDE, at most ROWS8_NEAR bytes per thread), not the register tiles, and the
-# ReLU-masked ones too (up to GSUMS8_MAX values per array, as the unmasked): there
+# ReLU-masked ones too (and at any size, below): there
 # additions and FMAs issue on separate pipes, two each, which the eight-row loop keeps
 # busy, while a tile's walk waits on its sums' latency.  C loop, one thread, TSC ticks
 # per 32 values in L2, rows of 32-256 channels: unmasked, tiles 8.8-14.3, eight rows
@@ -661,7 +661,12 @@ cdef bint _t16 = _zen4
 # operations may win (and there masked eight-row sums took 1.03-1.32x the time from
 # memory, above).  Near, on a 2-core Intel Xeon VM in one process (knobs alternated,
 # 7 rounds), this choice and the rows of 256 below took 0.96-1.05x the tiles' time
-# (outliers both ways on 2 threads: noise): not changed there.
+# (outliers both ways on 2 threads: noise): not changed there.  Since the float32
+# partials (cbn_rows_gsums32_f32) replaced the other loops beyond GSUMS8_MAX values per
+# array, Zen 5 takes the eight-row loop at any size: in one process (7 rounds), eight
+# rows / float32 partials, 1 / 2 threads, 8x64x112x112 NHWC 0.82 / 0.88 (AVX2 vectors
+# alone: 0.77 / 0.88), 32x128x56x56 0.84 / 0.86 (0.68 / 0.95); masked 8x112x112x64 0.65
+# / 0.98, 32x56x56x128 0.65 / 0.75.
 cdef bint _rows8_grads = _amd >= 0x1A
 # There the statistics take it near from rows of 256 values (not ROWS8_WIDE): separate
 # builds (6 pairs), eight rows / tiles, channels-last, 1 / 2 threads: statistics
@@ -1656,8 +1661,8 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         if _t16 and tiles and m >= 16 and not grad:     # rows per walk: see _t16
             cbn_rows_sums16_f32(x, ld, n, m, ref, s1, s2, n if near and ld < ROWS8_WIDE else 8)
             return
-        if grad:        # Zen 5: near and masked too; every CPU: arrays that fit
-            eight = fits and (_rows8_grads or (eight and not masked))
+        if grad:        # Zen 5: near, masked and any size too; else arrays that fit
+            eight = (_rows8 and _rows8_grads) or (fits and eight and not masked)
         if eight:
             if grad and _sums512:
                 cbn_rows_gsums8_f32_512(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
