@@ -276,6 +276,7 @@ cdef enum:
     ROWS8_NEAR = 1 << 20  # interleaved float32 rows narrower than ROWS8_WIDE values keep the
     ROWS8_WIDE = 512    # register tiles up to this many bytes per thread (_rows8; Zen 5: _rows8_wide)
                         # (Zen 4: eight rows only in rows narrower than it, _rows8_max)
+    ROWS8_WIDE512 = 32  # the same with the AVX-512 sums (_sums512)
     HROWS8_WIDE = 64    # float16 sums so, for rows narrower than this (_hrows8)
     GSUMS8_MAX = 1 << 22  # backward sums go eight rows per step up to this many values
                         # per array (_rows8; Zen 5: any, _rows8_grads)
@@ -686,6 +687,13 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # operations in two, and Intel cores were not measured: not there.
 cdef bint _can512 = cbn_cpu_runs_avx512f()
 cdef bint _sums512 = _can512 and _amd >= 0x1A
+# With them the statistics take the eight-row loop near (in L2) from rows of 32 values
+# (ROWS8_WIDE512), not 256 (narrower rows are folded to rows of at least WIDE values
+# first; the AVX2 loop keeps 256, _rows_sums).  In one process (9 rounds), from 32 /
+# from 256, 1 / 2 threads, NHWC: statistics 1x64x56x56 0.72 / 0.82-0.91, 1x24x56x56
+# 0.82 / 0.90; training 1x64x56x56 0.96 / 0.91, 1x128x28x28 0.84 / 0.92, 1x32x56x56 0.88
+# / 0.94, 1x16x56x56 0.89 / 0.92, 2x96x28x28 0.89 / 0.94, 8x64x28x28 1.00 / 0.89;
+# backward (eight rows already) 0.98-1.00; from 8 as from 32.
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
@@ -1655,7 +1663,8 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
     fits: each array holds at most GSUMS8_MAX values."""
-    cdef bint eight = (_rows8 and (not near or ld >= _rows8_wide)
+    cdef Py_ssize_t wide = ROWS8_WIDE512 if _sums512 else _rows8_wide
+    cdef bint eight = (_rows8 and (not near or ld >= wide)
                        and (_rows8_max == 0 or ld < _rows8_max))
     if data_t is float:
         if _t16 and tiles and m >= 16 and not grad:     # rows per walk: see _t16
