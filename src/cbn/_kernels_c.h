@@ -2696,8 +2696,8 @@ static int cbn_cpu_is_intel(void) {
 }
 
 /* 1 where cpuid reports AVX-512F (leaf 7, ebx bit 16), else 0: among AMD family 0x19
- * CPUs it tells Zen 4 from Zen 3 (cbn._kernels uses it for that alone, to choose loops,
- * never to run AVX-512 code). */
+ * CPUs it tells Zen 4 from Zen 3 (cbn._kernels uses it so to choose loops).  Whether
+ * AVX-512 code may run also needs the OS's support: cbn_cpu_runs_avx512f below. */
 static int cbn_cpu_has_avx512f(void) {
 #ifdef CBN_HAVE_CPUID
     unsigned int r[4];
