@@ -131,7 +131,8 @@ def write(cnp.ndarray dst, int n_threads, bint stream):
 
 # The float16 conversion floor: what any float16 output pass costs at least, every value
 # converted to float32 as it is read and back to float16 as it is written (F16C, 8 at a
-# time), with no arithmetic between; only where the roof is built with F16C (AVX2).
+# time; 16 at a time in AVX-512F vectors where cbn's passes take them, use_wide), with no
+# arithmetic between; only where the roof is built with F16C (AVX2).
 cdef extern from *:
     """
     #if defined(__F16C__)
@@ -145,15 +146,36 @@ cdef extern from *:
         for (; i < n; i++)
             d[i] = s[i];
     }
+    __attribute__((target("avx512f")))
+    static void cbn_bench_h2h_512(const unsigned short* s, unsigned short* d, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        for (; i + 16 <= n; i += 16)
+            _mm256_storeu_si256((__m256i*)(d + i), _mm512_cvtps_ph(
+                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + i))), 0));
+        cbn_bench_h2h(s + i, d + i, n - i);
+    }
     #else
     #define CBN_BENCH_F16C 0
     static void cbn_bench_h2h(const unsigned short* s, unsigned short* d, Py_ssize_t n) {
         (void)s; (void)d; (void)n;
     }
+    #define cbn_bench_h2h_512 cbn_bench_h2h
     #endif
     """
     int CBN_BENCH_F16C
     void cbn_bench_h2h(const unsigned short* s, unsigned short* d, Py_ssize_t n) noexcept nogil
+    void cbn_bench_h2h_512(const unsigned short* s, unsigned short* d,
+                           Py_ssize_t n) noexcept nogil
+
+cdef bint _wide = False
+
+
+def use_wide(bint flag):
+    """Convert in AVX-512F vectors (flag) or F16C's 8-value ones: the bench sets what cbn's
+    float16 passes run on this CPU (cbn._kernels wide_halves()).  The caller checks
+    that the CPU runs AVX-512F (cbn's setting is off elsewhere)."""
+    global _wide
+    _wide = flag and CBN_BENCH_F16C
 
 
 def f16_convert(cnp.ndarray src, cnp.ndarray dst, int n_threads):
@@ -168,11 +190,18 @@ def f16_convert(cnp.ndarray src, cnp.ndarray dst, int n_threads):
     with nogil:
         if n_threads > 1:
             for k in prange(nk, num_threads=n_threads, schedule='static'):
-                cbn_bench_h2h(s + k * m, d + k * m, m if n - k * m > m else n - k * m)
+                _h2h(s + k * m, d + k * m, m if n - k * m > m else n - k * m)
         else:
             for k in range(nk):
-                cbn_bench_h2h(s + k * m, d + k * m, m if n - k * m > m else n - k * m)
+                _h2h(s + k * m, d + k * m, m if n - k * m > m else n - k * m)
     return True
+
+
+cdef inline void _h2h(const unsigned short* s, unsigned short* d, Py_ssize_t n) noexcept nogil:
+    if _wide:
+        cbn_bench_h2h_512(s, d, n)
+    else:
+        cbn_bench_h2h(s, d, n)
 
 
 # The accumulation floor: what the float64 statistics of float32 data cost at

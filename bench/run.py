@@ -201,6 +201,8 @@ def build_roof():
                   [os.path.dirname(header)])
     roof.use_fma_adds(_dispatch.kernels.fma_adds())     # the sums cbn runs on this CPU
     roof.use_stream(_dispatch.kernels.prefetch_stream())  # and how they prefetch
+    wide = getattr(_dispatch.kernels, "wide_halves", None)  # float16 conversions' width
+    roof.use_wide(bool(wide and wide()))
     return roof
 
 

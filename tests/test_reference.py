@@ -16,8 +16,8 @@ import pytest
 import cbn
 import oracle
 from conftest import (DTYPES, LAYOUTS, SHAPES, U64, assert_within, channel_shape,
-                      compute_dtype, grad_sums_err, make_array, other_axes, roundoff, stats_mags,
-                      sums_err)
+                      compute_dtype, grad_sums_err, make_array, other_axes, per_channel, roundoff,
+                      stats_mags, sums_err)
 
 # Roundoffs allowed on top of the exact result, per output dtype: float16 is
 # rounded once from float32 (half an ulp, plus float32's error: 1.01);
@@ -440,6 +440,36 @@ def _cpu_flag(name):
         return None
 
 
+@contextlib.contextmanager
+def _avx512_setting(name, kernels):
+    """The body with the AVX-512F kernel setting `name` (wide_sums, wide_halves) turned
+    on; it gets (the setter, the old value), or None where the setting refuses True
+    (only where the CPU does not run AVX-512F, or in the baseline build).  The old value
+    is put back (checked)."""
+    from cbn import _dispatch
+    setter = getattr(_dispatch.kernels, name)
+    old = setter(True)
+    try:
+        if setter():
+            assert kernels == "avx2"
+            yield setter, old
+        else:
+            assert kernels == "baseline" or _cpu_flag("avx512f") is not True
+            yield None
+    finally:
+        setter(old)
+    assert setter() == old
+
+
+def _on_and_off(setter, run):
+    """run()'s results with the setting on, then off (it is left on)."""
+    got = run()
+    setter(False)
+    want = run()
+    setter(True)
+    return got, want
+
+
 @pytest.mark.parametrize("shape", [(256, 1024), (1003, 259), (77, 1027), (30001, 44),
                                    (70000, 32), (3001, 64), (4001, 40)], ids=str)
 def test_interleaved_float32_sums_avx512(shape, kernels, rng):
@@ -455,14 +485,10 @@ def test_interleaved_float32_sums_avx512(shape, kernels, rng):
     by default (CPUs other than Zen 5, where it changes which loops run), the
     oracle alone.  Where the CPU does not run AVX-512F, or in the baseline build,
     the setting refuses True."""
-    from cbn import _dispatch
-    k = _dispatch.kernels
-    old = k.wide_sums(True)
-    try:
-        if not k.wide_sums():
-            assert kernels == "baseline" or _cpu_flag("avx512f") is not True
+    with _avx512_setting("wide_sums", kernels) as on:
+        if on is None:
             return
-        assert kernels == "avx2"
+        wide, old = on
         x = (100.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
         dy = rng.standard_normal(shape).astype(np.float32)
         y = rng.standard_normal(shape).astype(np.float32)
@@ -477,10 +503,7 @@ def test_interleaved_float32_sums_avx512(shape, kernels, rng):
                     out += cbn.batch_norm_backward(dy, x, mean, invstd, y=yy, axis=1,
                                                    n_threads=t)
                 return out
-            got = run()
-            k.wide_sums(False)
-            want = run()
-            k.wide_sums(True)
+            got, want = _on_and_off(wide, run)
             # on by default (AMD Zen 5): both settings take eight rows where compared
             exact = old and (shape[1] >= 256 or shape[0] * shape[1] > 1 << 20)
             for a, b in zip(got if exact else got[3:] if old else [],
@@ -489,9 +512,59 @@ def test_interleaved_float32_sums_avx512(shape, kernels, rng):
             test_batch_stats(np.float32, shape, "C", t, rng)
             test_batch_norm_training(np.float32, shape, "C", t, rng)
             test_backward(np.float32, shape, "C", t, rng)
-    finally:
-        k.wide_sums(old)
-    assert k.wide_sums() == old
+
+
+@pytest.mark.parametrize("shape, layout", [((2, 8, 56, 56), "C"), ((3, 5, 17, 19), "C"),
+                                           ((2, 40, 14, 14), "C"), ((4, 6, 7, 7), "C"),
+                                           ((5, 3, 4, 4), "C"), ((5, 3, 3, 5), "C"),
+                                           ((1, 24, 56, 56), "C"), ((1, 64, 56, 56), "last"),
+                                           ((3, 40, 9, 9), "last"), ((7, 17, 5, 5), "last"),
+                                           ((333, 48), "C"), ((61, 1040), "C")], ids=str)
+def test_float16_passes_avx512(shape, layout, kernels, rng):
+    """The float16 passes in cache in AVX-512F vectors of 16 (wide_halves; on by default
+    on AMD Zen 5, in the AVX2 build only): planar runs (a whole number of vectors and
+    not: 3136, 323 values; short ones of 196, 49 and 16 values, and of 15: the AVX2
+    passes), channels-last rows of 16k channels (64, 48, folded 40 and
+    24), rows that leave 8 channels to the AVX2 tiles (40, 1040) or are no whole vector
+    (17: the AVX2 passes), an odd last row.  Inference with and without ReLU,
+    statistics, training, and the backward (training and not, masked with NaN in y and
+    not) give bit-identical results to the AVX2 passes on 1 and 2 threads, and meet
+    the float64 oracle.  Where the CPU does not run AVX-512F, or in the baseline build,
+    the setting refuses True."""
+    with _avx512_setting("wide_halves", kernels) as on:
+        if on is None:
+            return
+        wide = on[0]
+        x, axis = make_array(shape, layout, np.float16, rng, scale=3.0, offset=1.0)
+        dy = make_array(shape, layout, np.float16, rng)[0]
+        y = make_array(shape, layout, np.float16, rng)[0]
+        y[..., ::3] = np.nan
+        C = shape[1]
+        w, b = per_channel(C, rng), per_channel(C, rng, lo=-1.0, hi=1.0)
+        rm, rv = per_channel(C, rng, lo=-1.0, hi=1.0), per_channel(C, rng)
+        mean, var = oracle.batch_stats(x, axis)
+        invstd = (1.0 / np.sqrt(var + 1e-5)).astype(np.float32)
+        for t in (1, 2):
+            def run():
+                out = list(cbn.batch_stats(x, axis=axis, n_threads=t))
+                for relu in (False, True):
+                    out.append(cbn.batch_norm(x, rm, rv, w, b, axis=axis, relu=relu,
+                                              n_threads=t))
+                    out.append(cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis,
+                                              relu=relu, n_threads=t))
+                for training in (True, False):
+                    for yy in (None, y):
+                        out += cbn.batch_norm_backward(dy, x, mean, invstd, w, y=yy,
+                                                       training=training, axis=axis,
+                                                       n_threads=t)
+                return out
+            got, want = _on_and_off(wide, run)
+            assert len(got) == len(want) == 18
+            for a, b_ in zip(got, want):
+                np.testing.assert_array_equal(a.view(np.uint8), b_.view(np.uint8))
+            for check in (test_batch_stats, test_batch_norm_eval, test_batch_norm_training,
+                          test_backward):
+                check(np.float16, shape, layout, t, rng)
 
 
 def test_interleaved_backward_sums_beyond_eight_rows(kernels, rng):
@@ -1155,5 +1228,6 @@ def test_threshold_api(kernels, name, key, default):
     assert cfg["planar_sums_prefetch_stream"] is _dispatch.kernels.prefetch_stream()
     assert cfg["eight_row_sums_f16"] is _dispatch.kernels.eight_row_sums_f16()
     assert cfg["eight_row_sums_avx512"] is _dispatch.kernels.wide_sums()
+    assert cfg["float16_passes_avx512"] is _dispatch.kernels.wide_halves()
     assert cfg["sixteen_channel_sums"] is _dispatch.kernels.sixteen_channel_tiles()
     assert cfg["narrow_rows_fold_to_tiles"] is _dispatch.kernels.fold_to_tiles()

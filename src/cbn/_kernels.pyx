@@ -191,6 +191,16 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_dx_f16(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
                          Py_ssize_t, Py_ssize_t, Py_ssize_t, const float*, const float*,
                          const float*, const float*, int) noexcept nogil
+    void cbn_run_affine_f16_512(const cbn_half*, cbn_half*, Py_ssize_t, float, float, float,
+                                int) noexcept nogil
+    void cbn_rows_affine_f16_512(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t,
+                                 Py_ssize_t, const float*, const float*, const float*,
+                                 int) noexcept nogil
+    void cbn_run_dx_f16_512(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
+                            Py_ssize_t, float, float, float, float) noexcept nogil
+    void cbn_rows_dx_f16_512(const cbn_half*, const cbn_half*, const cbn_half*, cbn_half*,
+                             Py_ssize_t, Py_ssize_t, Py_ssize_t, const float*, const float*,
+                             const float*, const float*) noexcept nogil
     void cbn_rows_sums_tiled_f16(const cbn_half*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                  const double*, double*, double*, int) noexcept nogil
     void cbn_rows_gsums_tiled_f16(const cbn_half*, const cbn_half*, const cbn_half*,
@@ -210,6 +220,18 @@ cdef extern from "_kernels_c.h":
                        double*) noexcept nogil
     void cbn_gsums_f16(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t, double,
                        double*) noexcept nogil
+    void cbn_sums_f16_512(const cbn_half*, Py_ssize_t, double, double*) noexcept nogil
+    void cbn_runs_affine_short_f16_512(const cbn_half*, cbn_half*, Py_ssize_t, Py_ssize_t,
+                                       const float*, const float*, const float*,
+                                       int) noexcept nogil
+    void cbn_runs_dx_short_f16_512(const cbn_half*, const cbn_half*, const cbn_half*,
+                                   cbn_half*, Py_ssize_t, Py_ssize_t, const float*,
+                                   const float*, const float*, const float*) noexcept nogil
+    void cbn_tiles32_f16_512(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
+                             Py_ssize_t, Py_ssize_t, const double*, double*, double*,
+                             int) noexcept nogil
+    void cbn_gsums_f16_512(const cbn_half*, const cbn_half*, const cbn_half*, Py_ssize_t,
+                           double, double*) noexcept nogil
     void cbn_runs_sums_f32(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                            double, double*) noexcept nogil
     void cbn_runs_sums_f64(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -694,6 +716,20 @@ cdef bint _sums512 = _can512 and _amd >= 0x1A
 # 0.82 / 0.90; training 1x64x56x56 0.96 / 0.91, 1x128x28x28 0.84 / 0.92, 1x32x56x56 0.88
 # / 0.94, 1x16x56x56 0.89 / 0.92, 2x96x28x28 0.89 / 0.94, 8x64x28x28 1.00 / 0.89;
 # backward (eight rows already) 0.98-1.00; from 8 as from 32.
+# The float16 passes in cache take AVX-512F vectors of 16 values instead of 8 there too
+# (_h512): the output passes of planar runs, short runs and channels-last rows
+# (cbn_run_affine_f16_512, cbn_rows_dx_f16_512, ...), the planar sums of a run
+# (cbn_sums_f16_512) and the channels-last register tiles (cbn_tiles32_f16_512), all
+# bit-identical to the AVX2 passes.  Those are bound by their two F16C conversions per
+# vector, which Zen 5 executes at full width in 512-bit form (C loop, one thread,
+# inference of runs in L2: 0.51-0.54 of the AVX2 time).  In one process (9 rounds),
+# 2-core AMD EPYC Zen 5 VM, float16 1x64x56x56, this / AVX2, 1 / 2 threads: inference
+# NCHW 0.68-0.76 / 0.69-0.77, NHWC 0.73-0.78 / 0.82-0.83; statistics NCHW 0.91 / 0.93,
+# NHWC 0.66 / 0.77; training NCHW 0.84 / 0.85, NHWC 0.71 / 0.75; backward NCHW 0.77 /
+# 0.80, NHWC 0.79 / 0.83; short runs, 1x256x14x14 inference 0.63 / 0.80, training 0.86 /
+# 0.94, backward 0.88 / 0.95, 1x512x7x7 inference 0.84 / 0.83.  Streamed passes (from
+# memory), the sums of short planar runs and the sums beyond the caches keep AVX2.
+cdef bint _h512 = _sums512
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
@@ -970,6 +1006,16 @@ def wide_sums(flag=None):
     global _sums512
     old = _setting(&_sums512, flag)
     _sums512 = _sums512 and _can512
+    return old
+
+
+# Whether the float16 output passes in cache run in AVX-512F vectors (see _h512; only
+# where the CPU can run them: _can512); wide_halves(True/False) sets it and returns the
+# old setting (for tests and measurements).
+def wide_halves(flag=None):
+    global _h512
+    old = _setting(&_h512, flag)
+    _h512 = _h512 and _can512
     return old
 
 
@@ -1361,6 +1407,11 @@ cdef inline void _run_sums(const data_t* x, const data_t* dy, const data_t* y, b
             cbn_gsums_f64(x, dy, mask, m, ref, acc)
         else:
             cbn_sums_f64(x, m, ref, acc)
+    elif _h512:
+        if grad:
+            cbn_gsums_f16_512(x, dy, mask, m, ref, acc)
+        else:
+            cbn_sums_f16_512(x, m, ref, acc)
     else:
         if grad:
             cbn_gsums_f16(x, dy, mask, m, ref, acc)
@@ -1418,8 +1469,13 @@ cdef inline void _run_affine(const data_t* x, data_t* out, Py_ssize_t n, real_t 
     (STORE_PF; float32 and float64 runs of SHORT_RUN bytes or more); ahead: a pass in
     memory order (float16 streamed ones prefetch x, _hstream)."""
     cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
+    cdef int hs
     if data_t is cbn_half and real_t is float:
-        cbn_run_affine_f16(x, out, n, hi, s, t, relu, _hstream(stream, ahead))
+        hs = _hstream(stream, ahead)
+        if _h512 and hs == 0:
+            cbn_run_affine_f16_512(x, out, n, hi, s, t, relu)
+        else:
+            cbn_run_affine_f16(x, out, n, hi, s, t, relu, hs)
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_affine_nt_f32(x, out, n, hi, s, t, relu)
@@ -1448,8 +1504,13 @@ cdef inline void _run_dx(const data_t* x, const data_t* dy, const data_t* y, bin
     """dx = (x - hi) * s + g * k + t over one run, g = dy (0 where masked and y <= 0);
     ahead as in _run_affine."""
     cdef bint short = n * <Py_ssize_t>sizeof(data_t) < _short_run
+    cdef int hs
     if data_t is cbn_half and real_t is float:
-        cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k, _hstream(stream, ahead))
+        hs = _hstream(stream, ahead)
+        if _h512 and hs == 0:
+            cbn_run_dx_f16_512(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
+        else:
+            cbn_run_dx_f16(x, dy, y if masked else NULL, dx, n, hi, s, t, k, hs)
     elif data_t is float and real_t is float:
         if stream:
             cbn_run_dx_nt_f32(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
@@ -1478,7 +1539,10 @@ cdef inline void _runs_affine(const data_t* x, data_t* out, Py_ssize_t n, Py_ssi
                               const real_t* p, Py_ssize_t C, bint relu) noexcept nogil:
     """nr consecutive short runs of n values, run j with channel j's parameters in the
     table p (its columns: p points at the first run's channel, C apart)."""
-    if data_t is cbn_half and real_t is float:
+    if data_t is cbn_half and real_t is float and _h512:
+        cbn_runs_affine_short_f16_512(x, out, n, nr, p + P_HI * C, p + P_SCALE * C,
+                                      p + P_SHIFT * C, relu)
+    elif data_t is cbn_half and real_t is float:
         cbn_runs_affine_short_f16(x, out, n, nr, p + P_HI * C, p + P_SCALE * C,
                                   p + P_SHIFT * C, relu)
     elif data_t is float and real_t is float:
@@ -1501,6 +1565,9 @@ cdef inline void _runs_dx(const data_t* x, const data_t* dy, const data_t* y, bi
     elif data_t is double and real_t is double:
         cbn_runs_dx_short_f64(x, dy, y if masked else NULL, dx, n, nr, p + P_HI * C,
                               p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
+    elif data_t is cbn_half and real_t is float and _h512:
+        cbn_runs_dx_short_f16_512(x, dy, y if masked else NULL, dx, n, nr, p + P_HI * C,
+                                  p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
     elif data_t is cbn_half and real_t is float:
         cbn_runs_dx_short_f16(x, dy, y if masked else NULL, dx, n, nr, p + P_HI * C,
                               p + P_SCALE * C, p + P_SHIFT * C, p + P_GAIN * C)
@@ -1716,6 +1783,9 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
                                     0 if near else PF_ROWS_BYTES)
             else:
                 cbn_rows_sums8_f16(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
+        elif tiles and _h512:
+            cbn_tiles32_f16_512(x, dy if grad else NULL, y if grad and masked else NULL, ld,
+                                n, m, ref, s1, s2, grad)
         elif grad:
             cbn_rows_gsums_tiled_f16(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
                                      not tiles)
@@ -1732,8 +1802,11 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
     cdef const real_t* s = p + P_SCALE * C
     cdef const real_t* t = p + P_SHIFT * C
     if data_t is cbn_half and real_t is float:
-        cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu,
-                            _hstream(store == STORE_STREAM, True))
+        if _h512 and store != STORE_STREAM:
+            cbn_rows_affine_f16_512(x, out, ld, n, m, hi, s, t, relu)
+        else:
+            cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu,
+                                _hstream(store == STORE_STREAM, True))
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_affine_nt_f32(x, out, ld, n, m, hi, s, t, relu)
@@ -1762,8 +1835,11 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
     cdef const real_t* t = p + P_SHIFT * C
     cdef const real_t* k = p + P_GAIN * C
     if data_t is cbn_half and real_t is float:
-        cbn_rows_dx_f16(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k,
-                        _hstream(store == STORE_STREAM, True))
+        if _h512 and store != STORE_STREAM:
+            cbn_rows_dx_f16_512(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
+        else:
+            cbn_rows_dx_f16(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k,
+                            _hstream(store == STORE_STREAM, True))
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_dx_nt_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)

@@ -395,6 +395,15 @@ static inline __m256d cbn_wide8(__m256 v) {
  * time straight into A, Q (the last 0-7 values are the callers'; short planar runs had
  * up to 31 converted one by one): D(k) loads the 8 values at i + 8k into g and d
  * (float32), then a += g and q += g * d */
+/* the last whole vectors of 8, straight into A, Q, and their sums into s1, s2 */
+#define CBN_HREDUCE_TAIL(D)                                                                 \
+        for (; i + 8 <= n; i += 8) {                                                        \
+            __m256 g, d;                                                                    \
+            D(0) A = _mm256_add_pd(A, cbn_wide8(g));                                        \
+            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_mul_ps(g, d)));                           \
+        }                                                                                   \
+        s1 = cbn_hadd4(A, Z, Z, Z);                                                         \
+        s2 = cbn_hadd4(Q, Z, Z, Z);
 #define CBN_HREDUCE_STEP     /* what each 32-value step does first (cbn_sums_pf_f16) */
 #define CBN_HREDUCE(D)                                                                      \
     {                                                                                       \
@@ -410,18 +419,12 @@ static inline __m256d cbn_wide8(__m256 v) {
                 D(16) a2 = CBN_FADD8(g, a2); q2 = _mm256_fmadd_ps(g, d, q2);                 \
                 D(24) a3 = CBN_FADD8(g, a3); q3 = _mm256_fmadd_ps(g, d, q3);                 \
             }                                                                               \
-            A = _mm256_add_pd(A, cbn_wide8(_mm256_add_ps(_mm256_add_ps(a0, a1),              \
-                                                         _mm256_add_ps(a2, a3))));          \
-            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_add_ps(_mm256_add_ps(q0, q1),              \
-                                                         _mm256_add_ps(q2, q3))));          \
+            A = _mm256_add_pd(A, cbn_wide8(_mm256_add_ps(_mm256_add_ps(a0, a2),              \
+                                                         _mm256_add_ps(a1, a3))));          \
+            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_add_ps(_mm256_add_ps(q0, q2),              \
+                                                         _mm256_add_ps(q1, q3))));          \
         }                                                                                   \
-        for (; i + 8 <= n; i += 8) {                                                        \
-            __m256 g, d;                                                                    \
-            D(0) A = _mm256_add_pd(A, cbn_wide8(g));                                        \
-            Q = _mm256_add_pd(Q, cbn_wide8(_mm256_mul_ps(g, d)));                           \
-        }                                                                                   \
-        s1 = cbn_hadd4(A, Z, Z, Z);                                                         \
-        s2 = cbn_hadd4(Q, Z, Z, Z);                                                         \
+        CBN_HREDUCE_TAIL(D)                                                                 \
     }
 /* D of CBN_HREDUCE and CBN_HRUN (below): deviations from R (statistics) and backward
  * sums' g, x - M (g = 0 where y <= 0; NaN y keeps dy) */
@@ -438,7 +441,7 @@ static inline __m256d cbn_wide8(__m256 v) {
     const __m256d Z = _mm256_setzero_pd();                                                  \
     Py_ssize_t i = 0;                                                                       \
     double s1, s2, m, d1;                                                                   \
-    CBN_HREDUCE(CBN_HDEV)                                                                   \
+    CBN_HRED(CBN_HDEV)                                                                      \
     m = (double)i;                                                                          \
     acc[0] += s1 - m * lo;                                                                  \
     acc[1] += s2 - 2.0 * lo * s1 + m * lo * lo;                                             \
@@ -451,9 +454,9 @@ static inline __m256d cbn_wide8(__m256 v) {
     Py_ssize_t i = 0;                                                                       \
     double s1, s2, g1;                                                                      \
     if (y)                                                                                  \
-        CBN_HREDUCE(CBN_HGDEV_MASKED)                                                       \
+        CBN_HRED(CBN_HGDEV_MASKED)                                                          \
     else                                                                                    \
-        CBN_HREDUCE(CBN_HGDEV)                                                              \
+        CBN_HRED(CBN_HGDEV)                                                                 \
     acc[0] += s1;                                                                           \
     acc[1] += s2 - lo * s1;                                                                 \
     for (; i < n; i++) {                                                                    \
@@ -461,6 +464,7 @@ static inline __m256d cbn_wide8(__m256 v) {
         acc[0] += g1;                                                                       \
         acc[1] += g1 * ((double)cbn_h2f(x[i]) - mean);                                      \
     }
+#define CBN_HRED CBN_HREDUCE
 CBN_REDUCER void cbn_sums_f16(const cbn_half* x, Py_ssize_t n, double ref, double* acc) {
     CBN_SB_F16
 }
@@ -2015,6 +2019,49 @@ static inline Py_ssize_t cbn_hwalk_stats(Py_ssize_t m) {
         A = CBN_FADD8(g_, A);                                                               \
         Q = _mm256_fmadd_ps(g_, d_, Q);                                                     \
     }
+/* A tile's rows r0 .. r0 + nb - 1 (of channels c on), written once for both widths
+ * (cbn_tiles32_f16 and its AVX-512F form): ROW(o, a, q) adds a row's g into a and g * d
+ * into q; the float32 partials (V, zero Zv, addition VADD) of at most CBN_HGROUP rows go
+ * to the float64 sums A0, A1, Q0, Q1 (CVT(v, upper): half of v as doubles; DADD, and
+ * DNMADD(a, b, c) = c - a b), which then become sums about ref = rf + L: sum g (d - L)
+ * = sum g d - L sum g; for the statistics (g = d) also sum (d - L) = sum d - nb L, and
+ * sum (d - L)^2 = sum d^2 - L sum d - L sum (d - L).  (Their ref, the channel's first
+ * value, is a float16 value: L = 0 there.) */
+#define CBN_HTILE_ROWS(V, Zv, ROW, VADD, CVT, DADD, DNMADD)                                 \
+    for (r = 0, o = r0 * ld + c; r < nb;) {                                                 \
+        V a0 = Zv, a1 = Zv, a2 = Zv, a3 = Zv, q0 = Zv, q1 = Zv, q2 = Zv, q3 = Zv;           \
+        const Py_ssize_t e = nb - r < CBN_HGROUP(grad) ? nb : r + CBN_HGROUP(grad);         \
+        if (grad) {         /* two chains (registers for dy and y) */                       \
+            for (; r + 2 <= e; r += 2, o += 2 * ld) {                                       \
+                ROW(o, a0, q0)                                                              \
+                ROW(o + ld, a1, q1)                                                         \
+            }                                                                               \
+        } else {                                                                            \
+            for (; r + 4 <= e; r += 4, o += 4 * ld) {                                       \
+                ROW(o, a0, q0)                                                              \
+                ROW(o + ld, a1, q1)                                                         \
+                ROW(o + 2 * ld, a2, q2)                                                     \
+                ROW(o + 3 * ld, a3, q3)                                                     \
+            }                                                                               \
+        }                                                                                   \
+        if (r < e) { ROW(o, a0, q0) r++; o += ld; }   /* at most 3 full steps */            \
+        if (r < e) { ROW(o, a1, q1) r++; o += ld; }   /* before these */                    \
+        if (r < e) { ROW(o, a2, q2) r++; o += ld; }                                         \
+        a0 = VADD(VADD(a0, a1), VADD(a2, a3));                                              \
+        q0 = VADD(VADD(q0, q1), VADD(q2, q3));                                              \
+        A0 = DADD(A0, CVT(a0, 0));                                                          \
+        A1 = DADD(A1, CVT(a0, 1));                                                          \
+        Q0 = DADD(Q0, CVT(q0, 0));                                                          \
+        Q1 = DADD(Q1, CVT(q0, 1));                                                          \
+    }                                                                                       \
+    Q0 = DNMADD(L0, A0, Q0);                                                                \
+    Q1 = DNMADD(L1, A1, Q1);                                                                \
+    if (!grad) {                                                                            \
+        A0 = DNMADD(N, L0, A0);                                                             \
+        A1 = DNMADD(N, L1, A1);                                                             \
+        Q0 = DNMADD(L0, A0, Q0);                                                            \
+        Q1 = DNMADD(L1, A1, Q1);                                                            \
+    }
 static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                                    Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                    const double* ref, double* s1, double* s2, int grad,
@@ -2037,44 +2084,8 @@ static inline void cbn_tiles32_f16(const cbn_half* x, const cbn_half* dy, const 
             __m256d A0 = Z, A1 = Z, Q0 = Z, Q1 = Z, N = _mm256_set1_pd((double)nb);
             L0 = _mm256_sub_pd(L0, cbn_cvt4d(R, 0));
             L1 = _mm256_sub_pd(L1, cbn_cvt4d(R, 1));
-            for (r = 0, o = r0 * ld + c; r < nb;) {
-                __m256 a0 = Z8, a1 = Z8, a2 = Z8, a3 = Z8, q0 = Z8, q1 = Z8, q2 = Z8, q3 = Z8;
-                const Py_ssize_t e = nb - r < CBN_HGROUP(grad) ? nb : r + CBN_HGROUP(grad);
-                if (grad) {         /* two chains (registers for dy and y) */
-                    for (; r + 2 <= e; r += 2, o += 2 * ld) {
-                        CBN_HROW(o, a0, q0)
-                        CBN_HROW(o + ld, a1, q1)
-                    }
-                } else {
-                    for (; r + 4 <= e; r += 4, o += 4 * ld) {
-                        CBN_HROW(o, a0, q0)
-                        CBN_HROW(o + ld, a1, q1)
-                        CBN_HROW(o + 2 * ld, a2, q2)
-                        CBN_HROW(o + 3 * ld, a3, q3)
-                    }
-                }
-                if (r < e) { CBN_HROW(o, a0, q0) r++; o += ld; }   /* at most 3 full steps */
-                if (r < e) { CBN_HROW(o, a1, q1) r++; o += ld; }   /* before these */
-                if (r < e) { CBN_HROW(o, a2, q2) r++; o += ld; }
-                a0 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-                q0 = _mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3));
-                A0 = _mm256_add_pd(A0, cbn_cvt4d(a0, 0));
-                A1 = _mm256_add_pd(A1, cbn_cvt4d(a0, 1));
-                Q0 = _mm256_add_pd(Q0, cbn_cvt4d(q0, 0));
-                Q1 = _mm256_add_pd(Q1, cbn_cvt4d(q0, 1));
-            }
-            /* about ref = rf + L: sum g (d - L) = sum g d - L sum g; for the statistics
-             * (g = d) also sum (d - L) = sum d - nb L, and sum (d - L)^2 = sum d^2 -
-             * L sum d - L sum (d - L).  (Their ref, the channel's first value, is a
-             * float16 value: L = 0 there.) */
-            Q0 = _mm256_fnmadd_pd(L0, A0, Q0);
-            Q1 = _mm256_fnmadd_pd(L1, A1, Q1);
-            if (!grad) {
-                A0 = _mm256_fnmadd_pd(N, L0, A0);
-                A1 = _mm256_fnmadd_pd(N, L1, A1);
-                Q0 = _mm256_fnmadd_pd(L0, A0, Q0);
-                Q1 = _mm256_fnmadd_pd(L1, A1, Q1);
-            }
+            CBN_HTILE_ROWS(__m256, Z8, CBN_HROW, _mm256_add_ps, cbn_cvt4d, _mm256_add_pd,
+                           _mm256_fnmadd_pd)
             cbn_add_tile(s1 + c, s2 + c, A0, A1, Q0, Q1);
         }
         if (c < m) {
@@ -2426,6 +2437,251 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
         cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, cbn_par8(hi, c, m), cbn_par8(s, c, m),
                  cbn_par8(t, c, m), cbn_par8(k, c, m), stream);)
 }
+#if defined(__GNUC__) || defined(__clang__)
+/* The float16 output passes in cache (not streamed) again with AVX-512F vectors of 16
+ * values: in the AVX2 build, run only where _kernels.pyx chooses them (_h512: Zen 5,
+ * which executes 512-bit conversions at full width).  Each value goes through the same
+ * operations as in the AVX2 passes above, to which they leave what is not a whole vector
+ * of 16 (and rows that are not whole vectors), so the outputs are bit-identical (the
+ * tests compare the two).  The AVX2 passes are bound by their conversions (two per
+ * vector of 8): in a C loop on the 2-core AMD EPYC Zen 5 VM, one thread, inference of
+ * runs in L2 (200704, 50176, 12544 values), this / the AVX2 loop 0.51-0.54; float16 per
+ * byte against float32 0.97 / 1.80 at 200704 values, 1.58 / 3.04-3.15 at 12544. */
+#define CBN_HAVE_H512 1
+#define CBN_T512 __attribute__((target("avx512f")))
+CBN_T512 static inline __m512 cbn_ld16h(const cbn_half* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p));
+}
+CBN_T512 static inline void cbn_st16h(cbn_half* p, __m512 v) {
+    _mm256_storeu_si256((__m256i*)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+CBN_T512 static inline void cbn_affine16h(const cbn_half* x, cbn_half* out, __m512 H,
+                                          __m512 S, __m512 T, int relu) {
+    __m512 v = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x), _mm512_set1_ps(1.0f), H), S, T);
+    cbn_st16h(out, relu ? _mm512_max_ps(_mm512_setzero_ps(), v) : v);
+}
+/* g: dy, or 0 where y <= 0 (as cbn_g8h) */
+CBN_T512 static inline __m512 cbn_g16h(const cbn_half* dy, const cbn_half* y) {
+    __m512 g = cbn_ld16h(dy);
+    return y ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(cbn_ld16h(y), _mm512_setzero_ps(),
+                                                      _CMP_NLE_UQ), g)
+             : g;
+}
+CBN_T512 static inline void cbn_dx16h(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                                      cbn_half* dx, __m512 H, __m512 S, __m512 T, __m512 K) {
+    __m512 v = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x), _mm512_set1_ps(1.0f), H), S,
+                               _mm512_mul_ps(cbn_g16h(dy, y), K));
+    cbn_st16h(dx, _mm512_fmadd_ps(v, _mm512_set1_ps(1.0f), T));
+}
+CBN_T512 CBN_PASS void cbn_run_affine_f16_512(const cbn_half* x, cbn_half* out, Py_ssize_t n,
+                                              float hi, float s, float t, int relu) {
+    const __m512 H = _mm512_set1_ps(hi), S = _mm512_set1_ps(s), T = _mm512_set1_ps(t);
+    Py_ssize_t i;
+    for (i = 0; i + 16 <= n; i += 16)
+        cbn_affine16h(x + i, out + i, H, S, T, relu);
+    if (i < n)
+        cbn_run_affine_f16(x + i, out + i, n - i, hi, s, t, relu, 0);
+}
+CBN_T512 CBN_PASS void cbn_run_dx_f16_512(const cbn_half* x, const cbn_half* dy,
+                                          const cbn_half* y, cbn_half* dx, Py_ssize_t n,
+                                          float hi, float s, float t, float k) {
+    const __m512 H = _mm512_set1_ps(hi), S = _mm512_set1_ps(s), T = _mm512_set1_ps(t),
+                 K = _mm512_set1_ps(k);
+    Py_ssize_t i;
+    for (i = 0; i + 16 <= n; i += 16)
+        cbn_dx16h(x + i, dy + i, y ? y + i : NULL, dx + i, H, S, T, K);
+    if (i < n)
+        cbn_run_dx_f16(x + i, dy + i, y ? y + i : NULL, dx + i, n - i, hi, s, t, k, 0);
+}
+/* rows one after another of a whole number of vectors (else the AVX2 pass): two rows
+ * per step, as CBN_HROWS2 */
+#define CBN_HROWS16(n, m) ((m) % 16 == 0 && (n) >= 2)
+#define CBN_HPAR16(P, p) const __m512 P = _mm512_loadu_ps((p) + c);
+CBN_T512 CBN_PASS void cbn_rows_affine_f16_512(const cbn_half* x, cbn_half* out, Py_ssize_t ld,
+                                               Py_ssize_t n, Py_ssize_t m, const float* hi,
+                                               const float* s, const float* t, int relu) {
+    Py_ssize_t r, c;
+    if (ld != m || !CBN_HROWS16(n, m)) {
+        cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu, 0);
+        return;
+    }
+    for (r = 0; r + 2 <= n; r += 2)
+        for (c = 0; c < m; c += 16) {
+            CBN_HPAR16(H, hi) CBN_HPAR16(S, s) CBN_HPAR16(T, t)
+            cbn_affine16h(x + r * m + c, out + r * m + c, H, S, T, relu);
+            cbn_affine16h(x + (r + 1) * m + c, out + (r + 1) * m + c, H, S, T, relu);
+        }
+    if (r < n)
+        cbn_rows_affine_f16(x + r * m, out + r * m, m, 1, m, hi, s, t, relu, 0);
+}
+CBN_T512 CBN_PASS void cbn_rows_dx_f16_512(const cbn_half* x, const cbn_half* dy,
+                                           const cbn_half* y, cbn_half* dx, Py_ssize_t ld,
+                                           Py_ssize_t n, Py_ssize_t m, const float* hi,
+                                           const float* s, const float* t, const float* k) {
+    Py_ssize_t r, c, o;
+    if (ld != m || !CBN_HROWS16(n, m)) {
+        cbn_rows_dx_f16(x, dy, y, dx, ld, n, m, hi, s, t, k, 0);
+        return;
+    }
+    for (r = 0; r + 2 <= n; r += 2)
+        for (c = 0; c < m; c += 16) {
+            CBN_HPAR16(H, hi) CBN_HPAR16(S, s) CBN_HPAR16(T, t) CBN_HPAR16(K, k)
+            o = r * m + c;
+            cbn_dx16h(x + o, dy + o, y ? y + o : NULL, dx + o, H, S, T, K);
+            o += m;
+            cbn_dx16h(x + o, dy + o, y ? y + o : NULL, dx + o, H, S, T, K);
+        }
+    if (r < n)
+        cbn_rows_dx_f16(x + r * m, dy + r * m, y ? y + r * m : NULL, dx + r * m, m, 1, m, hi,
+                        s, t, k, 0);
+}
+/* nr short runs of n values, as cbn_runs_affine_short_f16 (runs under 16 values: that) */
+CBN_T512 CBN_PASS void cbn_runs_affine_short_f16_512(const cbn_half* x, cbn_half* out,
+                                                     Py_ssize_t n, Py_ssize_t nr,
+                                                     const float* hi, const float* s,
+                                                     const float* t, int relu) {
+    __m512 H, S, T, e;
+    Py_ssize_t i, j;
+    if (n < 16) {
+        cbn_runs_affine_short_f16(x, out, n, nr, hi, s, t, relu);
+        return;
+    }
+    for (j = 0; j < nr; j++, x += n, out += n) {
+        H = _mm512_set1_ps(hi[j]);
+        S = _mm512_set1_ps(s[j]);
+        T = _mm512_set1_ps(t[j]);
+        e = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x + n - 16), _mm512_set1_ps(1.0f), H),
+                            S, T);
+        for (i = 0; i < n - 16; i += 16)
+            cbn_affine16h(x + i, out + i, H, S, T, relu);
+        cbn_st16h(out + n - 16, relu ? _mm512_max_ps(_mm512_setzero_ps(), e) : e);
+    }
+}
+/* the same for dx (cbn_runs_dx_short_f16) */
+CBN_T512 CBN_PASS void cbn_runs_dx_short_f16_512(const cbn_half* x, const cbn_half* dy,
+                                                 const cbn_half* y, cbn_half* dx,
+                                                 Py_ssize_t n, Py_ssize_t nr, const float* hi,
+                                                 const float* s, const float* t,
+                                                 const float* k) {
+    __m512 H, S, T, K, g, e;
+    Py_ssize_t i, j;
+    if (n < 16) {
+        cbn_runs_dx_short_f16(x, dy, y, dx, n, nr, hi, s, t, k);
+        return;
+    }
+    for (j = 0; j < nr; j++, x += n, dy += n, dx += n, y = y ? y + n : NULL) {
+        H = _mm512_set1_ps(hi[j]);
+        S = _mm512_set1_ps(s[j]);
+        T = _mm512_set1_ps(t[j]);
+        K = _mm512_set1_ps(k[j]);
+        g = cbn_g16h(dy + n - 16, y ? y + n - 16 : NULL);
+        e = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x + n - 16), _mm512_set1_ps(1.0f), H),
+                            S, _mm512_mul_ps(g, K));
+        for (i = 0; i < n - 16; i += 16)
+            cbn_dx16h(x + i, dy + i, y ? y + i : NULL, dx + i, H, S, T, K);
+        cbn_st16h(dx + n - 16, _mm512_fmadd_ps(e, _mm512_set1_ps(1.0f), T));
+    }
+}
+/* The float16 sums of a run (cbn_sums_f16, cbn_gsums_f16) likewise: CBN_HREDUCE's 32
+ * values per step as two vectors of 16, whose lanes sum what the AVX2 loop's four
+ * vectors of 8 sum, combined in the same order (a0 + a2 and a1 + a3 first). */
+#define CBN_HDEV16(k) d = _mm512_sub_ps(cbn_ld16h(x + i + k), _mm512_set1_ps(rf)); g = d;
+#define CBN_HGDEV16(k)                                                                      \
+    g = cbn_ld16h(dy + i + k);                                                              \
+    d = _mm512_sub_ps(cbn_ld16h(x + i + k), _mm512_set1_ps(mf));
+#define CBN_HGDEV_MASKED16(k)                                                               \
+    g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(cbn_ld16h(y + i + k), _mm512_setzero_ps(),   \
+                                               _CMP_NLE_UQ), cbn_ld16h(dy + i + k));        \
+    d = _mm512_sub_ps(cbn_ld16h(x + i + k), _mm512_set1_ps(mf));
+/* the two halves of v added: lanes j and j + 8 */
+CBN_T512 static inline __m256 cbn_fold16(__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+#define CBN_HREDUCE512(D)                                                                   \
+    {                                                                                       \
+        const __m512 one_ = _mm512_set1_ps(1.0f);                                           \
+        __m256d A = _mm256_setzero_pd(), Q = A;                                             \
+        while (i + 32 <= n) {                                                               \
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0, g, d;               \
+            Py_ssize_t j_, k_ = (n - i) / 32 < CBN_HK ? (n - i) / 32 : CBN_HK;              \
+            for (j_ = 0; j_ < k_; j_++, i += 32) {                                          \
+                D##16(0) a0 = _mm512_fmadd_ps(g, one_, a0); q0 = _mm512_fmadd_ps(g, d, q0);  \
+                D##16(16) a1 = _mm512_fmadd_ps(g, one_, a1); q1 = _mm512_fmadd_ps(g, d, q1); \
+            }                                                                               \
+            A = _mm256_add_pd(A, cbn_wide8(cbn_fold16(_mm512_add_ps(a0, a1))));             \
+            Q = _mm256_add_pd(Q, cbn_wide8(cbn_fold16(_mm512_add_ps(q0, q1))));             \
+        }                                                                                   \
+        CBN_HREDUCE_TAIL(D)                                                                 \
+    }
+#undef CBN_HRED
+#define CBN_HRED CBN_HREDUCE512
+CBN_T512 CBN_PASS void cbn_sums_f16_512(const cbn_half* x, Py_ssize_t n, double ref,
+                                        double* acc) {
+    CBN_SB_F16
+}
+CBN_T512 CBN_PASS void cbn_gsums_f16_512(const cbn_half* x, const cbn_half* dy,
+                                         const cbn_half* y, Py_ssize_t n, double mean,
+                                         double* acc) {
+    CBN_GB_F16
+}
+#undef CBN_HRED
+#define CBN_HRED CBN_HREDUCE
+/* The channels-last float16 sums in cache (cbn_tiles32_f16 without its walk) in tiles
+ * of 16 channels, through the same loop (CBN_HTILE_ROWS): each lane does what the AVX2
+ * tiles' lane for its channel does, over the same blocks of rows; the channels after
+ * the last whole tile of 16 go to the AVX2 tiles. */
+#define CBN_HROW16(o, A, Q)                                                                 \
+    {                                                                                       \
+        const __m512 d_ = _mm512_sub_ps(cbn_ld16h(x + (o)), R);                             \
+        __m512 g_ = d_;                                                                     \
+        if (grad) {                                                                         \
+            g_ = cbn_ld16h(dy + (o));                                                       \
+            if (y)                                                                          \
+                g_ = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(cbn_ld16h(y + (o)), Z16,         \
+                                                            _CMP_NLE_UQ), g_);              \
+        }                                                                                   \
+        A = _mm512_fmadd_ps(g_, one_, A);                                                   \
+        Q = _mm512_fmadd_ps(g_, d_, Q);                                                     \
+    }
+CBN_T512 static inline __m512d cbn_cvt8d(__m512 v, int upper) {
+    return _mm512_cvtps_pd(upper ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+                                 : _mm512_castps512_ps256(v));
+}
+CBN_T512 static inline void cbn_add8(double* s, __m512d v) {
+    _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), v));
+}
+CBN_T512 CBN_PASS void cbn_tiles32_f16_512(const cbn_half* x, const cbn_half* dy,
+                                           const cbn_half* y, Py_ssize_t ld, Py_ssize_t n,
+                                           Py_ssize_t m, const double* ref, double* s1,
+                                           double* s2, int grad) {
+    const __m512 Z16 = _mm512_setzero_ps(), one_ = _mm512_set1_ps(1.0f);
+    const __m512d Z = _mm512_setzero_pd();
+    Py_ssize_t c, r, r0, nb, o, m16 = m & ~(Py_ssize_t)15;
+    for (r0 = 0; r0 < n && m16; r0 += nb) {
+        nb = CBN_TILE_ROWS(ld, grad ? (y ? 3 : 2) : 1);
+        nb = n - r0 < nb ? n - r0 : nb;
+        for (c = 0; c < m16; c += 16) {
+            __m512d L0 = _mm512_loadu_pd(ref + c), L1 = _mm512_loadu_pd(ref + c + 8);
+            const __m512 R = _mm512_castpd_ps(_mm512_insertf64x4(
+                _mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(L0))),
+                _mm256_castps_pd(_mm512_cvtpd_ps(L1)), 1));
+            __m512d A0 = Z, A1 = Z, Q0 = Z, Q1 = Z, N = _mm512_set1_pd((double)nb);
+            L0 = _mm512_sub_pd(L0, cbn_cvt8d(R, 0));
+            L1 = _mm512_sub_pd(L1, cbn_cvt8d(R, 1));
+            CBN_HTILE_ROWS(__m512, Z16, CBN_HROW16, _mm512_add_ps, cbn_cvt8d, _mm512_add_pd,
+                           _mm512_fnmadd_pd)
+            cbn_add8(s1 + c, A0);
+            cbn_add8(s1 + c + 8, A1);
+            cbn_add8(s2 + c, Q0);
+            cbn_add8(s2 + c + 8, Q1);
+        }
+    }
+    if (m16 < m)
+        cbn_tiles32_f16(x + m16, dy ? dy + m16 : NULL, y ? y + m16 : NULL, ld, n, m - m16,
+                        ref + m16, s1 + m16, s2 + m16, grad, 0);
+}
+#endif
 #else
 /* Without F16C: float32 blocks, stored plainly (stream is ignored). */
 CBN_PASS void cbn_run_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t n, float hi,
@@ -2486,6 +2742,23 @@ CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const
         cbn_run_dx_f16(x + j * n, dy + j * n, y ? y + j * n : NULL, dx + j * n, n, hi[j], s[j],
                        t[j], k[j], 0);
 }
+#endif
+#if !defined(CBN_HAVE_H512)
+#define cbn_run_affine_f16_512(x, out, n, hi, s, t, relu) \
+    cbn_run_affine_f16(x, out, n, hi, s, t, relu, 0)
+#define cbn_run_dx_f16_512(x, dy, y, dx, n, hi, s, t, k) \
+    cbn_run_dx_f16(x, dy, y, dx, n, hi, s, t, k, 0)
+#define cbn_rows_affine_f16_512(x, out, ld, n, m, hi, s, t, relu) \
+    cbn_rows_affine_f16(x, out, ld, n, m, hi, s, t, relu, 0)
+#define cbn_rows_dx_f16_512(x, dy, y, dx, ld, n, m, hi, s, t, k) \
+    cbn_rows_dx_f16(x, dy, y, dx, ld, n, m, hi, s, t, k, 0)
+#define cbn_sums_f16_512 cbn_sums_f16
+#define cbn_runs_affine_short_f16_512 cbn_runs_affine_short_f16
+#define cbn_runs_dx_short_f16_512 cbn_runs_dx_short_f16
+#define cbn_tiles32_f16_512(x, dy, y, ld, n, m, ref, s1, s2, grad)                          \
+    ((grad) ? cbn_rows_gsums_tiled_f16(x, dy, y, ld, n, m, ref, s1, s2, 0)                  \
+            : cbn_rows_sums_tiled_f16(x, ld, n, m, ref, s1, s2, 0))
+#define cbn_gsums_f16_512 cbn_gsums_f16
 #endif
 #if !defined(CBN_TILED_SUMS_F16)
 #define cbn_rows_sums_tiled_f16(x, ld, n, m, ref, s1, s2, mem) \
