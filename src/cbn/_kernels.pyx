@@ -727,8 +727,9 @@ cdef bint _sums512 = _can512 and _amd >= 0x1A
 # NCHW 0.68-0.76 / 0.69-0.77, NHWC 0.73-0.78 / 0.82-0.83; statistics NCHW 0.91 / 0.93,
 # NHWC 0.66 / 0.77; training NCHW 0.84 / 0.85, NHWC 0.71 / 0.75; backward NCHW 0.77 /
 # 0.80, NHWC 0.79 / 0.83; short runs, 1x256x14x14 inference 0.63 / 0.80, training 0.86 /
-# 0.94, backward 0.88 / 0.95, 1x512x7x7 inference 0.84 / 0.83.  Streamed passes (from
-# memory), the sums of short planar runs and the sums beyond the caches keep AVX2.
+# 0.94, backward 0.88 / 0.95, 1x512x7x7 inference 0.84 / 0.83.  The streamed passes, the
+# planar sums that prefetch and the channels-last tiles that walk (from memory), and the
+# sums of short planar runs (cbn_runs_sums_f16) keep AVX2.
 cdef bint _h512 = _sums512
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
@@ -1009,9 +1010,9 @@ def wide_sums(flag=None):
     return old
 
 
-# Whether the float16 output passes in cache run in AVX-512F vectors (see _h512; only
-# where the CPU can run them: _can512); wide_halves(True/False) sets it and returns the
-# old setting (for tests and measurements).
+# Whether the float16 passes in cache (output passes and sums) run in AVX-512F vectors (see
+# _h512; only where the CPU can run them: _can512); wide_halves(True/False) sets it and
+# returns the old setting (for tests and measurements).
 def wide_halves(flag=None):
     global _h512
     old = _setting(&_h512, flag)
