@@ -918,6 +918,14 @@ cdef bint _setting(bint* setting, flag):
     return old
 
 
+cdef object _wide_setting(bint* setting, flag):
+    """_setting for an AVX-512F setting: it stays False where the CPU cannot run AVX-512F
+    (_can512)."""
+    old = _setting(setting, flag)
+    setting[0] = setting[0] and _can512
+    return old
+
+
 # The settings' setters, hooks for tests and bench/ab.py: each returns the old value and
 # sets the value given, if any.  (This module's Python-facing functions are described
 # in comments, not docstrings: compiled into both builds, the docstrings took about 4 KB
@@ -1004,20 +1012,14 @@ def eight_row_sums(flag=None):
 # _sums512); wide_sums(True/False) sets it (True only where the CPU runs AVX-512F) and
 # returns the old value (for tests and measurements).
 def wide_sums(flag=None):
-    global _sums512
-    old = _setting(&_sums512, flag)
-    _sums512 = _sums512 and _can512
-    return old
+    return _wide_setting(&_sums512, flag)
 
 
 # Whether the float16 passes in cache (output passes and sums) run in AVX-512F vectors (see
 # _h512; only where the CPU can run them: _can512); wide_halves(True/False) sets it and
 # returns the old setting (for tests and measurements).
 def wide_halves(flag=None):
-    global _h512
-    old = _setting(&_h512, flag)
-    _h512 = _h512 and _can512
-    return old
+    return _wide_setting(&_h512, flag)
 
 
 # Whether float32 interleaved statistics over data in cache go in tiles of 16 channels (see

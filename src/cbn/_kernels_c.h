@@ -1792,6 +1792,10 @@ CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* 
  * 1024x256 0.69, 12544x32 0.69. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CBN_HAVE_SUMS512 1
+/* as cbn_add4, 8 doubles */
+__attribute__((target("avx512f"))) static inline void cbn_add8(double* s, __m512d v) {
+    _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), v));
+}
 #undef CBN_V
 #undef CBN_W
 #undef CBN_VLD
@@ -1817,7 +1821,7 @@ CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* 
 #define CBN_VMADD _mm512_fmadd_pd
 #define CBN_VFADD(a, b) _mm512_fmadd_pd(a, _mm512_set1_pd(1.0), b)
 #define CBN_VFSUB(a, b) _mm512_fmsub_pd(a, _mm512_set1_pd(1.0), b)
-#define CBN_VACC(p, v) _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), v))
+#define CBN_VACC cbn_add8
 #define CBN_VZERO _mm512_setzero_pd
 #define CBN_VMASK(y, g) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(y, Z, _CMP_NLE_UQ), g)
 /* the prefetches of the AVX2 loop's two steps */
@@ -2437,7 +2441,7 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
         cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, cbn_par8(hi, c, m), cbn_par8(s, c, m),
                  cbn_par8(t, c, m), cbn_par8(k, c, m), stream);)
 }
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(CBN_HAVE_SUMS512)
 /* The float16 output passes in cache (not streamed) again with AVX-512F vectors of 16
  * values: in the AVX2 build, run only where _kernels.pyx chooses them (_h512: Zen 5,
  * which executes 512-bit conversions at full width).  Each value goes through the same
@@ -2455,10 +2459,15 @@ CBN_T512 static inline __m512 cbn_ld16h(const cbn_half* p) {
 CBN_T512 static inline void cbn_st16h(cbn_half* p, __m512 v) {
     _mm256_storeu_si256((__m256i*)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
+/* the affine of the 16 values at x, then max(., 0) with relu (NaN stays NaN) */
+CBN_T512 static inline __m512 cbn_vaffine16h(const cbn_half* x, __m512 H, __m512 S, __m512 T,
+                                             int relu) {
+    __m512 v = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x), _mm512_set1_ps(1.0f), H), S, T);
+    return relu ? _mm512_max_ps(_mm512_setzero_ps(), v) : v;
+}
 CBN_T512 static inline void cbn_affine16h(const cbn_half* x, cbn_half* out, __m512 H,
                                           __m512 S, __m512 T, int relu) {
-    __m512 v = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x), _mm512_set1_ps(1.0f), H), S, T);
-    cbn_st16h(out, relu ? _mm512_max_ps(_mm512_setzero_ps(), v) : v);
+    cbn_st16h(out, cbn_vaffine16h(x, H, S, T, relu));
 }
 /* g: dy, or 0 where y <= 0 (as cbn_g8h) */
 CBN_T512 static inline __m512 cbn_g16h(const cbn_half* dy, const cbn_half* y) {
@@ -2467,11 +2476,17 @@ CBN_T512 static inline __m512 cbn_g16h(const cbn_half* dy, const cbn_half* y) {
                                                       _CMP_NLE_UQ), g)
              : g;
 }
-CBN_T512 static inline void cbn_dx16h(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
-                                      cbn_half* dx, __m512 H, __m512 S, __m512 T, __m512 K) {
+/* dx of the 16 values at x (as cbn_dx8h: the shift added last, as an FMA) */
+CBN_T512 static inline __m512 cbn_vdx16h(const cbn_half* x, const cbn_half* dy,
+                                         const cbn_half* y, __m512 H, __m512 S, __m512 T,
+                                         __m512 K) {
     __m512 v = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x), _mm512_set1_ps(1.0f), H), S,
                                _mm512_mul_ps(cbn_g16h(dy, y), K));
-    cbn_st16h(dx, _mm512_fmadd_ps(v, _mm512_set1_ps(1.0f), T));
+    return _mm512_fmadd_ps(v, _mm512_set1_ps(1.0f), T);
+}
+CBN_T512 static inline void cbn_dx16h(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                                      cbn_half* dx, __m512 H, __m512 S, __m512 T, __m512 K) {
+    cbn_st16h(dx, cbn_vdx16h(x, dy, y, H, S, T, K));
 }
 CBN_T512 CBN_PASS void cbn_run_affine_f16_512(const cbn_half* x, cbn_half* out, Py_ssize_t n,
                                               float hi, float s, float t, int relu) {
@@ -2550,11 +2565,10 @@ CBN_T512 CBN_PASS void cbn_runs_affine_short_f16_512(const cbn_half* x, cbn_half
         H = _mm512_set1_ps(hi[j]);
         S = _mm512_set1_ps(s[j]);
         T = _mm512_set1_ps(t[j]);
-        e = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x + n - 16), _mm512_set1_ps(1.0f), H),
-                            S, T);
+        e = cbn_vaffine16h(x + n - 16, H, S, T, relu);
         for (i = 0; i < n - 16; i += 16)
             cbn_affine16h(x + i, out + i, H, S, T, relu);
-        cbn_st16h(out + n - 16, relu ? _mm512_max_ps(_mm512_setzero_ps(), e) : e);
+        cbn_st16h(out + n - 16, e);
     }
 }
 /* the same for dx (cbn_runs_dx_short_f16) */
@@ -2563,7 +2577,7 @@ CBN_T512 CBN_PASS void cbn_runs_dx_short_f16_512(const cbn_half* x, const cbn_ha
                                                  Py_ssize_t n, Py_ssize_t nr, const float* hi,
                                                  const float* s, const float* t,
                                                  const float* k) {
-    __m512 H, S, T, K, g, e;
+    __m512 H, S, T, K, e;
     Py_ssize_t i, j;
     if (n < 16) {
         cbn_runs_dx_short_f16(x, dy, y, dx, n, nr, hi, s, t, k);
@@ -2574,12 +2588,10 @@ CBN_T512 CBN_PASS void cbn_runs_dx_short_f16_512(const cbn_half* x, const cbn_ha
         S = _mm512_set1_ps(s[j]);
         T = _mm512_set1_ps(t[j]);
         K = _mm512_set1_ps(k[j]);
-        g = cbn_g16h(dy + n - 16, y ? y + n - 16 : NULL);
-        e = _mm512_fmadd_ps(_mm512_fmsub_ps(cbn_ld16h(x + n - 16), _mm512_set1_ps(1.0f), H),
-                            S, _mm512_mul_ps(g, K));
+        e = cbn_vdx16h(x + n - 16, dy + n - 16, y ? y + n - 16 : NULL, H, S, T, K);
         for (i = 0; i < n - 16; i += 16)
             cbn_dx16h(x + i, dy + i, y ? y + i : NULL, dx + i, H, S, T, K);
-        cbn_st16h(dx + n - 16, _mm512_fmadd_ps(e, _mm512_set1_ps(1.0f), T));
+        cbn_st16h(dx + n - 16, e);
     }
 }
 /* The float16 sums of a run (cbn_sums_f16, cbn_gsums_f16) likewise: CBN_HREDUCE's 32
@@ -2593,10 +2605,13 @@ CBN_T512 CBN_PASS void cbn_runs_dx_short_f16_512(const cbn_half* x, const cbn_ha
     g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(cbn_ld16h(y + i + k), _mm512_setzero_ps(),   \
                                                _CMP_NLE_UQ), cbn_ld16h(dy + i + k));        \
     d = _mm512_sub_ps(cbn_ld16h(x + i + k), _mm512_set1_ps(mf));
+/* lanes 8 .. 15 of v */
+CBN_T512 static inline __m256 cbn_hi8(__m512 v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
 /* the two halves of v added: lanes j and j + 8 */
 CBN_T512 static inline __m256 cbn_fold16(__m512 v) {
-    return _mm256_add_ps(_mm512_castps512_ps256(v),
-                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    return _mm256_add_ps(_mm512_castps512_ps256(v), cbn_hi8(v));
 }
 #define CBN_HREDUCE512(D)                                                                   \
     {                                                                                       \
@@ -2645,11 +2660,7 @@ CBN_T512 CBN_PASS void cbn_gsums_f16_512(const cbn_half* x, const cbn_half* dy,
         Q = _mm512_fmadd_ps(g_, d_, Q);                                                     \
     }
 CBN_T512 static inline __m512d cbn_cvt8d(__m512 v, int upper) {
-    return _mm512_cvtps_pd(upper ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
-                                 : _mm512_castps512_ps256(v));
-}
-CBN_T512 static inline void cbn_add8(double* s, __m512d v) {
-    _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), v));
+    return _mm512_cvtps_pd(upper ? cbn_hi8(v) : _mm512_castps512_ps256(v));
 }
 CBN_T512 CBN_PASS void cbn_tiles32_f16_512(const cbn_half* x, const cbn_half* dy,
                                            const cbn_half* y, Py_ssize_t ld, Py_ssize_t n,
