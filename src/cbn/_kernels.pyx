@@ -13,7 +13,7 @@ interleaved  ``inner == 1``: row ``o`` holds the C channels; loops run along C
 Data types: float32 and float64 are computed in their own type; float16 is
 computed in float32 and rounded once on store (the C primitives convert 8 values
 at a time in registers with F16C, else blocks of CBN_HCHUNK values).  Statistics
-accumulate in double (float16 with F16C: 16 values per vector lane in float32
+accumulate in double (float16 with F16C: 32 values per vector lane in float32
 first, cbn_sums_f16).  Every kernel runs without the GIL; scratch is allocated per call
 (O(C x threads)), so concurrent calls are safe.
 

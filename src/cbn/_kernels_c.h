@@ -371,7 +371,7 @@ CBN_DEFINE_PF_SUMS(f32, float, CBN_SB_F32_FMA, CBN_GB_F32_FMA)
 #if defined(__F16C__)
 /* float16 with F16C: converted to double, the sums run at the conversions' throughput
  * (0.19 ns per value on one Zen 3 core, slower than float32 per value), so here each
- * vector lane first sums 4 x CBN_HK = 16 values of d = x - ref (and d * d) in float32,
+ * vector lane first sums 4 x CBN_HK = 32 values of d = x - ref (and d * d) in float32,
  * about ref rounded to float32 (rf), and adds that to double (0.11 ns per value; the
  * statistics' ref, a float16 value, is rf exactly); the error of those short sums,
  * a few float32 roundings of the values' own size (float16 data carry 11 bits), is
@@ -379,7 +379,19 @@ CBN_DEFINE_PF_SUMS(f32, float, CBN_SB_F32_FMA, CBN_GB_F32_FMA)
  * double: with lo = ref - rf, sum(x - ref) = S1 - m lo, sum((x - ref)^2) = S2 - 2 lo S1
  * + m lo^2, sum(g (x - ref)) = Q - lo G. */
 #define CBN_SUMS_F16_HW
-#define CBN_HK 4
+/* CBN_HK: the 32-value steps whose values a lane sums in float32 (CBN_HREDUCE, CBN_HRUN)
+ * before the double sums take them, through the fold of the partial vectors that every
+ * CBN_HK steps costs about as much as one step.  Measured in one process (a run-time
+ * CBN_HK, the values alternated, 11 rounds; 2-core AMD EPYC VM, Zen 5, the AVX-512
+ * passes), 8 / 4, 1 / 2 threads: float16 1x64x56x56 statistics 0.86 / 0.90-0.92,
+ * training 0.92-0.93 / 0.93-0.95, backward 0.94-0.95 / 0.96-0.97; 1x128x28x28 and
+ * 1x256x14x14 training 0.93-0.94 / 0.96-0.98; 4x32x16x28x28 training 0.89 / 0.91; runs
+ * of 49 values 1.00 (a step per run); 16: 0.82 and 0.90 on 1x64x56x56 statistics and
+ * training, at 20 float32 roundings per value.  The error this adds: 8 chained additions
+ * where 4 were, 12 roundings per value at most (tests/conftest.py F16_ACC); the
+ * variance's measured worst went from 1.27 to 1.86 float32 roundoffs in runs of 3136
+ * values, 1.60 to 1.70 in runs of 784 (README.md, Numerics). */
+#define CBN_HK 8
 #define CBN_LDH8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p)))
 /* the 8 float32 lanes of v, added pairwise into 4 doubles */
 static inline __m256d cbn_wide8(__m256 v) {
