@@ -47,6 +47,37 @@ def test_small_work_runs_serially():
     assert _threads.resolve(2, _threads.SERIAL_BELOW) == 2
 
 
+def test_float16_passes_count_half(monkeypatch, rng):
+    """A single output pass (inference, scale_shift) counts float16 values at half
+    weight against the serial threshold; training, the backward and other dtypes count
+    every value."""
+    from cbn import _api
+    got = []
+
+    def spy(n_threads, work):
+        got.append(_threads.resolve(n_threads, work))
+        return got[-1]
+    monkeypatch.setattr(_api, "resolve", spy)
+    n = _threads.SERIAL_BELOW + 64          # serial for float16 passes only
+    C = 4
+    w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
+    for dtype, want in ((np.float16, 1), (np.float32, 2), (np.float64, 2)):
+        x = rng.standard_normal((n // C, C)).astype(dtype)
+        got.clear()
+        cbn.batch_norm(x, np.zeros(C), np.ones(C), w, b, n_threads=2)
+        cbn.scale_shift(x, w, b, n_threads=2)
+        assert got == [want, want], dtype
+        got.clear()
+        y, m, inv = cbn.batch_norm(x, weight=w, bias=b, training=True, return_stats=True,
+                                   n_threads=2)
+        cbn.batch_norm_backward(x, x, m, inv, w, n_threads=2)
+        assert got == [2, 2], dtype
+    x = rng.standard_normal((2 * n // C, C)).astype(np.float16)
+    got.clear()
+    cbn.batch_norm(x, np.zeros(C), np.ones(C), w, b, n_threads=2)
+    assert got == [2]
+
+
 @pytest.mark.parametrize("shape,axis", [((16, 32, 24, 24), 1), ((16, 24, 24, 32), -1),
                                         ((8192, 40), 1)])
 def test_thread_counts_agree(shape, axis, rng):
