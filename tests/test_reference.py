@@ -514,6 +514,50 @@ def test_interleaved_float32_sums_avx512(shape, kernels, rng):
             test_backward(np.float32, shape, "C", t, rng)
 
 
+def _wide_passes_identical(name, dtype, shape, layout, kernels, rng, checks):
+    """With the AVX-512F kernel setting `name` on and off (_avx512_setting): statistics,
+    inference and scale_shift with and without ReLU (NaN in x: ReLU keeps it), training,
+    and the backward (training and not, masked with NaN in y and not) give bit-identical
+    results on 1 and 2 threads; then each of `checks` against the float64 oracle.  Where
+    the CPU does not run AVX-512F, or in the baseline build, the setting refuses True."""
+    with _avx512_setting(name, kernels) as on:
+        if on is None:
+            return
+        wide = on[0]
+        x, axis = make_array(shape, layout, dtype, rng, scale=3.0, offset=1.0)
+        dy = make_array(shape, layout, dtype, rng)[0]
+        y = make_array(shape, layout, dtype, rng)[0]
+        y[..., ::3] = np.nan
+        xn = x.copy()
+        xn[..., ::5] = np.nan
+        C = shape[1]
+        w, b = per_channel(C, rng), per_channel(C, rng, lo=-1.0, hi=1.0)
+        rm, rv = per_channel(C, rng, lo=-1.0, hi=1.0), per_channel(C, rng)
+        mean, var = oracle.batch_stats(x, axis)
+        invstd = (1.0 / np.sqrt(var + 1e-5)).astype(np.float32)
+        for t in (1, 2):
+            def run():
+                out = list(cbn.batch_stats(x, axis=axis, n_threads=t))
+                for relu in (False, True):
+                    out.append(cbn.batch_norm(xn, rm, rv, w, b, axis=axis, relu=relu,
+                                              n_threads=t))
+                    out.append(cbn.scale_shift(xn, w, b, axis=axis, relu=relu, n_threads=t))
+                    out.append(cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis,
+                                              relu=relu, n_threads=t))
+                for training in (True, False):
+                    for yy in (None, y):
+                        out += cbn.batch_norm_backward(dy, x, mean, invstd, w, y=yy,
+                                                       training=training, axis=axis,
+                                                       n_threads=t)
+                return out
+            got, want = _on_and_off(wide, run)
+            assert len(got) == len(want) == 20
+            for a, b_ in zip(got, want):
+                np.testing.assert_array_equal(a.view(np.uint8), b_.view(np.uint8))
+            for check in checks:
+                check(dtype, shape, layout, t, rng)
+
+
 @pytest.mark.parametrize("shape, layout", [((2, 8, 56, 56), "C"), ((3, 5, 17, 19), "C"),
                                            ((2, 40, 14, 14), "C"), ((4, 6, 7, 7), "C"),
                                            ((5, 3, 4, 4), "C"), ((5, 3, 3, 5), "C"),
@@ -524,47 +568,29 @@ def test_float16_passes_avx512(shape, layout, kernels, rng):
     """The float16 passes in cache in AVX-512F vectors of 16 (wide_halves; on by default
     on AMD Zen 5, in the AVX2 build only): planar runs (a whole number of vectors and
     not: 3136, 323 values; short ones of 196, 49 and 16 values, and of 15: the AVX2
-    passes), channels-last rows of 16k channels (64, 48, folded 40 and
-    24), rows that leave 8 channels to the AVX2 tiles (40, 1040) or are no whole vector
-    (17: the AVX2 passes), an odd last row.  Inference with and without ReLU,
-    statistics, training, and the backward (training and not, masked with NaN in y and
-    not) give bit-identical results to the AVX2 passes on 1 and 2 threads, and meet
-    the float64 oracle.  Where the CPU does not run AVX-512F, or in the baseline build,
-    the setting refuses True."""
-    with _avx512_setting("wide_halves", kernels) as on:
-        if on is None:
-            return
-        wide = on[0]
-        x, axis = make_array(shape, layout, np.float16, rng, scale=3.0, offset=1.0)
-        dy = make_array(shape, layout, np.float16, rng)[0]
-        y = make_array(shape, layout, np.float16, rng)[0]
-        y[..., ::3] = np.nan
-        C = shape[1]
-        w, b = per_channel(C, rng), per_channel(C, rng, lo=-1.0, hi=1.0)
-        rm, rv = per_channel(C, rng, lo=-1.0, hi=1.0), per_channel(C, rng)
-        mean, var = oracle.batch_stats(x, axis)
-        invstd = (1.0 / np.sqrt(var + 1e-5)).astype(np.float32)
-        for t in (1, 2):
-            def run():
-                out = list(cbn.batch_stats(x, axis=axis, n_threads=t))
-                for relu in (False, True):
-                    out.append(cbn.batch_norm(x, rm, rv, w, b, axis=axis, relu=relu,
-                                              n_threads=t))
-                    out.append(cbn.batch_norm(x, weight=w, bias=b, training=True, axis=axis,
-                                              relu=relu, n_threads=t))
-                for training in (True, False):
-                    for yy in (None, y):
-                        out += cbn.batch_norm_backward(dy, x, mean, invstd, w, y=yy,
-                                                       training=training, axis=axis,
-                                                       n_threads=t)
-                return out
-            got, want = _on_and_off(wide, run)
-            assert len(got) == len(want) == 18
-            for a, b_ in zip(got, want):
-                np.testing.assert_array_equal(a.view(np.uint8), b_.view(np.uint8))
-            for check in (test_batch_stats, test_batch_norm_eval, test_batch_norm_training,
-                          test_backward):
-                check(np.float16, shape, layout, t, rng)
+    passes), channels-last rows of 16k channels (64, 48, folded 40 and 24), rows that
+    leave 8 channels to the AVX2 tiles (40, 1040) or are no whole vector (17: the AVX2
+    passes), an odd last row: as _wide_passes_identical."""
+    _wide_passes_identical("wide_halves", np.float16, shape, layout, kernels, rng,
+                           (test_batch_stats, test_batch_norm_eval, test_batch_norm_training,
+                            test_backward))
+
+
+@pytest.mark.parametrize("shape, layout", [((256, 1024), "C"), ((77, 1027), "C"),
+                                           ((33, 1040), "C"), ((301, 400), "C"),
+                                           ((9, 4100), "C"), ((40, 2048), "C"),
+                                           ((2, 1024, 7, 7), "last"), ((3001, 64), "C")],
+                         ids=str)
+def test_float32_rows_avx512(shape, layout, kernels, rng):
+    """The float32 output passes over interleaved rows in cache that do not take the
+    register tiles (rows of 342 values or more) in AVX-512F vectors of 16 (wide_rows; on
+    by default on AMD Zen 5, in the AVX2 build only): rows a whole number of vectors and
+    not (1027, 1040, 400, 4100 values), each row's output at its own offset in a cache
+    line (1027, 4100), few wide rows that go by columns (9x4100, 40x2048 inference),
+    channels-last, and narrow rows that keep the tiles (3001x64): as
+    _wide_passes_identical."""
+    _wide_passes_identical("wide_rows", np.float32, shape, layout, kernels, rng,
+                           (test_batch_norm_eval, test_batch_norm_training, test_backward))
 
 
 def test_interleaved_backward_sums_beyond_eight_rows(kernels, rng):
@@ -1229,5 +1255,6 @@ def test_threshold_api(kernels, name, key, default):
     assert cfg["eight_row_sums_f16"] is _dispatch.kernels.eight_row_sums_f16()
     assert cfg["eight_row_sums_avx512"] is _dispatch.kernels.wide_sums()
     assert cfg["float16_passes_avx512"] is _dispatch.kernels.wide_halves()
+    assert cfg["float32_rows_avx512"] is _dispatch.kernels.wide_rows()
     assert cfg["sixteen_channel_sums"] is _dispatch.kernels.sixteen_channel_tiles()
     assert cfg["narrow_rows_fold_to_tiles"] is _dispatch.kernels.fold_to_tiles()

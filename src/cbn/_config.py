@@ -113,6 +113,7 @@ def show_config(print_out=True):
         "eight_row_sums_f16": _dispatch.kernels.eight_row_sums_f16(),
         "eight_row_sums_avx512": _dispatch.kernels.wide_sums(),
         "float16_passes_avx512": _dispatch.kernels.wide_halves(),
+        "float32_rows_avx512": _dispatch.kernels.wide_rows(),
         "sixteen_channel_sums": _dispatch.kernels.sixteen_channel_tiles(),
         "planar_runs_sums": _dispatch.kernels.runs_sums(),
         "second_pass_reversed": _dispatch.kernels.second_pass_reversed(),

@@ -132,6 +132,12 @@ cdef extern from "_kernels_c.h":
                                const float*, const float*) noexcept nogil
     void cbn_rows_affine_tiled_f32(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const float*, const float*, const float*, int) noexcept nogil
+    void cbn_rows_affine_f32_512(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                 const float*, const float*, const float*, int) noexcept nogil
+    void cbn_rows_dx_f32_512(const float*, const float*, const float*, float*, Py_ssize_t,
+                             Py_ssize_t, Py_ssize_t, const float*, const float*, const float*,
+                             const float*) noexcept nogil
+    int cbn_rows_tile(Py_ssize_t, Py_ssize_t) noexcept nogil
     void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const double*, const double*, const double*, int) noexcept nogil
     void cbn_rows_dx_tiled_f32(const float*, const float*, const float*, float*, Py_ssize_t,
@@ -731,6 +737,16 @@ cdef bint _sums512 = _can512 and _amd >= 0x1A
 # planar sums that prefetch and the channels-last tiles that walk (from memory), and the
 # sums of short planar runs (cbn_runs_sums_f16) keep AVX2.
 cdef bint _h512 = _sums512
+# The float32 output passes over interleaved rows in cache (STORE_TILED) too wide for the
+# register tiles (rows of 1366 bytes or more: cbn_rows_tile) take AVX-512F vectors of 16
+# values there too (_r512: cbn_rows_affine_f32_512, cbn_rows_dx_f32_512, bit-identical
+# to the AVX2 passes), whose four (dx: six) loads per vector of output bound them in L2.
+# In one process (11 rounds, the setting alternated), 2-core AMD EPYC Zen 5 VM, this /
+# AVX2, 1 / 2 threads: 256x1024 inference 0.83-0.86 / 0.82-0.85, training 0.93 / 0.92,
+# backward 0.94 / 0.90; 1x14x14x1024 NHWC inference 0.91 / 0.80; 64x1024 inference 0.76
+# / 0.89; 1600x1024 (6.5 MB) inference 0.84 / 0.90, training 0.93 / 0.86, backward
+# 1.00 / 0.97.  Beyond the tiles' sizes (STORE_PLAIN) it lost (1.07-1.19x): AVX2 there.
+cdef bint _r512 = _sums512
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
@@ -1020,6 +1036,13 @@ def wide_sums(flag=None):
 # returns the old setting (for tests and measurements).
 def wide_halves(flag=None):
     return _wide_setting(&_h512, flag)
+
+
+# Whether the float32 interleaved output passes that do not take the register tiles run in
+# AVX-512F vectors (see _r512; only where the CPU can run them: _can512); wide_rows(True/
+# False) sets it and returns the old setting (for tests and measurements).
+def wide_rows(flag=None):
+    return _wide_setting(&_r512, flag)
 
 
 # Whether float32 interleaved statistics over data in cache go in tiles of 16 channels (see
@@ -1813,6 +1836,8 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_affine_nt_f32(x, out, ld, n, m, hi, s, t, relu)
+        elif store == STORE_TILED and _r512 and not cbn_rows_tile(ld, sizeof(float)):
+            cbn_rows_affine_f32_512(x, out, ld, n, m, hi, s, t, relu)
         elif store == STORE_TILED:
             cbn_rows_affine_tiled_f32(x, out, ld, n, m, hi, s, t, relu)
         else:
@@ -1846,6 +1871,8 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_dx_nt_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
+        elif store == STORE_TILED and _r512 and not cbn_rows_tile(ld, sizeof(float)):
+            cbn_rows_dx_f32_512(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
         elif store == STORE_TILED:
             cbn_rows_dx_tiled_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
         else:

@@ -1200,6 +1200,11 @@ CBN_PASS void cbn_runs_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R*
 #define CBN_TV 4
 #define CBN_TILE_BYTES (CBN_TV * CBN_VBYTES)    /* a tile's width */
 #define CBN_BLOCK_ROWS(ld, R) (4096 / ((ld) * (Py_ssize_t)sizeof(R)) - 1)
+/* whether rows ld values of `size` bytes apart take the register tiles (two rows or more
+ * per block): else the plain pass */
+static inline int cbn_rows_tile(Py_ssize_t ld, Py_ssize_t size) {
+    return 4096 / (ld * size) - 1 >= 2;
+}
 /* the rows per block of a tiled pass (rb: CBN_BLOCK_ROWS) over rows of `bytes` bytes in
  * tiles of `tile` bytes: at most cbn_tile_block where a row spans more than one tile */
 static inline Py_ssize_t cbn_tile_rows(Py_ssize_t rb, Py_ssize_t bytes, Py_ssize_t tile) {
@@ -1274,7 +1279,7 @@ CBN_PASS void cbn_rows_affine_tiled_##SUFFIX(const R* x, R* out, Py_ssize_t ld, 
                                              const R* t, int relu) {                        \
     R rh[CBN_ROT_BYTES / sizeof(R)], rs[CBN_ROT_BYTES / sizeof(R)], rt[CBN_ROT_BYTES / sizeof(R)]; \
     Py_ssize_t h = cbn_rot_head(out, sizeof(R), ld, n, m), e = (n - 1) * ld + h;             \
-    if (CBN_BLOCK_ROWS(ld, R) < 2) {                                                        \
+    if (!cbn_rows_tile(ld, sizeof(R))) {                                                    \
         cbn_rows_affine_##SUFFIX(x, out, ld, n, m, hi, s, t, relu);                         \
     } else if (h) {                                                                         \
         CBN_ROTATE(rh, hi, m, h)                                                            \
@@ -1339,7 +1344,7 @@ CBN_PASS void cbn_rows_dx_tiled_##SUFFIX(const R* x, const R* dy, const R* y, R*
     R rh[CBN_ROT_BYTES / sizeof(R)], rs[CBN_ROT_BYTES / sizeof(R)], rt[CBN_ROT_BYTES / sizeof(R)]; \
     R rk[CBN_ROT_BYTES / sizeof(R)];                                                        \
     Py_ssize_t h = cbn_rot_head(dx, sizeof(R), ld, n, m), e = (n - 1) * ld + h;              \
-    if (CBN_BLOCK_ROWS(ld, R) < 2) {                                                        \
+    if (!cbn_rows_tile(ld, sizeof(R))) {                                                    \
         cbn_rows_dx_##SUFFIX(x, dy, y, dx, ld, n, m, hi, s, t, kk);                         \
     } else if (h) {                                                                         \
         CBN_ROTATE(rh, hi, m, h)                                                            \
@@ -2792,6 +2797,102 @@ CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const
     cbn_rows_gsums_f16(x, dy, y, ld, n, m, mean, s1, s2)
 #define cbn_rows_gsums_tiled_f16(x, dy, y, ld, n, m, mean, s1, s2, mem) \
     cbn_rows_gsums_f16(x, dy, y, ld, n, m, mean, s1, s2)
+#endif
+
+/* The float32 output passes over interleaved rows in cache (cbn_rows_affine_f32,
+ * cbn_rows_dx_f32: per-channel tables, four and six loads per vector of output) again
+ * with AVX-512F vectors of 16: in the AVX2 build, run only where _kernels.pyx chooses
+ * them (_r512: Zen 5, which executes 512-bit loads and operations at full width).
+ * Every value goes through the operations of the AVX2 passes (the affine's contracted
+ * fma(x - hi, s, t), dx's fma(x - hi, s, g * k) + t, ReLU and mask keeping NaN), so the
+ * outputs are bit-identical (the tests compare the two).  Each row's output is stored
+ * 64-byte aligned after a masked head (its tables start at its offset: _matched), the
+ * head and the last partial vector masked.  Measured in a C loop on the 2-core AMD EPYC
+ * Zen 5 VM (bench/probes/rows512.c: one thread, rows 16 bytes into a line, tables at the
+ * same offset), this / the AVX2 pass: 32x1024 (L2) affine 0.64, dx 0.73; 128x1024 (a
+ * thread's half of 256x1024, L2) 0.77, 0.89; 256x1024 (L3) 0.87, 0.91; 128x400 and
+ * 128x1027 0.73-0.83, 0.71-0.86 (memcpy of x: 0.39-0.52 of the AVX2 affine in L2: it is
+ * bound by its loads, not the bytes).  Planar runs (one scalar per run for each table)
+ * gained nothing (0.90-1.06): they keep AVX2.  Beyond the register tiles' sizes (_store:
+ * arrays of tens of MB) they keep AVX2 too: there this took 1.07-1.19x the time
+ * (2x112x112x128 inference, 4096x512 backward, in one process). */
+#if defined(CBN_HAVE_SUMS512)
+#define CBN_HAVE_R512 1
+#define CBN_TF512 __attribute__((target("avx512f")))
+CBN_TF512 static inline __mmask16 cbn_lanes16(Py_ssize_t n) {
+    return (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+}
+#define CBN_LD16(p) _mm512_maskz_loadu_ps(k_, p)
+CBN_TF512 static inline void cbn_affine16(const float* x, float* out, const float* hi,
+                                          const float* s, const float* t, int relu,
+                                          __mmask16 k_) {
+    const __m512 Z = _mm512_setzero_ps();
+    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(CBN_LD16(x), CBN_LD16(hi)), CBN_LD16(s),
+                               CBN_LD16(t));
+    if (relu)
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, Z, _CMP_LT_OQ), Z);
+    _mm512_mask_storeu_ps(out, k_, v);
+}
+CBN_TF512 static inline void cbn_dx16(const float* x, const float* dy, const float* y,
+                                      float* dx, const float* hi, const float* s,
+                                      const float* t, const float* k, __mmask16 k_) {
+    const __m512 Z = _mm512_setzero_ps();
+    __m512 g = CBN_LD16(dy);
+    if (y)
+        g = _mm512_mask_mov_ps(g, _mm512_cmp_ps_mask(CBN_LD16(y), Z, _CMP_LE_OQ), Z);
+    _mm512_mask_storeu_ps(dx, k_, _mm512_add_ps(
+        _mm512_fmadd_ps(_mm512_sub_ps(CBN_LD16(x), CBN_LD16(hi)), CBN_LD16(s),
+                        _mm512_mul_ps(g, CBN_LD16(k))), CBN_LD16(t)));
+}
+/* BODY over the m values of a row (i: the first of a vector, k_: its lanes), the
+ * values before DST + i is 64-byte aligned first */
+#define CBN_LANES16(DST, M, BODY)                                                           \
+    {                                                                                       \
+        Py_ssize_t i = 0, h_ = cbn_head_to(DST, (Py_ssize_t)sizeof *(DST), M, 64);          \
+        __mmask16 k_;                                                                       \
+        if (h_) {                                                                           \
+            k_ = cbn_lanes16(h_);                                                           \
+            BODY                                                                            \
+        }                                                                                   \
+        k_ = (__mmask16)0xFFFF;                                                             \
+        for (i = h_; i + 16 <= (M); i += 16) {                                              \
+            BODY                                                                            \
+        }                                                                                   \
+        if (i < (M)) {                                                                      \
+            k_ = cbn_lanes16((M) - i);                                                      \
+            BODY                                                                            \
+        }                                                                                   \
+    }
+CBN_TF512 CBN_PASS void cbn_rows_affine_f32_512(const float* x, float* out, Py_ssize_t ld,
+                                                Py_ssize_t n, Py_ssize_t m, const float* hi,
+                                                const float* s, const float* t, int relu) {
+    Py_ssize_t r;
+    for (r = 0; r < n; r++, x += ld, out += ld) {
+        if (relu)
+            CBN_LANES16(out, m, cbn_affine16(x + i, out + i, hi + i, s + i, t + i, 1, k_);)
+        else
+            CBN_LANES16(out, m, cbn_affine16(x + i, out + i, hi + i, s + i, t + i, 0, k_);)
+    }
+}
+CBN_TF512 CBN_PASS void cbn_rows_dx_f32_512(const float* x, const float* dy, const float* y,
+                                            float* dx, Py_ssize_t ld, Py_ssize_t n,
+                                            Py_ssize_t m, const float* hi, const float* s,
+                                            const float* t, const float* k) {
+    Py_ssize_t r;
+    for (r = 0; r < n; r++, x += ld, dy += ld, dx += ld) {
+        if (y) {
+            CBN_LANES16(dx, m, cbn_dx16(x + i, dy + i, y + i, dx + i, hi + i, s + i, t + i,
+                                        k + i, k_);)
+            y += ld;
+        } else {
+            CBN_LANES16(dx, m, cbn_dx16(x + i, dy + i, NULL, dx + i, hi + i, s + i, t + i,
+                                        k + i, k_);)
+        }
+    }
+}
+#else
+#define cbn_rows_affine_f32_512 cbn_rows_affine_f32
+#define cbn_rows_dx_f32_512 cbn_rows_dx_f32
 #endif
 
 /* ------------------------------------------------------- per-channel scales
