@@ -194,7 +194,9 @@ if _targets_x86_64() and os.environ.get("CBN_AVX2", "1") != "0":
 KERNELS = [f"cbn.{name}" for name in kernel_modules]
 extensions = cythonize(
     [Extension(f"cbn.{name}", [f"src/cbn/{name}.pyx"], include_dirs=["src/cbn", numpy.get_include()],
-               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+               # the C loops: an edit of the header alone rebuilds the kernels
+               depends=["src/cbn/_kernels_c.h"])
      for name in kernel_modules],
     compiler_directives=kernel_directives)
 if os.environ.get("CBN_COMPILE_PY", "1") != "0":
