@@ -1199,11 +1199,14 @@ CBN_PASS void cbn_runs_dx_short_##SUFFIX(const R* x, const R* dy, const R* y, R*
  * 4 KiB take the plain pass. */
 #define CBN_TV 4
 #define CBN_TILE_BYTES (CBN_TV * CBN_VBYTES)    /* a tile's width */
-#define CBN_BLOCK_ROWS(ld, R) (4096 / ((ld) * (Py_ssize_t)sizeof(R)) - 1)
+#define CBN_BLOCK_ROWS(ld, R) cbn_block_rows(ld, (Py_ssize_t)sizeof(R))
+static inline Py_ssize_t cbn_block_rows(Py_ssize_t ld, Py_ssize_t size) {
+    return 4096 / (ld * size) - 1;
+}
 /* whether rows ld values of `size` bytes apart take the register tiles (two rows or more
  * per block): else the plain pass */
 static inline int cbn_rows_tile(Py_ssize_t ld, Py_ssize_t size) {
-    return 4096 / (ld * size) - 1 >= 2;
+    return cbn_block_rows(ld, size) >= 2;
 }
 /* the rows per block of a tiled pass (rb: CBN_BLOCK_ROWS) over rows of `bytes` bytes in
  * tiles of `tile` bytes: at most cbn_tile_block where a row spans more than one tile */
@@ -1809,8 +1812,10 @@ CBN_PASS void cbn_rows_gsums8_f32(const float* x, const float* dy, const float* 
  * 1024x256 0.69, 12544x32 0.69. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CBN_HAVE_SUMS512 1
+/* AVX-512F code inside the AVX2 build (run only where _kernels.pyx chooses it) */
+#define CBN_T512 __attribute__((target("avx512f")))
 /* as cbn_add4, 8 doubles */
-__attribute__((target("avx512f"))) static inline void cbn_add8(double* s, __m512d v) {
+CBN_T512 static inline void cbn_add8(double* s, __m512d v) {
     _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), v));
 }
 #undef CBN_V
@@ -1844,7 +1849,7 @@ __attribute__((target("avx512f"))) static inline void cbn_add8(double* s, __m512
 /* the prefetches of the AVX2 loop's two steps */
 #define CBN_VPF(c) { CBN_PF8(a, c) CBN_PF8(a, (c) + 4) }
 #define CBN_VPFG(c) CBN_PF8G(c, float, 4) CBN_PF8G((c) + 4, float, 4)
-__attribute__((target("avx512f"))) CBN_PASS void cbn_rows_sums8_f32_512(
+CBN_T512 CBN_PASS void cbn_rows_sums8_f32_512(
     const float* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m, const double* ref,
     double* s1, double* s2, Py_ssize_t pf) {
     Py_ssize_t r, c, mw = m & ~(Py_ssize_t)7, n8 = n & ~(Py_ssize_t)7;
@@ -1855,7 +1860,7 @@ __attribute__((target("avx512f"))) CBN_PASS void cbn_rows_sums8_f32_512(
     if (n8 < n && mw)
         cbn_rows_sums_f32(x + n8 * ld, ld, n - n8, mw, ref, s1, s2, 0);
 }
-__attribute__((target("avx512f"))) CBN_PASS void cbn_rows_gsums8_f32_512(
+CBN_T512 CBN_PASS void cbn_rows_gsums8_f32_512(
     const float* x, const float* dy, const float* y, Py_ssize_t ld, Py_ssize_t n,
     Py_ssize_t m, const double* mean, double* s1, double* s2, Py_ssize_t pf) {
     CBN_GSUMS8_BODY(m & ~(Py_ssize_t)7)
@@ -2469,7 +2474,6 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
  * runs in L2 (200704, 50176, 12544 values), this / the AVX2 loop 0.51-0.54; float16 per
  * byte against float32 0.97 / 1.80 at 200704 values, 1.58 / 3.04-3.15 at 12544. */
 #define CBN_HAVE_H512 1
-#define CBN_T512 __attribute__((target("avx512f")))
 CBN_T512 static inline __m512 cbn_ld16h(const cbn_half* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p));
 }
@@ -2818,28 +2822,25 @@ CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const
  * (2x112x112x128 inference, 4096x512 backward, in one process). */
 #if defined(CBN_HAVE_SUMS512)
 #define CBN_HAVE_R512 1
-#define CBN_TF512 __attribute__((target("avx512f")))
-CBN_TF512 static inline __mmask16 cbn_lanes16(Py_ssize_t n) {
+CBN_T512 static inline __mmask16 cbn_lanes16(Py_ssize_t n) {
     return (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
 }
 #define CBN_LD16(p) _mm512_maskz_loadu_ps(k_, p)
-CBN_TF512 static inline void cbn_affine16(const float* x, float* out, const float* hi,
+CBN_T512 static inline void cbn_affine16(const float* x, float* out, const float* hi,
                                           const float* s, const float* t, int relu,
                                           __mmask16 k_) {
     const __m512 Z = _mm512_setzero_ps();
     __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(CBN_LD16(x), CBN_LD16(hi)), CBN_LD16(s),
                                CBN_LD16(t));
-    if (relu)
-        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, Z, _CMP_LT_OQ), Z);
-    _mm512_mask_storeu_ps(out, k_, v);
+    _mm512_mask_storeu_ps(out, k_, relu ? _mm512_max_ps(Z, v) : v);   /* NaN stays NaN */
 }
-CBN_TF512 static inline void cbn_dx16(const float* x, const float* dy, const float* y,
+CBN_T512 static inline void cbn_dx16(const float* x, const float* dy, const float* y,
                                       float* dx, const float* hi, const float* s,
                                       const float* t, const float* k, __mmask16 k_) {
     const __m512 Z = _mm512_setzero_ps();
     __m512 g = CBN_LD16(dy);
     if (y)
-        g = _mm512_mask_mov_ps(g, _mm512_cmp_ps_mask(CBN_LD16(y), Z, _CMP_LE_OQ), Z);
+        g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(CBN_LD16(y), Z, _CMP_NLE_UQ), g);
     _mm512_mask_storeu_ps(dx, k_, _mm512_add_ps(
         _mm512_fmadd_ps(_mm512_sub_ps(CBN_LD16(x), CBN_LD16(hi)), CBN_LD16(s),
                         _mm512_mul_ps(g, CBN_LD16(k))), CBN_LD16(t)));
@@ -2863,7 +2864,7 @@ CBN_TF512 static inline void cbn_dx16(const float* x, const float* dy, const flo
             BODY                                                                            \
         }                                                                                   \
     }
-CBN_TF512 CBN_PASS void cbn_rows_affine_f32_512(const float* x, float* out, Py_ssize_t ld,
+CBN_T512 CBN_PASS void cbn_rows_affine_f32_512(const float* x, float* out, Py_ssize_t ld,
                                                 Py_ssize_t n, Py_ssize_t m, const float* hi,
                                                 const float* s, const float* t, int relu) {
     Py_ssize_t r;
@@ -2874,7 +2875,7 @@ CBN_TF512 CBN_PASS void cbn_rows_affine_f32_512(const float* x, float* out, Py_s
             CBN_LANES16(out, m, cbn_affine16(x + i, out + i, hi + i, s + i, t + i, 0, k_);)
     }
 }
-CBN_TF512 CBN_PASS void cbn_rows_dx_f32_512(const float* x, const float* dy, const float* y,
+CBN_T512 CBN_PASS void cbn_rows_dx_f32_512(const float* x, const float* dy, const float* y,
                                             float* dx, Py_ssize_t ld, Py_ssize_t n,
                                             Py_ssize_t m, const float* hi, const float* s,
                                             const float* t, const float* k) {
