@@ -322,12 +322,20 @@ def test_backward_matches_finite_differences(dtype, rng):
 
 
 # Interleaved rows narrower than 64 values are processed R = ceil(64 / C) at a time
-# once there are 512 values or more, with the rows % R left over summed on their own,
-# and threads used above 32768 values; float32 sums use register tiles for rows under
-# 512 values and arrays up to 2**21 values: shapes at each of these edges.
+# once there are 512 values or more, R rounded up to rows of whole 32-byte vectors
+# (output passes) or of whole vectors of 8 values (sums) where those rows span at most
+# 1344 bytes, with the rows % R left over handled on their own, and threads used above
+# 32768 values; float32 sums use register tiles for rows under 512 values and arrays
+# up to 2**21 values: shapes at each of these edges.  With rows rounded up, and rows
+# left over in every dtype: 5 channels (R 16), 3 (float32 24, float16 32: 1001 and
+# 700001 rows, the latter past 2**21 values, where the sums take rows of 512 bytes or
+# more), 6 (12 or 16), 7 (12 or 16), 33 (float32 8: 264 values); 12 (float16 8, the
+# others' 6 rows already whole); 63 kept at 2 (rounded up, they would span more than
+# 1344 bytes).
 FOLD_SHAPES = [(102, 5), (103, 5), (104, 5), (105, 5), (6557, 5), (8, 63), (9, 63),
                (10, 63), (9, 64), (5, 300), (517, 32), (1100, 33), (40000, 3), (40, 511),
-               (40, 520), (70000, 32)]
+               (40, 520), (70000, 32), (1001, 3), (777, 6), (3001, 7), (5003, 12),
+               (700001, 3)]
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
@@ -420,7 +428,7 @@ def test_interleaved_float16_sums_eight_rows(shape, eight, kernels, rng):
     (eight_row_sums_f16: float32 partial sums, into float64 every 32 rows, one call over
     a thread's rows): from memory with the prefetch stream (70000x32, 2200x1000; 9001x61
     on one thread), in L2 in rows of 64 values or more (3001x64, 3001x136, 9001x61
-    folded two rows to one), past 2**21 values in rows folded to at least 512 bytes
+    folded eight rows to one), past 2**21 values in rows folded to at least 512 bytes
     (70000x32 eight rows to one, 16391x128 two, 21847x96 three, each with a row left
     over but the first), rows by columns (203x1027), a thread's rows not a multiple
     of 8 or 32, channels not a multiple of 8; statistics, and backward sums masked and
@@ -569,11 +577,57 @@ def test_float16_passes_avx512(shape, layout, kernels, rng):
     on AMD Zen 5, in the AVX2 build only): planar runs (a whole number of vectors and
     not: 3136, 323 values; short ones of 196, 49 and 16 values, and of 15: the AVX2
     passes), channels-last rows of 16k channels (64, 48, folded 40 and 24), rows that
-    leave 8 channels to the AVX2 tiles (40, 1040) or are no whole vector (17: the AVX2
-    passes), an odd last row: as _wide_passes_identical."""
+    leave 8 channels to the AVX2 tiles (40, 1040) or are no whole vector (17, folded 16
+    rows to 272 values: the 15 rows left over, in the AVX2 passes), an odd last row: as
+    _wide_passes_identical."""
     _wide_passes_identical("wide_halves", np.float16, shape, layout, kernels, rng,
                            (test_batch_stats, test_batch_norm_eval, test_batch_norm_training,
                             test_backward))
+
+
+@pytest.mark.parametrize("shape", [(700, 100), (300, 100), (51, 13), (40, 250), (3, 61),
+                                   (16, 9), (333, 17)], ids=str)
+def test_float16_rows_not_whole_vectors(shape, rng):
+    """float16 interleaved rows of more than 8 values, not a multiple of 8, in cache:
+    each row in vectors from its first value and one more over its last 8, computed
+    before any of the row's stores (cbn_rows_affine_f16, cbn_rows_dx_f16), and the
+    channels the sums' tiles leave (100: 4, 250: 10 or 2, 61: 13 or 5) a group of rows
+    per float32 call (cbn_rows_sums_f16, cbn_rows_gsums_f16, groups of 256 // m rows and
+    a shorter last one).  Rows of 100 (on two threads at 700 rows), 250, 61 (too few
+    values to fold), 9 (the vectors overlap in 7 values), 13 and 17 folded to whole
+    vectors with rows left over (51 = 3 * 16 + 3, 333 = 20 * 16 + 13).  In place (out=x;
+    the backward out=dy and out=x) equals out apart bit for bit on 1 and 2 threads, and
+    every op holds against the float64 oracle."""
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float16)
+    dy = rng.standard_normal(shape).astype(np.float16)
+    C = shape[1]
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    w, b = rng.uniform(0.5, 2, C), rng.uniform(-1, 1, C)
+    for t in (1, 2):
+        _, mean, invstd = cbn.batch_norm(x, weight=w, bias=b, training=True,
+                                         return_stats=True, n_threads=t)
+        y = cbn.batch_norm(x, rm, rv, w, b, n_threads=t)
+        calls = [lambda a, o, relu=relu: cbn.batch_norm(a, rm, rv, w, b, relu=relu, out=o,
+                                                        n_threads=t)
+                 for relu in (False, True)]
+        calls += [lambda a, o: cbn.batch_norm(a, weight=w, bias=b, training=True, out=o,
+                                              n_threads=t),
+                  lambda a, o: cbn.scale_shift(a, w, b, relu=True, out=o, n_threads=t)]
+        for f in calls:
+            a = x.copy()
+            np.testing.assert_array_equal(f(a, a).view(np.uint16),
+                                          f(x, np.empty_like(x)).view(np.uint16))
+        for yy in (None, y):
+            want = cbn.batch_norm_backward(dy, x, mean, invstd, w, y=yy, n_threads=t)
+            for on_x in (False, True):
+                d, xx = dy.copy(), x.copy()
+                got = cbn.batch_norm_backward(d, xx, mean, invstd, w, y=yy, n_threads=t,
+                                              out=xx if on_x else d)
+                for g, h in zip(got, want):
+                    np.testing.assert_array_equal(g.view(np.uint8), h.view(np.uint8))
+    _check_every_op(np.float16, shape, rng)
+    for t in (1, 2):
+        test_batch_stats(np.float16, shape, "C", t, rng)
 
 
 @pytest.mark.parametrize("shape, layout", [((256, 1024), "C"), ((77, 1027), "C"),

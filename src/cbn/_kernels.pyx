@@ -310,6 +310,9 @@ cdef enum:
                         # per array (_rows8; Zen 5: any, _rows8_grads)
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
+    FOLD_VEC = 32       # folded narrow rows are rounded up to rows of whole vectors of this
+    FOLD_BYTES = 1344   # many bytes where they span at most this many (_whole): the tiles'
+                        # rotated windows take rows of CBN_ROT_BYTES, their blocks two rows in 4 KiB
     SUMS_WIDE = 512     # interleaved reductions over more than TILED_MAX values: rows of fewer
                         # bytes are summed several at a time (_sums_fold)
     TILED_MAX = 1 << 21 # interleaved reductions over at most this many values use register tiles
@@ -2009,18 +2012,51 @@ cdef inline Py_ssize_t _fold(Py_ssize_t C, Py_ssize_t rows) noexcept nogil:
     return 1 if C >= WIDE or rows * C < 8 * WIDE else (WIDE + C - 1) // C
 
 
+cdef inline Py_ssize_t _whole(Py_ssize_t R, Py_ssize_t rb, Py_ssize_t vec) noexcept nogil:
+    """R folded rows of rb bytes rounded up to the fewest rows that make whole vectors of
+    vec bytes (R, 1 or less: R; a row of more than FOLD_BYTES: R).
+
+    Folded rows of other widths end inside a vector.  The float32 and float64 tiled
+    passes then take no rotated windows (unaligned stores and tile loads throughout) and
+    convert each row's last values one by one, the float16 passes add a vector that
+    overlaps the row's last (CBN_HTAIL_FOR), and the sums add each row's last values
+    apart.  Measured in one process (2-core AMD EPYC VM, Zen 5), channels-last, whole /
+    _fold's rows (output passes and sums), 1 and 2 threads: float32 1x3x224x224
+    inference 0.78 and 0.76, training 0.67 and 0.71, backward 0.71 and 0.78, statistics
+    0.63 and 0.68; 1x3x730x730 (6.4 MB) inference 0.74 and 0.70, training 0.63 and
+    0.65, backward 0.66 and 0.65; 1x6x224x224 training 0.75 and 0.78; float64
+    1x3x224x224 training 0.96 and 0.93; float16 1x3x224x224 inference 0.48 and 0.59,
+    training 0.47 and 0.72, backward 0.49 and 0.60.  14 MB (1x3x1080x1080, plain
+    stores): float32 inference 0.92, training and backward 0.92-1.03 (output passes
+    alone).  Rounded to the tiles' width (128 bytes) instead: 0.88-1.06 of these."""
+    cdef Py_ssize_t g = vec, a = rb, k
+    while a:            # g = gcd(rb, vec): rows of k * (vec / g) rows are whole vectors
+        g, a = a, g % a
+    k = vec // g
+    if R <= 1 or (R + k - 1) // k * k * rb > FOLD_BYTES:
+        return R
+    return (R + k - 1) // k * k
+
+
 cdef inline Py_ssize_t _out_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
                                  int store) noexcept nogil:
     """Interleaved rows per step of an output pass (size: bytes per value, store: its
-    _store): as _fold, but float32 and float64 rows stored through the register tiles
-    (STORE_TILED) whose bytes divide a tile's width (CBN_TILE_BYTES) go as rows of
-    exactly that width (_tile_rows), wherever _fold folds: never more values per step
-    than _fold's, so the repeated table fits _apply_scratch."""
+    _store): as _fold, rounded up to rows of whole vectors (_whole), but float32 and
+    float64 rows stored through the register tiles (STORE_TILED) whose bytes divide a
+    tile's width (CBN_TILE_BYTES) go as rows of exactly that width (_tile_rows),
+    wherever _fold folds: never more values per step than _fold_rows, so the repeated
+    table fits _apply_scratch."""
     cdef Py_ssize_t R = _fold(C, rows), rb = C * size
     if (R > 1 and _tile_rows and store == STORE_TILED and size >= 4
             and rb <= CBN_TILE_BYTES and CBN_TILE_BYTES % rb == 0):
         return CBN_TILE_BYTES // rb
-    return R
+    return _whole(R, rb, FOLD_VEC)
+
+
+cdef inline Py_ssize_t _fold_rows(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size) noexcept nogil:
+    """The most interleaved rows per step of an output pass (_out_fold) over rows of C
+    values of size bytes."""
+    return _whole(_fold(C, rows), C * size, FOLD_VEC)
 
 
 cdef inline Py_ssize_t _sums_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
@@ -2035,9 +2071,10 @@ cdef inline Py_ssize_t _sums_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size
     alike at all four; new / old, float16 statistics 0.76-0.82 (32, 64, 128 channels),
     training 0.80-0.88, backward 0.98-1.02; float32 statistics 0.80-0.87 (32, 64),
     training 0.96-0.99, but backward 1.09 at 32 channels (not folded so)."""
-    if rows * C <= TILED_MAX or C * size >= SUMS_WIDE or (grad and size != 2):
-        return _fold(C, rows)
-    return (SUMS_WIDE // size + C - 1) // C
+    cdef Py_ssize_t R = (_fold(C, rows)
+                         if rows * C <= TILED_MAX or C * size >= SUMS_WIDE or (grad and size != 2)
+                         else (SUMS_WIDE // size + C - 1) // C)
+    return _whole(R, C * size, 8 * size)     # rows of whole vectors of 8 values
 
 
 cdef inline void _repeat(const real_t* a, Py_ssize_t C, Py_ssize_t W, real_t* aw) noexcept nogil:
@@ -2842,8 +2879,9 @@ cdef inline Py_ssize_t _partials(Py_ssize_t inner, Py_ssize_t C, int T):
     """Doubles of scratch.  Interleaved: pivots, then _rows_reduce's (repeated pivots,
     padded partials of the last rows, padded per-thread partials).  Planar: those of
     _slab_stats and _slab_sums."""
-    # the widest row _fold or _sums_fold (float16: SUMS_WIDE // 2 values) makes
-    cdef Py_ssize_t W = max(_fold(C, 8 * WIDE), (SUMS_WIDE // 2 + C - 1) // C) * C
+    # the widest row _fold or _sums_fold (float16: SUMS_WIDE // 2 values) makes, with
+    # the rows _whole adds (at most 7: whole vectors of 8 values)
+    cdef Py_ssize_t W = (max(_fold(C, 8 * WIDE), (SUMS_WIDE // 2 + C - 1) // C) + 7) * C
     cdef Py_ssize_t wpad = (W + PAD - 1) // PAD * PAD
     cdef Py_ssize_t cpad = (C + PAD - 1) // PAD * PAD
     if inner > 1:       # _slab_stats: pivots, then T slots of 4 rows
@@ -3090,9 +3128,11 @@ cdef inline bint _by_cols(Py_ssize_t rows, Py_ssize_t C, Py_ssize_t cmin=COLS_MI
     return _cols_on and C >= cmin and rows <= rmax
 
 
-cdef inline Py_ssize_t _apply_scratch(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner):
-    """Doubles _apply needs for the repeated table of folded narrow rows (Work.rep)."""
-    return N_PARAMS * _fold(C, outer) * C if inner == 1 else 0
+cdef inline Py_ssize_t _apply_scratch(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                                     Py_ssize_t size):
+    """Doubles _apply needs for the repeated table of folded narrow rows (Work.rep);
+    size: bytes per value."""
+    return N_PARAMS * _fold_rows(C, outer, size) * C if inner == 1 else 0
 
 
 # OUT out: batch norm with running statistics.  fresh: out was just allocated (_store).
@@ -3209,7 +3249,8 @@ cdef void _affine(int kind, cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py
         finally:
             free(w.raw)
         return
-    _work(&w, C, 0, 0, N_PARAMS * C, _apply_scratch(outer, C, inner), _out_line(kind, po))
+    _work(&w, C, 0, 0, N_PARAMS * C, _apply_scratch(outer, C, inner, x.itemsize),
+          _out_line(kind, po))
     p = w.table
     pw = w.rep
     try:
@@ -3268,7 +3309,7 @@ def bn_train(cnp.ndarray x, cnp.ndarray out, Py_ssize_t outer, Py_ssize_t C,
             free(w.raw)
         return
     _work(&w, C, 4, _partials(inner, C, n_threads), N_PARAMS * C,
-          _apply_scratch(outer, C, inner), _out_line(kind, po))
+          _apply_scratch(outer, C, inner, x.itemsize), _out_line(kind, po))
     d = w.cols
     mean = d + 2 * C
     var = d + 3 * C
@@ -3419,7 +3460,7 @@ def bn_backward(cnp.ndarray dy, cnp.ndarray x, y, cnp.ndarray dx, Py_ssize_t out
             free(w.raw)
         return
     _work(&w, C, 5, _partials(inner, C, n_threads), N_PARAMS * C,
-          _apply_scratch(outer, C, inner), _out_line(kind, pdx))
+          _apply_scratch(outer, C, inner, x.itemsize), _out_line(kind, pdx))
     d = w.cols
     p = w.table
     scratch = w.scratch
