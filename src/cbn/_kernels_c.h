@@ -1251,6 +1251,61 @@ static inline Py_ssize_t cbn_rot_head(const void* out, Py_ssize_t size, Py_ssize
             if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, v, v < Z);                            \
             cbn_vst_##SUFFIX(ob + r * ld + c + k * L, v);                                   \
         }
+/* The channels a row's tiles leave, fewer than a vector, in one masked vector (AVX2)
+ * down the block's rows, instead of the plain pass's values one by one: its loads and
+ * stores touch those channels only (x may be out).  Measured in one process (2-core AMD
+ * EPYC VM, Zen 5), float32, this / the plain pass, 1 and 2 threads: 4096x100 inference
+ * 0.87 and 0.81, training 0.91 and 0.92, backward 0.92 and 0.92; 4096x101 inference
+ * 0.79 and 0.81, backward 0.90 and 0.88; channels-last 1x100x126x126 inference 0.84
+ * and 0.82, backward 0.90 and 0.89; 1x61x56x56 training (rows folded to 122) 0.94 and
+ * 0.95. */
+#if defined(__AVX2__)
+#define CBN_MASKED_TAIL 1
+static inline __m256i cbn_vmask_f32(Py_ssize_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256i cbn_vmask_f64(Py_ssize_t n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+static inline cbn_v_f32 cbn_vmld_f32(const float* p, __m256i k) {
+    return (cbn_v_f32)_mm256_maskload_ps(p, k);
+}
+static inline cbn_v_f64 cbn_vmld_f64(const double* p, __m256i k) {
+    return (cbn_v_f64)_mm256_maskload_pd(p, k);
+}
+static inline void cbn_vmst_f32(float* p, __m256i k, cbn_v_f32 v) { _mm256_maskstore_ps(p, k, (__m256)v); }
+static inline void cbn_vmst_f64(double* p, __m256i k, cbn_v_f64 v) { _mm256_maskstore_pd(p, k, (__m256d)v); }
+#else
+#define CBN_MASKED_TAIL 0
+#endif
+#if CBN_MASKED_TAIL
+#define CBN_TAIL_AFFINE(SUFFIX)                                                             \
+    {                                                                                       \
+        const __m256i K_ = cbn_vmask_##SUFFIX(m - c);                                       \
+        const cbn_v_##SUFFIX H_ = cbn_vmld_##SUFFIX(hi + c, K_), S_ = cbn_vmld_##SUFFIX(s + c, K_), \
+                             T_ = cbn_vmld_##SUFFIX(t + c, K_);                             \
+        for (r = 0; r < nb; r++) {                                                          \
+            v = (cbn_vmld_##SUFFIX(xb + r * ld + c, K_) - H_) * S_ + T_;                    \
+            if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, v, v < Z);                            \
+            cbn_vmst_##SUFFIX(ob + r * ld + c, K_, v);                                      \
+        }                                                                                   \
+    }
+#define CBN_TAIL_DX(SUFFIX)                                                                 \
+    {                                                                                       \
+        const __m256i K_ = cbn_vmask_##SUFFIX(m - c);                                       \
+        const cbn_v_##SUFFIX H_ = cbn_vmld_##SUFFIX(hi + c, K_), S_ = cbn_vmld_##SUFFIX(s + c, K_), \
+                             T_ = cbn_vmld_##SUFFIX(t + c, K_), K2_ = cbn_vmld_##SUFFIX(kk + c, K_); \
+        for (r = 0; r < nb; r++) {                                                          \
+            o = (r0 + r) * ld + c;                                                          \
+            g = cbn_vmld_##SUFFIX(dy + o, K_);                                              \
+            if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vmld_##SUFFIX(y + o, K_) <= Z);    \
+            cbn_vmst_##SUFFIX(dx + o, K_, CBN_VDXV(cbn_vmld_##SUFFIX(x + o, K_), g, H_, S_, K2_, T_)); \
+        }                                                                                   \
+    }
+#else
+#define CBN_TAIL_AFFINE(SUFFIX)
+#define CBN_TAIL_DX(SUFFIX)
+#endif
 #define CBN_DEFINE_TILED(SUFFIX, R)                                                         \
 static inline void cbn_vst_##SUFFIX(R* p, cbn_v_##SUFFIX v) { memcpy(p, &v, sizeof v); }    \
 static inline void cbn_rows_affine_tiles_##SUFFIX(const R* x, R* out, Py_ssize_t ld,        \
@@ -1273,7 +1328,9 @@ static inline void cbn_rows_affine_tiles_##SUFFIX(const R* x, R* out, Py_ssize_t
                 CBN_TILE_AFFINE(SUFFIX, 1)                                                  \
             }                                                                               \
         }                                                                                   \
-        if (c < m)                                                                          \
+        if (c < m && CBN_MASKED_TAIL) {                                        \
+            CBN_TAIL_AFFINE(SUFFIX)                                                         \
+        } else if (c < m)                                                                   \
             cbn_rows_affine_##SUFFIX(xb + c, ob + c, ld, nb, m - c, hi + c, s + c, t + c, relu); \
     }                                                                                       \
 }                                                                                           \
@@ -1334,7 +1391,9 @@ static inline void cbn_rows_dx_tiles_##SUFFIX(const R* x, const R* dy, const R* 
                 CBN_TILE_DX(SUFFIX, 1)                                                      \
             }                                                                               \
         }                                                                                   \
-        if (c < m) {                                                                        \
+        if (c < m && CBN_MASKED_TAIL) {                                        \
+            CBN_TAIL_DX(SUFFIX)                                                             \
+        } else if (c < m) {                                                                 \
             o = r0 * ld + c;                                                                \
             cbn_rows_dx_##SUFFIX(x + o, dy + o, y ? y + o : NULL, dx + o, ld, nb, m - c,    \
                                  hi + c, s + c, t + c, kk + c);                             \
