@@ -1262,7 +1262,8 @@ static inline Py_ssize_t cbn_rot_head(const void* out, Py_ssize_t size, Py_ssize
 #if defined(__AVX2__)
 #define CBN_MASKED_TAIL 1
 static inline __m256i cbn_vmask_f32(Py_ssize_t n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 static inline __m256i cbn_vmask_f64(Py_ssize_t n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
@@ -1273,17 +1274,21 @@ static inline cbn_v_f32 cbn_vmld_f32(const float* p, __m256i k) {
 static inline cbn_v_f64 cbn_vmld_f64(const double* p, __m256i k) {
     return (cbn_v_f64)_mm256_maskload_pd(p, k);
 }
-static inline void cbn_vmst_f32(float* p, __m256i k, cbn_v_f32 v) { _mm256_maskstore_ps(p, k, (__m256)v); }
-static inline void cbn_vmst_f64(double* p, __m256i k, cbn_v_f64 v) { _mm256_maskstore_pd(p, k, (__m256d)v); }
-#else
-#define CBN_MASKED_TAIL 0
-#endif
-#if CBN_MASKED_TAIL
+static inline void cbn_vmst_f32(float* p, __m256i k, cbn_v_f32 v) {
+    _mm256_maskstore_ps(p, k, (__m256)v);
+}
+static inline void cbn_vmst_f64(double* p, __m256i k, cbn_v_f64 v) {
+    _mm256_maskstore_pd(p, k, (__m256d)v);
+}
+/* the tables' masked vectors at channel c */
+#define CBN_TAIL_TABLES(SUFFIX)                                                             \
+    const __m256i K_ = cbn_vmask_##SUFFIX(m - c);                                           \
+    const cbn_v_##SUFFIX H_ = cbn_vmld_##SUFFIX(hi + c, K_);                                \
+    const cbn_v_##SUFFIX S_ = cbn_vmld_##SUFFIX(s + c, K_);                                 \
+    const cbn_v_##SUFFIX T_ = cbn_vmld_##SUFFIX(t + c, K_);
 #define CBN_TAIL_AFFINE(SUFFIX)                                                             \
     {                                                                                       \
-        const __m256i K_ = cbn_vmask_##SUFFIX(m - c);                                       \
-        const cbn_v_##SUFFIX H_ = cbn_vmld_##SUFFIX(hi + c, K_), S_ = cbn_vmld_##SUFFIX(s + c, K_), \
-                             T_ = cbn_vmld_##SUFFIX(t + c, K_);                             \
+        CBN_TAIL_TABLES(SUFFIX)                                                             \
         for (r = 0; r < nb; r++) {                                                          \
             v = (cbn_vmld_##SUFFIX(xb + r * ld + c, K_) - H_) * S_ + T_;                    \
             if (relu) CBN_VZERO_WHERE(cbn_m_##SUFFIX, v, v < Z);                            \
@@ -1292,17 +1297,18 @@ static inline void cbn_vmst_f64(double* p, __m256i k, cbn_v_f64 v) { _mm256_mask
     }
 #define CBN_TAIL_DX(SUFFIX)                                                                 \
     {                                                                                       \
-        const __m256i K_ = cbn_vmask_##SUFFIX(m - c);                                       \
-        const cbn_v_##SUFFIX H_ = cbn_vmld_##SUFFIX(hi + c, K_), S_ = cbn_vmld_##SUFFIX(s + c, K_), \
-                             T_ = cbn_vmld_##SUFFIX(t + c, K_), K2_ = cbn_vmld_##SUFFIX(kk + c, K_); \
+        CBN_TAIL_TABLES(SUFFIX)                                                             \
+        const cbn_v_##SUFFIX G_ = cbn_vmld_##SUFFIX(kk + c, K_);                            \
         for (r = 0; r < nb; r++) {                                                          \
             o = (r0 + r) * ld + c;                                                          \
             g = cbn_vmld_##SUFFIX(dy + o, K_);                                              \
-            if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vmld_##SUFFIX(y + o, K_) <= Z);    \
-            cbn_vmst_##SUFFIX(dx + o, K_, CBN_VDXV(cbn_vmld_##SUFFIX(x + o, K_), g, H_, S_, K2_, T_)); \
+            if (y) CBN_VZERO_WHERE(cbn_m_##SUFFIX, g, cbn_vmld_##SUFFIX(y + o, K_) <= Z);   \
+            cbn_vmst_##SUFFIX(dx + o, K_, CBN_VDXV(cbn_vmld_##SUFFIX(x + o, K_), g, H_, S_, \
+                                                  G_, T_));                                 \
         }                                                                                   \
     }
 #else
+#define CBN_MASKED_TAIL 0
 #define CBN_TAIL_AFFINE(SUFFIX)
 #define CBN_TAIL_DX(SUFFIX)
 #endif
@@ -1328,7 +1334,7 @@ static inline void cbn_rows_affine_tiles_##SUFFIX(const R* x, R* out, Py_ssize_t
                 CBN_TILE_AFFINE(SUFFIX, 1)                                                  \
             }                                                                               \
         }                                                                                   \
-        if (c < m && CBN_MASKED_TAIL) {                                        \
+        if (c < m && CBN_MASKED_TAIL) {                                                     \
             CBN_TAIL_AFFINE(SUFFIX)                                                         \
         } else if (c < m)                                                                   \
             cbn_rows_affine_##SUFFIX(xb + c, ob + c, ld, nb, m - c, hi + c, s + c, t + c, relu); \
@@ -1391,7 +1397,7 @@ static inline void cbn_rows_dx_tiles_##SUFFIX(const R* x, const R* dy, const R* 
                 CBN_TILE_DX(SUFFIX, 1)                                                      \
             }                                                                               \
         }                                                                                   \
-        if (c < m && CBN_MASKED_TAIL) {                                        \
+        if (c < m && CBN_MASKED_TAIL) {                                                     \
             CBN_TAIL_DX(SUFFIX)                                                             \
         } else if (c < m) {                                                                 \
             o = r0 * ld + c;                                                                \
@@ -1983,15 +1989,16 @@ CBN_DEFINE_PF_SUMS_EACH(f16, cbn_half)
  * row, 1 and 2 threads: 1x100x89x89 statistics 0.70 and 0.71, training 0.84 and 0.81,
  * backward 0.89 and 0.89; 1x101x89x89 statistics 0.71 and 0.78; rows the tiles take
  * whole (1x96x89x89) 1.00 and 1.00. */
-#define CBN_HROWS_GROUP(m, n, r, k) \
-    ((k) = (m) <= CBN_HCHUNK / 2 ? CBN_HCHUNK / (m) : 1, (k) = (n) - (r) < (k) ? (n) - (r) : (k))
+static inline Py_ssize_t cbn_hrows_group(Py_ssize_t m, Py_ssize_t left) {
+    return left < CBN_HCHUNK / m ? left : CBN_HCHUNK / m;      /* rows in the next block */
+}
 CBN_PASS void cbn_rows_sums_f16(const cbn_half* x, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                                 const double* ref, double* s1, double* s2) {
     float bx[CBN_HCHUNK];
     Py_ssize_t r, j, k;
     if (m <= CBN_HCHUNK / 2) {
         for (r = 0; r < n; r += k) {
-            CBN_HROWS_GROUP(m, n, r, k);
+            k = cbn_hrows_group(m, n - r);
             for (j = 0; j < k; j++)
                 cbn_h2f_n(x + (r + j) * ld, bx + j * m, m);
             cbn_rows_sums_f32(bx, m, k, m, ref, s1, s2, 0);
@@ -2011,7 +2018,7 @@ CBN_PASS void cbn_rows_gsums_f16(const cbn_half* x, const cbn_half* dy, const cb
     Py_ssize_t r, j, k;
     if (m <= CBN_HCHUNK / 2) {
         for (r = 0; r < n; r += k) {
-            CBN_HROWS_GROUP(m, n, r, k);
+            k = cbn_hrows_group(m, n - r);
             for (j = 0; j < k; j++) {
                 cbn_h2f_n(x + (r + j) * ld, bx + j * m, m);
                 cbn_h2f_n(dy + (r + j) * ld, bg + j * m, m);
