@@ -2030,12 +2030,18 @@ cdef inline Py_ssize_t _whole(Py_ssize_t R, Py_ssize_t rb, Py_ssize_t vec) noexc
     stores): float32 inference 0.92, training and backward 0.92-1.03 (output passes
     alone).  Rounded to the tiles' width (128 bytes) instead: 0.88-1.06 of these."""
     cdef Py_ssize_t g = vec, a = rb, k
-    while a:            # g = gcd(rb, vec): rows of k * (vec / g) rows are whole vectors
+    while a:            # g = gcd(rb, vec)
         g, a = a, g % a
-    k = vec // g
+    k = vec // g        # any multiple of k rows is whole vectors
     if R <= 1 or (R + k - 1) // k * k * rb > FOLD_BYTES:
         return R
     return (R + k - 1) // k * k
+
+
+cdef inline Py_ssize_t _fold_rows(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size) noexcept nogil:
+    """The most interleaved rows per step of an output pass (_out_fold) over rows of C
+    values of size bytes."""
+    return _whole(_fold(C, rows), C * size, FOLD_VEC)
 
 
 cdef inline Py_ssize_t _out_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
@@ -2050,13 +2056,7 @@ cdef inline Py_ssize_t _out_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,
     if (R > 1 and _tile_rows and store == STORE_TILED and size >= 4
             and rb <= CBN_TILE_BYTES and CBN_TILE_BYTES % rb == 0):
         return CBN_TILE_BYTES // rb
-    return _whole(R, rb, FOLD_VEC)
-
-
-cdef inline Py_ssize_t _fold_rows(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size) noexcept nogil:
-    """The most interleaved rows per step of an output pass (_out_fold) over rows of C
-    values of size bytes."""
-    return _whole(_fold(C, rows), C * size, FOLD_VEC)
+    return _fold_rows(C, rows, size)
 
 
 cdef inline Py_ssize_t _sums_fold(Py_ssize_t C, Py_ssize_t rows, Py_ssize_t size,

@@ -2378,9 +2378,14 @@ CBN_PASS void cbn_rows_gsums8_f16(const cbn_half* x, const cbn_half* dy, const c
 #define CBN_HPF(p) _mm_prefetch((const char*)((p) + CBN_HPF_AHEAD), _MM_HINT_T0)
 
 #define CBN_AFFINE1H(HI, S, T) { float v = (cbn_h2f(x[i]) - (HI)) * (S) + (T); out[i] = cbn_f2h(CBN_RELU1(v)); }
+/* The arithmetic of the float16 output passes on 8 values, written once: vectors that
+ * overlap (a run's or a row's last 8 values) give the values they share the same results */
+static inline __m256 cbn_affine8v(const cbn_half* x, __m256 H, __m256 S, __m256 T) {
+    return _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x), H), S, T);
+}
 static inline void cbn_affine8h(const cbn_half* x, cbn_half* out, __m256 H, __m256 S, __m256 T,
                                 int relu, int stream) {
-    __m256 v = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x), H), S, T);
+    __m256 v = cbn_affine8v(x, H, S, T);
     if (stream == CBN_STREAM_PF)
         CBN_HPF(x);
     cbn_st8h(out, CBN_RELU8(v), stream);
@@ -2426,7 +2431,7 @@ CBN_PASS void cbn_runs_affine_short_f16(const cbn_half* x, cbn_half* out, Py_ssi
         H = _mm256_set1_ps(hi[j]);
         S = _mm256_set1_ps(s[j]);
         T = _mm256_set1_ps(t[j]);
-        e = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x + n - 8), H), S, T);
+        e = cbn_affine8v(x + n - 8, H, S, T);
         for (i = 0; i < n - 8; i += 8)
             cbn_affine8h(x + i, out + i, H, S, T, relu, 0);
         cbn_st8h(out + n - 8, CBN_RELU8(e), 0);
@@ -2481,8 +2486,8 @@ CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t l
     }
     if (CBN_HTAIL_FOR(m, stream)) {
         for (r = 0; r < n; r++, x += m, out += m) {
-            __m256 e = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x + m - 8), CBN_HPAR_AT(hi, m - 8)),
-                                       CBN_HPAR_AT(s, m - 8), CBN_HPAR_AT(t, m - 8));
+            __m256 e = cbn_affine8v(x + m - 8, CBN_HPAR_AT(hi, m - 8), CBN_HPAR_AT(s, m - 8),
+                                    CBN_HPAR_AT(t, m - 8));
             for (c = 0; c + 8 < m; c += 8)
                 cbn_affine8h(x + c, out + c, CBN_HPAR_AT(hi, c), CBN_HPAR_AT(s, c),
                              CBN_HPAR_AT(t, c), relu, 0);
@@ -2498,16 +2503,22 @@ CBN_PASS void cbn_rows_affine_f16(const cbn_half* x, cbn_half* out, Py_ssize_t l
                      relu, stream);)
 }
 
+/* as cbn_affine8v, for dx */
+static inline __m256 cbn_dx8v(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
+                              __m256 H, __m256 S, __m256 T, __m256 K) {
+    return CBN_HADD(_mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x), H), S,
+                                    _mm256_mul_ps(cbn_g8h(dy, y), K)), T);
+}
 static inline void cbn_dx8h(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                             cbn_half* dx, __m256 H, __m256 S, __m256 T, __m256 K, int stream) {
-    __m256 v = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x), H), S, _mm256_mul_ps(cbn_g8h(dy, y), K));
+    __m256 v = cbn_dx8v(x, dy, y, H, S, T, K);
     if (stream == CBN_STREAM_PF) {
         CBN_HPF(x);
         CBN_HPF(dy);
         if (y)
             CBN_HPF(y);
     }
-    cbn_st8h(dx, CBN_HADD(v, T), stream);
+    cbn_st8h(dx, v, stream);
 }
 CBN_PASS void cbn_run_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
                              cbn_half* dx, Py_ssize_t n, float hi, float s, float t, float k,
@@ -2534,11 +2545,10 @@ static inline __attribute__((always_inline)) void cbn_runs_dx_in_f16(
         S = _mm256_set1_ps(s[j]);
         T = _mm256_set1_ps(t[j]);
         K = _mm256_set1_ps(k[j]);
-        e = _mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x + n - 8), H), S,
-                            _mm256_mul_ps(cbn_g8h(dy + n - 8, y ? y + n - 8 : NULL), K));
+        e = cbn_dx8v(x + n - 8, dy + n - 8, y ? y + n - 8 : NULL, H, S, T, K);
         for (i = 0; i < n - 8; i += 8)
             cbn_dx8h(x + i, dy + i, y ? y + i : NULL, dx + i, H, S, T, K, 0);
-        cbn_st8h(dx + n - 8, CBN_HADD(e, T), 0);
+        cbn_st8h(dx + n - 8, e, 0);
     }
 }
 CBN_PASS void cbn_runs_dx_short_f16(const cbn_half* x, const cbn_half* dy, const cbn_half* y,
@@ -2577,11 +2587,8 @@ CBN_PASS void cbn_rows_dx_f16(const cbn_half* x, const cbn_half* dy, const cbn_h
     if (CBN_HTAIL_FOR(m, stream)) {
         for (r = 0; r < n; r++, x += m, dy += m, dx += m, y = y ? y + m : NULL) {
             Py_ssize_t l = m - 8;
-            __m256 e = CBN_HADD(_mm256_fmadd_ps(CBN_HSUB(cbn_ld8h(x + l), CBN_HPAR_AT(hi, l)),
-                                                CBN_HPAR_AT(s, l),
-                                                _mm256_mul_ps(cbn_g8h(dy + l, y ? y + l : NULL),
-                                                              CBN_HPAR_AT(k, l))),
-                                CBN_HPAR_AT(t, l));
+            __m256 e = cbn_dx8v(x + l, dy + l, y ? y + l : NULL, CBN_HPAR_AT(hi, l),
+                                CBN_HPAR_AT(s, l), CBN_HPAR_AT(t, l), CBN_HPAR_AT(k, l));
             for (c = 0; c + 8 < m; c += 8)
                 cbn_dx8h(x + c, dy + c, y ? y + c : NULL, dx + c, CBN_HPAR_AT(hi, c),
                          CBN_HPAR_AT(s, c), CBN_HPAR_AT(t, c), CBN_HPAR_AT(k, c), 0);
