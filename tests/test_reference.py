@@ -469,6 +469,47 @@ def _avx512_setting(name, kernels):
     assert setter() == old
 
 
+@contextlib.contextmanager
+def _setting_off(name):
+    """The body with the kernel setting `name` (a flag) off; then put back (checked)."""
+    from cbn import _dispatch
+    setter = getattr(_dispatch.kernels, name)
+    old = setter(False)
+    try:
+        yield
+    finally:
+        setter(old)
+    assert setter() == old
+
+
+@pytest.mark.parametrize("shape, layout", [((3001, 64), "C"), ((30, 64), "C"),
+                                           ((40001, 64), "C"), ((2, 32, 33, 35), "last"),
+                                           ((1, 16, 57, 61), "last"), ((3, 8, 41, 43), "last"),
+                                           ((300001, 4), "C"), ((5, 64, 9, 11), "last")],
+                         ids=str)
+def test_register_sums(shape, layout, kernels, rng):
+    """float32 interleaved statistics and backward sums over rows of 64 channels kept in
+    AVX-512F registers (register_sums; on by default on AMD Zen 5, in the AVX2 build
+    only; cbn_rows64_sums_f32_512, cbn_rows64_gsums_f32_512), and with the setting off
+    (the eight-row loops or the register tiles): statistics, training and the backward
+    (masked and not) against the float64 oracle on 1 and 2 threads.  Rows of 64
+    channels (one block of rows: 30; in L2; 40001 rows, whose threads' backward sums go
+    through the mid-block), and narrow rows folded into rows of 64 values (32, 16, 8 and
+    4 channels), row counts odd.  The statistics take these loops only where a thread's
+    rows span more than ROWS8_NEAR bytes in an array of at most TILED_MAX values
+    (300001x4; beyond it, 40001x64, rows of 64 channels are summed 128 values at a
+    time).  Where the setting refuses True (no AVX-512F, the baseline build),
+    the default loops against the oracle."""
+    with _avx512_setting("register_sums", kernels) as on:
+        for flag in (True, False) if on else (None,):
+            if on:
+                on[0](flag)
+            for t in (1, 2):
+                test_batch_stats(np.float32, shape, layout, t, rng)
+                test_batch_norm_training(np.float32, shape, layout, t, rng)
+                test_backward(np.float32, shape, layout, t, rng)
+
+
 def _on_and_off(setter, run):
     """run()'s results with the setting on, then off (it is left on)."""
     got = run()
@@ -492,8 +533,10 @@ def test_interleaved_float32_sums_avx512(shape, kernels, rng):
     backward sums take eight rows both ways on Zen 5).  Where the setting is not on
     by default (CPUs other than Zen 5, where it changes which loops run), the
     oracle alone.  Where the CPU does not run AVX-512F, or in the baseline build,
-    the setting refuses True."""
-    with _avx512_setting("wide_sums", kernels) as on:
+    the setting refuses True.  The sums in registers over rows of 64 channels
+    (register_sums: 3001x64, 70000x32 folded) are off throughout, so that those rows
+    take the eight-row loops (test_register_sums)."""
+    with _avx512_setting("wide_sums", kernels) as on, _setting_off("register_sums"):
         if on is None:
             return
         wide, old = on
@@ -636,7 +679,11 @@ def test_rows_not_whole_vectors(shape, dtype, rng):
 @pytest.mark.parametrize("shape, layout", [((256, 1024), "C"), ((77, 1027), "C"),
                                            ((33, 1040), "C"), ((301, 400), "C"),
                                            ((9, 4100), "C"), ((40, 2048), "C"),
-                                           ((2, 1024, 7, 7), "last"), ((3001, 64), "C")],
+                                           ((2, 1024, 7, 7), "last"), ((3001, 64), "C"),
+                                           ((3, 32, 17, 19), "last"), ((5, 96, 9, 9), "last"),
+                                           ((4, 128, 7, 7), "last"), ((7, 48, 6, 6), "last"),
+                                           ((3, 80, 5, 7), "last"), ((2, 112, 5, 5), "last"),
+                                           ((301, 144), "C")],
                          ids=str)
 def test_float32_rows_avx512(shape, layout, kernels, rng):
     """The float32 output passes over interleaved rows in cache that do not take the
@@ -644,8 +691,11 @@ def test_float32_rows_avx512(shape, layout, kernels, rng):
     by default on AMD Zen 5, in the AVX2 build only): rows a whole number of vectors and
     not (1027, 1040, 400, 4100 values), each row's output at its own offset in a cache
     line (1027, 4100), few wide rows that go by columns (9x4100, 40x2048 inference),
-    channels-last, and narrow rows that keep the tiles (3001x64): as
-    _wide_passes_identical."""
+    channels-last; contiguous rows of 64 to 128 values, a multiple of 16, as one run with
+    the tables in registers (64: 3001x64, 32 channels folded; 80, 96, 112, 128, 48
+    folded to 96; dx: 64 only), the run's first values before an aligned store and its
+    last ones (fewer than a row) in masked vectors; and rows of 144 values, which keep
+    the tiles: as _wide_passes_identical."""
     _wide_passes_identical("wide_rows", np.float32, shape, layout, kernels, rng,
                            (test_batch_norm_eval, test_batch_norm_training, test_backward))
 
@@ -1311,6 +1361,7 @@ def test_threshold_api(kernels, name, key, default):
     assert cfg["planar_sums_prefetch_stream"] is _dispatch.kernels.prefetch_stream()
     assert cfg["eight_row_sums_f16"] is _dispatch.kernels.eight_row_sums_f16()
     assert cfg["eight_row_sums_avx512"] is _dispatch.kernels.wide_sums()
+    assert cfg["register_sums_avx512"] is _dispatch.kernels.register_sums()
     assert cfg["float16_passes_avx512"] is _dispatch.kernels.wide_halves()
     assert cfg["float32_rows_avx512"] is _dispatch.kernels.wide_rows()
     assert cfg["sixteen_channel_sums"] is _dispatch.kernels.sixteen_channel_tiles()

@@ -112,6 +112,7 @@ def show_config(print_out=True):
         "eight_row_sums_below_width": _dispatch.kernels.eight_row_width(),
         "eight_row_sums_f16": _dispatch.kernels.eight_row_sums_f16(),
         "eight_row_sums_avx512": _dispatch.kernels.wide_sums(),
+        "register_sums_avx512": _dispatch.kernels.register_sums(),
         "float16_passes_avx512": _dispatch.kernels.wide_halves(),
         "float32_rows_avx512": _dispatch.kernels.wide_rows(),
         "sixteen_channel_sums": _dispatch.kernels.sixteen_channel_tiles(),

@@ -137,6 +137,15 @@ cdef extern from "_kernels_c.h":
     void cbn_rows_dx_f32_512(const float*, const float*, const float*, float*, Py_ssize_t,
                              Py_ssize_t, Py_ssize_t, const float*, const float*, const float*,
                              const float*) noexcept nogil
+    void cbn_period_affine_f32_512(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
+                                   const float*, const float*, int) noexcept nogil
+    void cbn_period64_dx_f32_512(const float*, const float*, const float*, float*, Py_ssize_t,
+                                 const float*, const float*, const float*,
+                                 const float*) noexcept nogil
+    void cbn_rows64_sums_f32_512(const float*, Py_ssize_t, Py_ssize_t, const double*, double*,
+                                 double*) noexcept nogil
+    void cbn_rows64_gsums_f32_512(const float*, const float*, const float*, Py_ssize_t,
+                                  Py_ssize_t, const double*, double*, double*) noexcept nogil
     int cbn_rows_tile(Py_ssize_t, Py_ssize_t) noexcept nogil
     void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const double*, const double*, const double*, int) noexcept nogil
@@ -310,6 +319,8 @@ cdef enum:
                         # per array (_rows8; Zen 5: any, _rows8_grads)
     BACK_BYTES = 32768  # rows per block of a reversed second pass: this many bytes (_back)
     WIDE = 64           # interleaved rows narrower than this are handled several at a time
+    PERIOD_AFFINE = 128 # AVX-512F output passes of contiguous rows of 64 to this many values
+    PERIOD_DX = 64      # (a multiple of 16) keep their tables in registers (_period)
     FOLD_VEC = 32       # folded narrow rows are rounded up to rows of whole vectors of this
     FOLD_BYTES = 1344   # many bytes where they span at most this many (_whole): the tiles'
                         # rotated windows take rows of CBN_ROT_BYTES, their blocks two rows in 4 KiB
@@ -749,7 +760,25 @@ cdef bint _h512 = _sums512
 # backward 0.94 / 0.90; 1x14x14x1024 NHWC inference 0.91 / 0.80; 64x1024 inference 0.76
 # / 0.89; 1600x1024 (6.5 MB) inference 0.84 / 0.90, training 0.93 / 0.86, backward
 # 1.00 / 0.97.  Beyond the tiles' sizes (STORE_PLAIN) it lost (1.07-1.19x): AVX2 there.
+# Contiguous rows of 64 to 128 values, a multiple of 16 (dx: 64; rows of 64 channels, or
+# narrow rows folded), go as one run in vectors of 16 with their tables in registers
+# (cbn_period_affine_f32_512, cbn_period64_dx_f32_512), instead of the AVX2 register
+# tiles.  In one process (9 rounds, wide_rows alternated), 2-core AMD EPYC Zen 5 VM,
+# this / the tiles, 1 / 2 threads, NHWC: inference 1x64x56x56 0.88 / 0.90, 1x128x28x28
+# 0.76 / 0.76, 4096x64 (NC) 0.94 / 0.92; training 1x128x28x28 0.88 / 0.87, 1x64x56x56
+# 1.00 / 0.93; backward 1x64x56x56 0.95 / 0.93.  In L3 (6.4 MB, 4x32x16x28x28 NDHWC)
+# 0.99-1.05: nothing gained there.
 cdef bint _r512 = _sums512
+# The float32 interleaved sums over rows of 64 channels (rows of 64 channels; narrow rows
+# folded) go a row at a time with their sums in AVX-512F registers (_sums_reg: Zen 5;
+# cbn_rows64_sums_f32_512, cbn_rows64_gsums_f32_512) instead of the eight-row loops or
+# the register tiles; the statistics only where a thread's rows span more than ROWS8_NEAR
+# bytes (in L2 they took 1.01-1.04x the time: 1x64x56x56 and 4096x64 training).  In one
+# process (9 rounds, register_sums alternated), 2-core AMD EPYC Zen 5 VM, this / the
+# other loops, 1 / 2 threads: 4x32x16x28x28 NDHWC (6.4 MB, rows of 32 channels folded)
+# statistics 0.90 / 0.92, training 0.94-0.95 / 0.96-0.97, backward 0.89 / 0.87; backward
+# 1x64x56x56 0.90 / 0.98, 4096x64 0.93 / 0.99, from memory 8x64x112x112 0.93 / 0.93.
+cdef bint _sums_reg = _sums512
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
@@ -1032,6 +1061,13 @@ def eight_row_sums(flag=None):
 # returns the old value (for tests and measurements).
 def wide_sums(flag=None):
     return _wide_setting(&_sums512, flag)
+
+
+# Whether the float32 interleaved sums over rows of 64 channels keep their sums in AVX-512F
+# registers (see _sums_reg); register_sums(True/False) sets it (True only where the CPU runs
+# AVX-512F) and returns the old value (for tests and measurements).
+def register_sums(flag=None):
+    return _wide_setting(&_sums_reg, flag)
 
 
 # Whether the float16 passes in cache (output passes and sums) run in AVX-512F vectors (see
@@ -1763,6 +1799,12 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
     cdef bint eight = (_rows8 and (not near or ld >= wide)
                        and (_rows8_max == 0 or ld < _rows8_max))
     if data_t is float:
+        if _sums_reg and m == 64 and (grad or not near):
+            if grad:
+                cbn_rows64_gsums_f32_512(x, dy, y if masked else NULL, ld, n, ref, s1, s2)
+            else:
+                cbn_rows64_sums_f32_512(x, ld, n, ref, s1, s2)
+            return
         if _t16 and tiles and m >= 16 and not grad:     # rows per walk: see _t16
             cbn_rows_sums16_f32(x, ld, n, m, ref, s1, s2, n if near and ld < ROWS8_WIDE else 8)
             return
@@ -1822,6 +1864,14 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
             cbn_rows_sums_tiled_f16(x, ld, n, m, ref, s1, s2, not tiles)
 
 
+cdef inline bint _period(Py_ssize_t ld, Py_ssize_t m, Py_ssize_t most) noexcept nogil:
+    """Whether the float32 output pass over rows of m values, ld apart, goes as one run
+    with its tables in AVX-512F registers (cbn_period_affine_f32_512: rows of 64 to
+    PERIOD_AFFINE values, cbn_period64_dx_f32_512: PERIOD_DX, 64): contiguous rows of a
+    multiple of 16 values."""
+    return ld == m and 64 <= m <= most and m % 16 == 0
+
+
 cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ssize_t n,
                               Py_ssize_t m, const real_t* p, Py_ssize_t C, bint relu,
                               int store) noexcept nogil:
@@ -1839,6 +1889,8 @@ cdef inline void _rows_affine(const data_t* x, data_t* out, Py_ssize_t ld, Py_ss
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_affine_nt_f32(x, out, ld, n, m, hi, s, t, relu)
+        elif store == STORE_TILED and _r512 and _period(ld, m, PERIOD_AFFINE):
+            cbn_period_affine_f32_512(x, out, n, m, hi, s, t, relu)
         elif store == STORE_TILED and _r512 and not cbn_rows_tile(ld, sizeof(float)):
             cbn_rows_affine_f32_512(x, out, ld, n, m, hi, s, t, relu)
         elif store == STORE_TILED:
@@ -1874,6 +1926,8 @@ cdef inline void _rows_dx(const data_t* x, const data_t* dy, const data_t* y, bi
     elif data_t is float and real_t is float:
         if store == STORE_STREAM:
             cbn_rows_dx_nt_f32(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
+        elif store == STORE_TILED and _r512 and _period(ld, m, PERIOD_DX):
+            cbn_period64_dx_f32_512(x, dy, y if masked else NULL, dx, n, hi, s, t, k)
         elif store == STORE_TILED and _r512 and not cbn_rows_tile(ld, sizeof(float)):
             cbn_rows_dx_f32_512(x, dy, y if masked else NULL, dx, ld, n, m, hi, s, t, k)
         elif store == STORE_TILED:

@@ -1936,6 +1936,74 @@ CBN_T512 CBN_PASS void cbn_rows_gsums8_f32_512(
         cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, mw,
                            mean, s1, s2, 0);
 }
+/* The statistics and backward sums over rows of 64 channels (rows of 64 channels, and
+ * the folded rows of 1, 2, 4, 8, 16 and 32), a row at a time in AVX-512F vectors: the
+ * 64 channels' two sums and references stay in 24 of the 32 registers, so that the rows
+ * are read as one stream, one load per 8 values and array and no sums stored until the
+ * call's end.  The eight-row loops walk 8 rows at a time, 256 bytes apart, and add into
+ * the sums in memory after each step.  _kernels.pyx takes these on Zen 5 (_sums_reg).
+ * They add the rows one after the other (a call: at most ROW_BLOCK rows, _task_reduce),
+ * not in the eight-row trees: the sums are not bit-identical to those loops'. */
+#define CBN_LD8D(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
+#define CBN_EACH4(STEP) STEP(0) STEP(1) STEP(2) STEP(3)
+#define CBN_EACH8(STEP) CBN_EACH4(STEP) STEP(4) STEP(5) STEP(6) STEP(7)
+#define CBN_RSUM(q)                                                                         \
+    {                                                                                       \
+        const __m512d d_ = _mm512_sub_pd(CBN_LD8D(x + 8 * (q)), M[q]);                      \
+        A[q] = _mm512_add_pd(A[q], d_);                                                     \
+        B[q] = _mm512_fmadd_pd(d_, d_, B[q]);                                               \
+    }
+/* g, as in the eight-row loops: dy, or 0 where y <= 0 (NaN y keeps dy) */
+#define CBN_RG(q) CBN_LD8D(dy + 8 * (q))
+#define CBN_RG_MASKED(q)                                                                    \
+    _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(CBN_LD8D(y + 8 * (q)), Z, _CMP_NLE_UQ), CBN_RG(q))
+#define CBN_RGSUM(G, q)                                                                     \
+    {                                                                                       \
+        const __m512d g_ = G(q);                                                            \
+        A[q] = _mm512_add_pd(A[q], g_);                                                     \
+        B[q] = _mm512_fmadd_pd(g_, _mm512_sub_pd(CBN_LD8D(x + 8 * (q)), M[q]), B[q]);       \
+    }
+#define CBN_RGSUM_PLAIN(q) CBN_RGSUM(CBN_RG, q)
+#define CBN_RGSUM_MASKED(q) CBN_RGSUM(CBN_RG_MASKED, q)
+/* the sums' start (the references ref in M, the sums A, B at 0) and end (added into s1,
+ * s2) */
+#define CBN_RSUMS_START                                                                     \
+    const __m512d Z = _mm512_setzero_pd();                                                  \
+    __m512d M[8], A[8], B[8];                                                               \
+    Py_ssize_t r, q;                                                                        \
+    for (q = 0; q < 8; q++) {                                                               \
+        M[q] = _mm512_loadu_pd(ref + 8 * q);                                                \
+        A[q] = B[q] = Z;                                                                    \
+    }
+#define CBN_RSUMS_END                                                                       \
+    for (q = 0; q < 8; q++) {                                                               \
+        cbn_add8(s1 + 8 * q, A[q]);                                                         \
+        cbn_add8(s2 + 8 * q, B[q]);                                                         \
+    }
+CBN_T512 CBN_PASS void cbn_rows64_sums_f32_512(const float* x, Py_ssize_t ld, Py_ssize_t n,
+                                                const double* ref, double* s1, double* s2) {
+    CBN_RSUMS_START
+    for (r = 0; r < n; r++, x += ld) {
+        CBN_EACH8(CBN_RSUM)
+    }
+    CBN_RSUMS_END
+}
+/* (ref: the means) */
+CBN_T512 CBN_PASS void cbn_rows64_gsums_f32_512(const float* x, const float* dy,
+                                                 const float* y, Py_ssize_t ld, Py_ssize_t n,
+                                                 const double* ref, double* s1, double* s2) {
+    CBN_RSUMS_START
+    if (y) {
+        for (r = 0; r < n; r++, x += ld, dy += ld, y += ld) {
+            CBN_EACH8(CBN_RGSUM_MASKED)
+        }
+    } else {
+        for (r = 0; r < n; r++, x += ld, dy += ld) {
+            CBN_EACH8(CBN_RGSUM_PLAIN)
+        }
+    }
+    CBN_RSUMS_END
+}
 #endif
 #else
 #define cbn_rows_sums_tiled_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
@@ -1947,6 +2015,10 @@ CBN_T512 CBN_PASS void cbn_rows_gsums8_f32_512(
 #if !defined(CBN_HAVE_SUMS512)
 #define cbn_rows_sums8_f32_512 cbn_rows_sums8_f32
 #define cbn_rows_gsums8_f32_512 cbn_rows_gsums8_f32
+#define cbn_rows64_sums_f32_512(x, ld, n, ref, s1, s2) \
+    cbn_rows_sums_f32(x, ld, n, 64, ref, s1, s2, 0)
+#define cbn_rows64_gsums_f32_512(x, dy, y, ld, n, mean, s1, s2) \
+    cbn_rows_gsums_f32(x, dy, y, ld, n, 64, mean, s1, s2, 0)
 #endif
 
 /* ------------------------------------------------------------------ float16
@@ -3031,9 +3103,97 @@ CBN_T512 CBN_PASS void cbn_rows_dx_f32_512(const float* x, const float* dy, cons
         }
     }
 }
+/* The same passes over contiguous rows (ld = m) of m = 16 Q values, Q from 4 to 8 (dx:
+ * 4), taken as one run of n m values whose tables repeat every m values: every table's Q
+ * vectors stay in registers (affine 3 Q, dx 16 of the 32), so that a vector of output
+ * costs its loads of x (and dy) and one store, and the rows are read and written as one
+ * stream.  The tables are rotated to the run's first 64-byte-aligned output value, whose
+ * stores are then aligned; the values before it and the last ones (fewer than m) go in
+ * masked vectors (cbn_affine16, cbn_dx16).  The arithmetic is the vectors' above:
+ * bit-identical outputs. */
+/* STEP(q) for q = 0 .. Q - 1, Q a constant from 4 to 8 */
+#define CBN_UPTO8(Q, STEP)                                                                  \
+    CBN_EACH4(STEP)                                                                         \
+    if ((Q) > 4) STEP(4)                                                                    \
+    if ((Q) > 5) STEP(5)                                                                    \
+    if ((Q) > 6) STEP(6)                                                                    \
+    if ((Q) > 7) STEP(7)
+/* V[q] = the vectors q = 0 .. m / 16 - 1 of table src rotated by h (in buf) */
+#define CBN_ROT16(V, buf, src)                                                              \
+    CBN_ROTATE(buf, src, m, h)                                                              \
+    for (q = 0; q < m / 16; q++)                                                            \
+        V[q] = _mm512_loadu_ps((buf) + 16 * q);
+#define CBN_PAFFINE(q)                                                                      \
+    {                                                                                       \
+        const __m512 v_ = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16 * (q)),  \
+                                                        H[q]), S[q], T[q]);                 \
+        _mm512_storeu_ps(out + i + 16 * (q), relu ? _mm512_max_ps(Z, v_) : v_);             \
+    }
+#define CBN_PAFFINE_RUN(Q)                                                                  \
+    for (; i + 16 * (Q) <= e; i += 16 * (Q)) {                                              \
+        CBN_UPTO8(Q, CBN_PAFFINE)                                                           \
+    }                                                                                       \
+    break;
+CBN_T512 CBN_PASS void cbn_period_affine_f32_512(const float* x, float* out, Py_ssize_t n,
+                                                  Py_ssize_t m, const float* hi,
+                                                  const float* s, const float* t, int relu) {
+    const __m512 Z = _mm512_setzero_ps();
+    float rh[128], rs[128], rt[128];
+    __m512 H[8], S[8], T[8];
+    Py_ssize_t e = n * m, h = cbn_head_to(out, (Py_ssize_t)sizeof(float), e, 64), i = h, j, q;
+    if (h)
+        cbn_affine16(x, out, hi, s, t, relu, cbn_lanes16(h));
+    CBN_ROT16(H, rh, hi)
+    CBN_ROT16(S, rs, s)
+    CBN_ROT16(T, rt, t)
+    switch (m / 16) {
+    case 4: CBN_PAFFINE_RUN(4)
+    case 5: CBN_PAFFINE_RUN(5)
+    case 6: CBN_PAFFINE_RUN(6)
+    case 7: CBN_PAFFINE_RUN(7)
+    default: CBN_PAFFINE_RUN(8)
+    }
+    for (j = 0; i < e; i += 16, j += 16)
+        cbn_affine16(x + i, out + i, rh + j, rs + j, rt + j, relu, cbn_lanes16(e - i));
+}
+#define CBN_PDX(q)                                                                          \
+    {                                                                                       \
+        __m512 g_ = _mm512_loadu_ps(dy + i + 16 * (q));                                     \
+        if (y)                                                                              \
+            g_ = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(y + i + 16 * (q)),  \
+                                                        Z, _CMP_NLE_UQ), g_);               \
+        _mm512_storeu_ps(dx + i + 16 * (q), _mm512_add_ps(_mm512_fmadd_ps(_mm512_sub_ps(    \
+            _mm512_loadu_ps(x + i + 16 * (q)), H[q]), S[q], _mm512_mul_ps(g_, K[q])), T[q])); \
+    }
+CBN_T512 CBN_PASS void cbn_period64_dx_f32_512(const float* x, const float* dy, const float* y,
+                                                float* dx, Py_ssize_t n, const float* hi,
+                                                const float* s, const float* t,
+                                                const float* k) {
+    const __m512 Z = _mm512_setzero_ps();
+    const Py_ssize_t m = 64;
+    float rh[64], rs[64], rt[64], rk[64];
+    __m512 H[4], S[4], T[4], K[4];
+    Py_ssize_t e = n * m, h = cbn_head_to(dx, (Py_ssize_t)sizeof(float), e, 64), i = h, j, q;
+    if (h)
+        cbn_dx16(x, dy, y, dx, hi, s, t, k, cbn_lanes16(h));
+    CBN_ROT16(H, rh, hi)
+    CBN_ROT16(S, rs, s)
+    CBN_ROT16(T, rt, t)
+    CBN_ROT16(K, rk, k)
+    for (; i + m <= e; i += m) {
+        CBN_EACH4(CBN_PDX)
+    }
+    for (j = 0; i < e; i += 16, j += 16)
+        cbn_dx16(x + i, dy + i, y ? y + i : NULL, dx + i, rh + j, rs + j, rt + j, rk + j,
+                 cbn_lanes16(e - i));
+}
 #else
 #define cbn_rows_affine_f32_512 cbn_rows_affine_f32
 #define cbn_rows_dx_f32_512 cbn_rows_dx_f32
+#define cbn_period_affine_f32_512(x, out, n, m, hi, s, t, relu) \
+    cbn_rows_affine_f32(x, out, m, n, m, hi, s, t, relu)
+#define cbn_period64_dx_f32_512(x, dy, y, dx, n, hi, s, t, k) \
+    cbn_rows_dx_f32(x, dy, y, dx, 64, n, 64, hi, s, t, k)
 #endif
 
 /* ------------------------------------------------------- per-channel scales
