@@ -729,6 +729,19 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # operations in two, and Intel cores were not measured: not there.
 cdef bint _can512 = cbn_cpu_runs_avx512f()
 cdef bint _sums512 = _can512 and _amd >= 0x1A
+# The float32 eight-row sums beyond ROWS8_NEAR bytes per thread prefetch PF_ROWS_BYTES
+# ahead (see PF_ROWS_BYTES) also where their arrays lie in the last-level cache (total at
+# most _tiled_to bytes), but not on Zen 5: there, with each row's prefetch 8 rows ahead
+# into L1, rows of 512-2048 channels in L3 took 1.1-1.7x the time.  Measured in one
+# process (the prefetch alternated, 7 rounds, rows not by columns), 2-core AMD EPYC Zen 5
+# VM, without / with, 1 / 2 threads: statistics 4096x1024 (16 MB) 0.65 / 0.71, 512x1024
+# 0.60 / 1.00 (in L2 on two threads), 200x2048 0.67 / 1.00, 4096x512 0.87 / 0.86,
+# 16384x256 0.95 / 0.90; backward 1600x1024 (13 MB) 0.80 / 0.76; from memory (51 MB) it
+# helped: statistics 64x28x28x256 NHWC 1.39-1.40, 12544x1024 1.08-1.09, 6272x2048 1.04.
+# This rule against the prefetch at every size (tiled_stores_to None), statistics, 1 / 2
+# threads: 4096x1024 0.68 / 0.67, 1024x2048 0.61 / 0.78, 2x40x40x512 NHWC 0.88 / 0.76,
+# 16384x256 1.02 / 0.94, 64x28x28x256 NHWC (51 MB: the prefetch both ways) 1.00 / 1.01.
+cdef bint _pf_l3 = not _sums512
 # With them the statistics take the eight-row loop near (in L2) from rows of 32 values
 # (ROWS8_WIDE512), not 256 (narrower rows are folded to rows of at least WIDE values
 # first; the AVX2 loop keeps 256, _rows_sums).  In one process (9 rounds), from 32 /
@@ -1789,13 +1802,14 @@ cdef inline bint _h8(bint near, Py_ssize_t ld) noexcept nogil:
 cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, bint grad,
                             bint masked, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t m,
                             const double* ref, double* s1, double* s2,
-                            bint tiles, bint near, bint fits) noexcept nogil:
+                            bint tiles, bint near, bint fits, bint cached=False) noexcept nogil:
     """s1[c], s2[c] += the two sums over n rows (ld values apart) of m channels:
     statistics about ref (grad False) or backward sums about the mean ref (the C
     primitives of _kernels_c.h).  tiles: the reduction is small enough for the
     register tiles (TILED_MAX); near: the thread's rows are at most ROWS8_NEAR bytes;
-    fits: each array holds at most GSUMS8_MAX values."""
-    cdef Py_ssize_t wide = ROWS8_WIDE512 if _sums512 else _rows8_wide
+    fits: each array holds at most GSUMS8_MAX values; cached: the arrays summed total at
+    most _tiled_to bytes (they lie in the last-level cache)."""
+    cdef Py_ssize_t wide = ROWS8_WIDE512 if _sums512 else _rows8_wide, pf
     cdef bint eight = (_rows8 and (not near or ld >= wide)
                        and (_rows8_max == 0 or ld < _rows8_max))
     if data_t is float:
@@ -1811,16 +1825,17 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         if grad:        # Zen 5: near, masked and any size too; else arrays that fit
             eight = (_rows8 and _rows8_grads) or (fits and eight and not masked)
         if eight:
+            # the prefetch only from memory: rows of 1024 and 2048 channels in L3 took
+            # 1.1-1.7x the time with it (_pf_l3)
+            pf = 0 if near or (cached and not _pf_l3) else PF_ROWS_BYTES
             if grad and _sums512:
-                cbn_rows_gsums8_f32_512(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
-                                        0 if near else PF_ROWS_BYTES)
+                cbn_rows_gsums8_f32_512(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2, pf)
             elif grad:
-                cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2,
-                                    0 if near else PF_ROWS_BYTES)
+                cbn_rows_gsums8_f32(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2, pf)
             elif _sums512:
-                cbn_rows_sums8_f32_512(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
+                cbn_rows_sums8_f32_512(x, ld, n, m, ref, s1, s2, pf)
             else:
-                cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2, 0 if near else PF_ROWS_BYTES)
+                cbn_rows_sums8_f32(x, ld, n, m, ref, s1, s2, pf)
             return
         if grad:
             # float32 partials, in cache and from memory, both builds.  Against the
@@ -2015,6 +2030,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
     cdef bint tiles = rows * C * (2 if grad else 1) <= TILED_MAX
     cdef bint near = (r1 - r0) * C * <Py_ssize_t>sizeof(data_t) <= ROWS8_NEAR
     cdef bint fits = rows * C <= GSUMS8_MAX
+    cdef bint cached = rows * C * <Py_ssize_t>sizeof(data_t) * (1 + grad + masked) <= _tiled_to
     # one block: its sums are the totals.  The float16 eight-row loops take all the rows
     # at once: they keep their own float32 partials and add them into float64 every 32
     # rows (called per block of ROW_BLOCK rows, the calls' setup and flushes made them
@@ -2037,7 +2053,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
         if short:
             off = r0 * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, r1 - r0, w, ref + c0,
-                       part + c0, part + cpad + c0, tiles, near, fits)
+                       part + c0, part + cpad + c0, tiles, near, fits, cached)
             c0 += w
             continue
         r = r0
@@ -2046,7 +2062,7 @@ cdef inline void _task_reduce(const data_t* x, const data_t* dy, const data_t* y
             n = r1 - r if r1 - r < ROW_BLOCK else ROW_BLOCK
             off = r * C + c0
             _rows_sums(x + off, dy + off, y + off, grad, masked, C, n, w, ref + c0, b1 + c0,
-                       b2 + c0, tiles, near, fits)
+                       b2 + c0, tiles, near, fits, cached)
             _flush(m1 + c0, b1 + c0, w)
             _flush(m2 + c0, b2 + c0, w)
             r += n
