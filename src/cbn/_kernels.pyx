@@ -729,19 +729,6 @@ cdef Py_ssize_t _rows8_wide = 256 if _amd >= 0x1A else ROWS8_WIDE
 # operations in two, and Intel cores were not measured: not there.
 cdef bint _can512 = cbn_cpu_runs_avx512f()
 cdef bint _sums512 = _can512 and _amd >= 0x1A
-# The float32 eight-row sums beyond ROWS8_NEAR bytes per thread prefetch PF_ROWS_BYTES
-# ahead (see PF_ROWS_BYTES) also where their arrays lie in the last-level cache (total at
-# most _tiled_to bytes), but not on Zen 5: there, with each row's prefetch 8 rows ahead
-# into L1, rows of 512-2048 channels in L3 took 1.1-1.7x the time.  Measured in one
-# process (the prefetch alternated, 7 rounds, rows not by columns), 2-core AMD EPYC Zen 5
-# VM, without / with, 1 / 2 threads: statistics 4096x1024 (16 MB) 0.65 / 0.71, 512x1024
-# 0.60 / 1.00 (in L2 on two threads), 200x2048 0.67 / 1.00, 4096x512 0.87 / 0.86,
-# 16384x256 0.95 / 0.90; backward 1600x1024 (13 MB) 0.80 / 0.76; from memory (51 MB) it
-# helped: statistics 64x28x28x256 NHWC 1.39-1.40, 12544x1024 1.08-1.09, 6272x2048 1.04.
-# This rule against the prefetch at every size (tiled_stores_to None), statistics, 1 / 2
-# threads: 4096x1024 0.68 / 0.67, 1024x2048 0.61 / 0.78, 2x40x40x512 NHWC 0.88 / 0.76,
-# 16384x256 1.02 / 0.94, 64x28x28x256 NHWC (51 MB: the prefetch both ways) 1.00 / 1.01.
-cdef bint _pf_l3 = not _sums512
 # With them the statistics take the eight-row loop near (in L2) from rows of 32 values
 # (ROWS8_WIDE512), not 256 (narrower rows are folded to rows of at least WIDE values
 # first; the AVX2 loop keeps 256, _rows_sums).  In one process (9 rounds), from 32 /
@@ -792,6 +779,19 @@ cdef bint _r512 = _sums512
 # statistics 0.90 / 0.92, training 0.94-0.95 / 0.96-0.97, backward 0.89 / 0.87; backward
 # 1x64x56x56 0.90 / 0.98, 4096x64 0.93 / 0.99, from memory 8x64x112x112 0.93 / 0.93.
 cdef bint _sums_reg = _sums512
+# The float32 eight-row sums beyond ROWS8_NEAR bytes per thread prefetch PF_ROWS_BYTES
+# ahead (see PF_ROWS_BYTES) also where their arrays lie in the last-level cache (total at
+# most _tiled_to bytes), but not on Zen 5: there, with each row's prefetch 8 rows ahead
+# into L1, rows of 512-2048 channels in L3 took 1.1-1.7x the time.  Measured in one
+# process (the prefetch alternated, 7 rounds, rows not by columns), 2-core AMD EPYC Zen 5
+# VM, without / with, 1 / 2 threads: statistics 4096x1024 (16 MB) 0.65 / 0.71, 512x1024
+# 0.60 / 1.00 (in L2 on two threads), 200x2048 0.67 / 1.00, 4096x512 0.87 / 0.86,
+# 16384x256 0.95 / 0.90; backward 1600x1024 (13 MB) 0.80 / 0.76; from memory (51 MB) it
+# helped: statistics 64x28x28x256 NHWC 1.39-1.40, 12544x1024 1.08-1.09, 6272x2048 1.04.
+# This rule against the prefetch at every size (tiled_stores_to None), statistics, 1 / 2
+# threads: 4096x1024 0.68 / 0.67, 1024x2048 0.61 / 0.78, 2x40x40x512 NHWC 0.88 / 0.76,
+# 16384x256 1.02 / 0.94, 64x28x28x256 NHWC (51 MB: the prefetch both ways) 1.00 / 1.01.
+cdef bint _pf_l3 = not _sums512
 
 # On Intel CPUs the float16 interleaved sums go eight rows per step too
 # (cbn_rows_sums8_f16, cbn_rows_gsums8_f16: float32 partial sums per channel, into
