@@ -487,27 +487,29 @@ def _setting_off(name):
                                            ((1, 16, 57, 61), "last"), ((3, 8, 41, 43), "last"),
                                            ((300001, 4), "C"), ((5, 64, 9, 11), "last")],
                          ids=str)
-def test_register_sums(shape, layout, kernels, rng):
-    """float32 interleaved statistics and backward sums over rows of 64 channels kept in
-    AVX-512F registers (register_sums; on by default on AMD Zen 5, in the AVX2 build
-    only; cbn_rows64_sums_f32_512, cbn_rows64_gsums_f32_512), and with the setting off
-    (the eight-row loops or the register tiles): statistics, training and the backward
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_register_sums(shape, layout, dtype, kernels, rng):
+    """float32 and float64 interleaved statistics and backward sums over rows of 64
+    channels kept in AVX-512F registers (register_sums; on by default on AMD Zen 5, in
+    the AVX2 build only; cbn_rows64_sums_f32_512, cbn_rows64_gsums_f32_512 and the _f64
+    ones), and with the setting off (float32: the eight-row loops or the register tiles;
+    float64: the one-row loops): statistics, training and the backward
     (masked and not) against the float64 oracle on 1 and 2 threads.  Rows of 64
     channels (one block of rows: 30; in L2; 40001 rows, whose threads' backward sums go
     through the mid-block), and narrow rows folded into rows of 64 values (32, 16, 8 and
-    4 channels), row counts odd.  The statistics take these loops only where a thread's
-    rows span more than ROWS8_NEAR bytes in an array of at most TILED_MAX values
-    (300001x4; beyond it, 40001x64, rows of 64 channels are summed 128 values at a
-    time).  Where the setting refuses True (no AVX-512F, the baseline build),
+    4 channels), row counts odd.  The float32 statistics take these loops only where a
+    thread's rows span more than ROWS8_NEAR bytes in an array of at most TILED_MAX
+    values (300001x4; beyond it, 40001x64, rows of 64 channels are summed 128 values at
+    a time); the float64 ones at every size.  Where the setting refuses True (no AVX-512F, the baseline build),
     the default loops against the oracle."""
     with _avx512_setting("register_sums", kernels) as on:
         for flag in (True, False) if on else (None,):
             if on:
                 on[0](flag)
             for t in (1, 2):
-                test_batch_stats(np.float32, shape, layout, t, rng)
-                test_batch_norm_training(np.float32, shape, layout, t, rng)
-                test_backward(np.float32, shape, layout, t, rng)
+                test_batch_stats(dtype, shape, layout, t, rng)
+                test_batch_norm_training(dtype, shape, layout, t, rng)
+                test_backward(dtype, shape, layout, t, rng)
 
 
 def _on_and_off(setter, run):

@@ -146,6 +146,10 @@ cdef extern from "_kernels_c.h":
                                  double*) noexcept nogil
     void cbn_rows64_gsums_f32_512(const float*, const float*, const float*, Py_ssize_t,
                                   Py_ssize_t, const double*, double*, double*) noexcept nogil
+    void cbn_rows64_sums_f64_512(const double*, Py_ssize_t, Py_ssize_t, const double*, double*,
+                                 double*) noexcept nogil
+    void cbn_rows64_gsums_f64_512(const double*, const double*, const double*, Py_ssize_t,
+                                  Py_ssize_t, const double*, double*, double*) noexcept nogil
     int cbn_rows_tile(Py_ssize_t, Py_ssize_t) noexcept nogil
     void cbn_rows_affine_tiled_f64(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const double*, const double*, const double*, int) noexcept nogil
@@ -769,15 +773,20 @@ cdef bint _h512 = _sums512
 # 1.00 / 0.93; backward 1x64x56x56 0.95 / 0.93.  In L3 (6.4 MB, 4x32x16x28x28 NDHWC)
 # 0.99-1.05: nothing gained there.
 cdef bint _r512 = _sums512
-# The float32 interleaved sums over rows of 64 channels (rows of 64 channels; narrow rows
-# folded) go a row at a time with their sums in AVX-512F registers (_sums_reg: Zen 5;
-# cbn_rows64_sums_f32_512, cbn_rows64_gsums_f32_512) instead of the eight-row loops or
-# the register tiles; the statistics only where a thread's rows span more than ROWS8_NEAR
-# bytes (in L2 they took 1.01-1.04x the time: 1x64x56x56 and 4096x64 training).  In one
+# The float32 and float64 interleaved sums over rows of 64 channels (rows of 64 channels;
+# narrow rows folded) go a row at a time with their sums in AVX-512F registers
+# (_sums_reg: Zen 5; cbn_rows64_sums_f32_512, cbn_rows64_gsums_f32_512 and the _f64 ones)
+# instead of the eight-row loops or the register tiles (float64: the one-row loops, which
+# add into the sums in memory); the float32 statistics only where a thread's rows span
+# more than ROWS8_NEAR bytes (in L2 they took 1.01-1.04x the time: 1x64x56x56 and 4096x64
+# training).  In one
 # process (9 rounds, register_sums alternated), 2-core AMD EPYC Zen 5 VM, this / the
 # other loops, 1 / 2 threads: 4x32x16x28x28 NDHWC (6.4 MB, rows of 32 channels folded)
 # statistics 0.90 / 0.92, training 0.94-0.95 / 0.96-0.97, backward 0.89 / 0.87; backward
 # 1x64x56x56 0.90 / 0.98, 4096x64 0.93 / 0.99, from memory 8x64x112x112 0.93 / 0.93.
+# float64 (9 rounds): 1x64x56x56 statistics 0.55 / 0.54, training 0.71 / 0.76, backward
+# 0.85 / 0.89; 4x32x16x28x28 NDHWC training 0.88 / 0.86, backward 0.94 / 1.00-1.03;
+# 4096x64 backward 0.90 / 0.87.
 cdef bint _sums_reg = _sums512
 # The float32 eight-row sums beyond ROWS8_NEAR bytes per thread prefetch PF_ROWS_BYTES
 # ahead (see PF_ROWS_BYTES) also where their arrays lie in the last-level cache (total at
@@ -1076,9 +1085,9 @@ def wide_sums(flag=None):
     return _wide_setting(&_sums512, flag)
 
 
-# Whether the float32 interleaved sums over rows of 64 channels keep their sums in AVX-512F
-# registers (see _sums_reg); register_sums(True/False) sets it (True only where the CPU runs
-# AVX-512F) and returns the old value (for tests and measurements).
+# Whether the float32 and float64 interleaved sums over rows of 64 channels keep their sums
+# in AVX-512F registers (see _sums_reg); register_sums(True/False) sets it (True only where
+# the CPU runs AVX-512F) and returns the old value (for tests and measurements).
 def register_sums(flag=None):
     return _wide_setting(&_sums_reg, flag)
 
@@ -1856,6 +1865,12 @@ cdef inline void _rows_sums(const data_t* x, const data_t* dy, const data_t* y, 
         else:
             cbn_rows_sums_f32(x, ld, n, m, ref, s1, s2, PF_ROWS_BYTES)   # from memory
     elif data_t is double:
+        if _sums_reg and m == 64:
+            if grad:
+                cbn_rows64_gsums_f64_512(x, dy, y if masked else NULL, ld, n, ref, s1, s2)
+            else:
+                cbn_rows64_sums_f64_512(x, ld, n, ref, s1, s2)
+            return
         if grad:
             cbn_rows_gsums_f64(x, dy, y if masked else NULL, ld, n, m, ref, s1, s2, 0)
         else:

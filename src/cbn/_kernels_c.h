@@ -1936,8 +1936,9 @@ CBN_T512 CBN_PASS void cbn_rows_gsums8_f32_512(
         cbn_rows_gsums_f32(x + n8 * ld, dy + n8 * ld, y ? y + n8 * ld : NULL, ld, n - n8, mw,
                            mean, s1, s2, 0);
 }
-/* The statistics and backward sums over rows of 64 channels (rows of 64 channels, and
- * the folded rows of 1, 2, 4, 8, 16 and 32), a row at a time in AVX-512F vectors: the
+/* The float32 and float64 statistics and backward sums over rows of 64 channels (rows
+ * of 64 channels, and the folded rows of 1, 2, 4, 8, 16 and 32), a row at a time in
+ * AVX-512F vectors: the
  * 64 channels' two sums and references stay in 24 of the 32 registers, so that the rows
  * are read as one stream, one load per 8 values and array and no sums stored until the
  * call's end.  The eight-row loops walk 8 rows at a time, 256 bytes apart, and add into
@@ -1980,30 +1981,37 @@ CBN_T512 CBN_PASS void cbn_rows_gsums8_f32_512(
         cbn_add8(s1 + 8 * q, A[q]);                                                         \
         cbn_add8(s2 + 8 * q, B[q]);                                                         \
     }
-CBN_T512 CBN_PASS void cbn_rows64_sums_f32_512(const float* x, Py_ssize_t ld, Py_ssize_t n,
-                                                const double* ref, double* s1, double* s2) {
-    CBN_RSUMS_START
-    for (r = 0; r < n; r++, x += ld) {
-        CBN_EACH8(CBN_RSUM)
-    }
-    CBN_RSUMS_END
-}
-/* (ref: the means) */
-CBN_T512 CBN_PASS void cbn_rows64_gsums_f32_512(const float* x, const float* dy,
-                                                 const float* y, Py_ssize_t ld, Py_ssize_t n,
-                                                 const double* ref, double* s1, double* s2) {
-    CBN_RSUMS_START
-    if (y) {
-        for (r = 0; r < n; r++, x += ld, dy += ld, y += ld) {
-            CBN_EACH8(CBN_RGSUM_MASKED)
-        }
-    } else {
-        for (r = 0; r < n; r++, x += ld, dy += ld) {
-            CBN_EACH8(CBN_RGSUM_PLAIN)
-        }
-    }
-    CBN_RSUMS_END
-}
+/* (CBN_LD8D: 8 values of x, dy or y as doubles; T: their type) */
+#define CBN_DEFINE_ROWS64(SUFFIX, T) \
+CBN_T512 CBN_PASS void cbn_rows64_sums_##SUFFIX##_512(const T* x, Py_ssize_t ld, Py_ssize_t n, \
+                                                const double* ref, double* s1, double* s2) { \
+    CBN_RSUMS_START \
+    for (r = 0; r < n; r++, x += ld) { \
+        CBN_EACH8(CBN_RSUM) \
+    } \
+    CBN_RSUMS_END \
+} \
+/* (ref: the means) */ \
+CBN_T512 CBN_PASS void cbn_rows64_gsums_##SUFFIX##_512(const T* x, const T* dy, \
+                                                 const T* y, Py_ssize_t ld, Py_ssize_t n, \
+                                                 const double* ref, double* s1, double* s2) { \
+    CBN_RSUMS_START \
+    if (y) { \
+        for (r = 0; r < n; r++, x += ld, dy += ld, y += ld) { \
+            CBN_EACH8(CBN_RGSUM_MASKED) \
+        } \
+    } else { \
+        for (r = 0; r < n; r++, x += ld, dy += ld) { \
+            CBN_EACH8(CBN_RGSUM_PLAIN) \
+        } \
+    } \
+    CBN_RSUMS_END \
+} \
+
+CBN_DEFINE_ROWS64(f32, float)
+#undef CBN_LD8D
+#define CBN_LD8D(p) _mm512_loadu_pd(p)
+CBN_DEFINE_ROWS64(f64, double)
 #endif
 #else
 #define cbn_rows_sums_tiled_f32(...) cbn_rows_sums_f32(__VA_ARGS__, 0)
@@ -2019,6 +2027,10 @@ CBN_T512 CBN_PASS void cbn_rows64_gsums_f32_512(const float* x, const float* dy,
     cbn_rows_sums_f32(x, ld, n, 64, ref, s1, s2, 0)
 #define cbn_rows64_gsums_f32_512(x, dy, y, ld, n, mean, s1, s2) \
     cbn_rows_gsums_f32(x, dy, y, ld, n, 64, mean, s1, s2, 0)
+#define cbn_rows64_sums_f64_512(x, ld, n, ref, s1, s2) \
+    cbn_rows_sums_f64(x, ld, n, 64, ref, s1, s2, 0)
+#define cbn_rows64_gsums_f64_512(x, dy, y, ld, n, mean, s1, s2) \
+    cbn_rows_gsums_f64(x, dy, y, ld, n, 64, mean, s1, s2, 0)
 #endif
 
 /* ------------------------------------------------------------------ float16
