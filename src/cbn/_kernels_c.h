@@ -1938,13 +1938,13 @@ CBN_T512 CBN_PASS void cbn_rows_gsums8_f32_512(
 }
 /* The float32 and float64 statistics and backward sums over rows of 64 channels (rows
  * of 64 channels, and the folded rows of 1, 2, 4, 8, 16 and 32), a row at a time in
- * AVX-512F vectors: the
- * 64 channels' two sums and references stay in 24 of the 32 registers, so that the rows
- * are read as one stream, one load per 8 values and array and no sums stored until the
- * call's end.  The eight-row loops walk 8 rows at a time, 256 bytes apart, and add into
- * the sums in memory after each step.  _kernels.pyx takes these on Zen 5 (_sums_reg).
- * They add the rows one after the other (a call: at most ROW_BLOCK rows, _task_reduce),
- * not in the eight-row trees: the sums are not bit-identical to those loops'. */
+ * AVX-512F vectors: the 64 channels' two sums and references stay in 24 of the 32
+ * registers, so that the rows are read as one stream, one load per 8 values and array
+ * and no sums stored until the call's end.  The eight-row loops walk 8 rows at a time,
+ * 256 bytes apart, and add into the sums in memory after each step.  _kernels.pyx takes
+ * these on Zen 5 (_sums_reg).  They add the rows one after the other (a call: at most
+ * ROW_BLOCK rows, _task_reduce), not in the eight-row trees: the sums are not
+ * bit-identical to those loops'. */
 #define CBN_LD8D(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
 #define CBN_EACH4(STEP) STEP(0) STEP(1) STEP(2) STEP(3)
 #define CBN_EACH8(STEP) CBN_EACH4(STEP) STEP(4) STEP(5) STEP(6) STEP(7)
@@ -1982,32 +1982,33 @@ CBN_T512 CBN_PASS void cbn_rows_gsums8_f32_512(
         cbn_add8(s2 + 8 * q, B[q]);                                                         \
     }
 /* (CBN_LD8D: 8 values of x, dy or y as doubles; T: their type) */
-#define CBN_DEFINE_ROWS64(SUFFIX, T) \
-CBN_T512 CBN_PASS void cbn_rows64_sums_##SUFFIX##_512(const T* x, Py_ssize_t ld, Py_ssize_t n, \
-                                                const double* ref, double* s1, double* s2) { \
-    CBN_RSUMS_START \
-    for (r = 0; r < n; r++, x += ld) { \
-        CBN_EACH8(CBN_RSUM) \
-    } \
-    CBN_RSUMS_END \
-} \
-/* (ref: the means) */ \
-CBN_T512 CBN_PASS void cbn_rows64_gsums_##SUFFIX##_512(const T* x, const T* dy, \
-                                                 const T* y, Py_ssize_t ld, Py_ssize_t n, \
-                                                 const double* ref, double* s1, double* s2) { \
-    CBN_RSUMS_START \
-    if (y) { \
-        for (r = 0; r < n; r++, x += ld, dy += ld, y += ld) { \
-            CBN_EACH8(CBN_RGSUM_MASKED) \
-        } \
-    } else { \
-        for (r = 0; r < n; r++, x += ld, dy += ld) { \
-            CBN_EACH8(CBN_RGSUM_PLAIN) \
-        } \
-    } \
-    CBN_RSUMS_END \
-} \
-
+#define CBN_DEFINE_ROWS64(SUFFIX, T)                                                        \
+CBN_T512 CBN_PASS void cbn_rows64_sums_##SUFFIX##_512(const T* x, Py_ssize_t ld,            \
+                                                       Py_ssize_t n, const double* ref,     \
+                                                       double* s1, double* s2) {            \
+    CBN_RSUMS_START                                                                         \
+    for (r = 0; r < n; r++, x += ld) {                                                      \
+        CBN_EACH8(CBN_RSUM)                                                                 \
+    }                                                                                       \
+    CBN_RSUMS_END                                                                           \
+}                                                                                           \
+/* (ref: the means) */                                                                      \
+CBN_T512 CBN_PASS void cbn_rows64_gsums_##SUFFIX##_512(const T* x, const T* dy,             \
+                                                        const T* y, Py_ssize_t ld,          \
+                                                        Py_ssize_t n, const double* ref,    \
+                                                        double* s1, double* s2) {           \
+    CBN_RSUMS_START                                                                         \
+    if (y) {                                                                                \
+        for (r = 0; r < n; r++, x += ld, dy += ld, y += ld) {                               \
+            CBN_EACH8(CBN_RGSUM_MASKED)                                                     \
+        }                                                                                   \
+    } else {                                                                                \
+        for (r = 0; r < n; r++, x += ld, dy += ld) {                                        \
+            CBN_EACH8(CBN_RGSUM_PLAIN)                                                      \
+        }                                                                                   \
+    }                                                                                       \
+    CBN_RSUMS_END                                                                           \
+}
 CBN_DEFINE_ROWS64(f32, float)
 #undef CBN_LD8D
 #define CBN_LD8D(p) _mm512_loadu_pd(p)
@@ -3050,24 +3051,35 @@ CBN_T512 static inline __mmask16 cbn_lanes16(Py_ssize_t n) {
     return (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
 }
 #define CBN_LD16(p) _mm512_maskz_loadu_ps(k_, p)
+/* The arithmetic on 16 values, written once (the masked vectors below and the register
+ * passes share it): the affine, then max(., 0) with relu (NaN stays NaN); the masked
+ * backward's g (dy, 0 where y <= 0: NaN y keeps dy); dx from x and g */
+CBN_T512 static inline __m512 cbn_vaffine16(__m512 x, __m512 H, __m512 S, __m512 T,
+                                            int relu) {
+    const __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(x, H), S, T);
+    return relu ? _mm512_max_ps(_mm512_setzero_ps(), v) : v;
+}
+CBN_T512 static inline __m512 cbn_vmask16(__m512 g, __m512 y) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ), g);
+}
+CBN_T512 static inline __m512 cbn_vdx16(__m512 x, __m512 g, __m512 H, __m512 S, __m512 T,
+                                        __m512 K) {
+    return _mm512_add_ps(_mm512_fmadd_ps(_mm512_sub_ps(x, H), S, _mm512_mul_ps(g, K)), T);
+}
 CBN_T512 static inline void cbn_affine16(const float* x, float* out, const float* hi,
                                           const float* s, const float* t, int relu,
                                           __mmask16 k_) {
-    const __m512 Z = _mm512_setzero_ps();
-    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(CBN_LD16(x), CBN_LD16(hi)), CBN_LD16(s),
-                               CBN_LD16(t));
-    _mm512_mask_storeu_ps(out, k_, relu ? _mm512_max_ps(Z, v) : v);   /* NaN stays NaN */
+    _mm512_mask_storeu_ps(out, k_, cbn_vaffine16(CBN_LD16(x), CBN_LD16(hi), CBN_LD16(s),
+                                                 CBN_LD16(t), relu));
 }
 CBN_T512 static inline void cbn_dx16(const float* x, const float* dy, const float* y,
                                       float* dx, const float* hi, const float* s,
                                       const float* t, const float* k, __mmask16 k_) {
-    const __m512 Z = _mm512_setzero_ps();
     __m512 g = CBN_LD16(dy);
     if (y)
-        g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(CBN_LD16(y), Z, _CMP_NLE_UQ), g);
-    _mm512_mask_storeu_ps(dx, k_, _mm512_add_ps(
-        _mm512_fmadd_ps(_mm512_sub_ps(CBN_LD16(x), CBN_LD16(hi)), CBN_LD16(s),
-                        _mm512_mul_ps(g, CBN_LD16(k))), CBN_LD16(t)));
+        g = cbn_vmask16(g, CBN_LD16(y));
+    _mm512_mask_storeu_ps(dx, k_, cbn_vdx16(CBN_LD16(x), g, CBN_LD16(hi), CBN_LD16(s),
+                                            CBN_LD16(t), CBN_LD16(k)));
 }
 /* BODY over the m values of a row (i: the first of a vector, k_: its lanes), the
  * values before DST + i is 64-byte aligned first */
@@ -3136,11 +3148,8 @@ CBN_T512 CBN_PASS void cbn_rows_dx_f32_512(const float* x, const float* dy, cons
     for (q = 0; q < m / 16; q++)                                                            \
         V[q] = _mm512_loadu_ps((buf) + 16 * q);
 #define CBN_PAFFINE(q)                                                                      \
-    {                                                                                       \
-        const __m512 v_ = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16 * (q)),  \
-                                                        H[q]), S[q], T[q]);                 \
-        _mm512_storeu_ps(out + i + 16 * (q), relu ? _mm512_max_ps(Z, v_) : v_);             \
-    }
+    _mm512_storeu_ps(out + i + 16 * (q), cbn_vaffine16(_mm512_loadu_ps(x + i + 16 * (q)),  \
+                                                       H[q], S[q], T[q], relu));
 #define CBN_PAFFINE_RUN(Q)                                                                  \
     for (; i + 16 * (Q) <= e; i += 16 * (Q)) {                                              \
         CBN_UPTO8(Q, CBN_PAFFINE)                                                           \
@@ -3149,7 +3158,6 @@ CBN_T512 CBN_PASS void cbn_rows_dx_f32_512(const float* x, const float* dy, cons
 CBN_T512 CBN_PASS void cbn_period_affine_f32_512(const float* x, float* out, Py_ssize_t n,
                                                   Py_ssize_t m, const float* hi,
                                                   const float* s, const float* t, int relu) {
-    const __m512 Z = _mm512_setzero_ps();
     float rh[128], rs[128], rt[128];
     __m512 H[8], S[8], T[8];
     Py_ssize_t e = n * m, h = cbn_head_to(out, (Py_ssize_t)sizeof(float), e, 64), i = h, j, q;
@@ -3170,18 +3178,16 @@ CBN_T512 CBN_PASS void cbn_period_affine_f32_512(const float* x, float* out, Py_
 }
 #define CBN_PDX(q)                                                                          \
     {                                                                                       \
-        __m512 g_ = _mm512_loadu_ps(dy + i + 16 * (q));                                     \
-        if (y)                                                                              \
-            g_ = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(y + i + 16 * (q)),  \
-                                                        Z, _CMP_NLE_UQ), g_);               \
-        _mm512_storeu_ps(dx + i + 16 * (q), _mm512_add_ps(_mm512_fmadd_ps(_mm512_sub_ps(    \
-            _mm512_loadu_ps(x + i + 16 * (q)), H[q]), S[q], _mm512_mul_ps(g_, K[q])), T[q])); \
+        const Py_ssize_t o_ = i + 16 * (q);                                                 \
+        __m512 g_ = _mm512_loadu_ps(dy + o_);                                               \
+        if (y) g_ = cbn_vmask16(g_, _mm512_loadu_ps(y + o_));                               \
+        _mm512_storeu_ps(dx + o_, cbn_vdx16(_mm512_loadu_ps(x + o_), g_, H[q], S[q], T[q],  \
+                                            K[q]));                                         \
     }
 CBN_T512 CBN_PASS void cbn_period64_dx_f32_512(const float* x, const float* dy, const float* y,
                                                 float* dx, Py_ssize_t n, const float* hi,
                                                 const float* s, const float* t,
                                                 const float* k) {
-    const __m512 Z = _mm512_setzero_ps();
     const Py_ssize_t m = 64;
     float rh[64], rs[64], rt[64], rk[64];
     __m512 H[4], S[4], T[4], K[4];
